@@ -1,0 +1,29 @@
+"""Pydantic contracts shared by the worker, the API and training.
+
+Everything that crosses a process boundary (Kafka records, HTTP bodies, published model metadata) is
+described here once, so producers and consumers cannot drift apart.
+"""
+
+from schemas.api import BatchPredictRequest, BatchPredictResponse, PredictRequest, PredictResponse
+from schemas.deadletter import DeadLetterHeader, DeadLetterReason
+from schemas.labels import LABELS, Label
+from schemas.mention import MAX_TEXT_CHARS, Mention
+from schemas.model_info import ModelInfo, ModelRef
+from schemas.sentiment import LabelScores, SentimentResult
+
+__all__ = [
+    "LABELS",
+    "MAX_TEXT_CHARS",
+    "BatchPredictRequest",
+    "BatchPredictResponse",
+    "DeadLetterHeader",
+    "DeadLetterReason",
+    "Label",
+    "LabelScores",
+    "Mention",
+    "ModelInfo",
+    "ModelRef",
+    "PredictRequest",
+    "PredictResponse",
+    "SentimentResult",
+]

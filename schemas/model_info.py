@@ -1,0 +1,34 @@
+"""Identity of a loaded model, as stamped on every result and shown by the API."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.labels import LABELS, Label
+
+
+class ModelRef(BaseModel):
+    """Which model file scored a result: enough to fetch exactly that file again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repo: str
+    """Hub repo id, or ``local`` for a model loaded from ``MODEL_PATH``."""
+    revision: str | None
+    """Resolved Hub commit sha (never a branch name), None for a local file."""
+    sha256: str
+    """sha256 of the model file's bytes."""
+
+
+class ModelInfo(BaseModel):
+    """What ``GET /model`` answers: the model's identity plus its published training metrics."""
+
+    repo: str
+    revision: str | None
+    file: str
+    sha256: str
+    labels: tuple[Label, ...] = LABELS
+    loaded_at: datetime
+    metrics: dict[str, Any] | None = None
+    """The ``metrics.json`` published beside the model file, when there is one."""

@@ -1,0 +1,23 @@
+"""The one model package: text normalisation, model resolution (Hub or disk) and batch prediction.
+
+Training, the worker and the API all import from here, so the text a model is trained on and the text it
+is asked about always go through the same :func:`normalize`.
+"""
+
+from sentiment_model.errors import ModelError, ModelLoadError, ModelNotFoundError
+from sentiment_model.normalize import normalize
+from sentiment_model.predictor import Predictor, ScoredBatch
+from sentiment_model.resolve import ResolvedModel, resolve_model
+from sentiment_model.settings import ModelSettings
+
+__all__ = [
+    "ModelError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "ModelSettings",
+    "Predictor",
+    "ResolvedModel",
+    "ScoredBatch",
+    "normalize",
+    "resolve_model",
+]

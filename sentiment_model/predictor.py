@@ -1,0 +1,126 @@
+"""Load a fastText model once and score many texts per call."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fasttext
+import numpy as np
+import numpy.typing as npt
+
+from schemas import LABELS, Label
+from sentiment_model.errors import ModelLoadError, ModelNotFoundError
+from sentiment_model.normalize import normalize
+from sentiment_model.preflight import check_in_child
+
+LABEL_PREFIX = "__label__"
+_EXPECTED_LABELS = frozenset(LABEL_PREFIX + label for label in LABELS)
+_COLUMN = {LABEL_PREFIX + label: i for i, label in enumerate(LABELS)}
+_PROBE = "what a lovely day, thank you all"
+
+# fastText's Python wrapper prints a deprecation notice on every load_model; it says nothing useful here.
+fasttext.FastText.eprint = lambda *_args, **_kwargs: None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredBatch:
+    """Scores of a batch, row i for text i.
+
+    ``probabilities`` is ``(n, 3)`` in :data:`schemas.LABELS` order, clipped to [0, 1] (fastText can
+    return 1.00001).
+    """
+
+    probabilities: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.probabilities.shape[0])
+
+    @property
+    def label_ids(self) -> npt.NDArray[np.intp]:
+        """Index into :data:`schemas.LABELS` of each row's winning class."""
+        return np.asarray(self.probabilities.argmax(axis=1), dtype=np.intp)
+
+    @property
+    def labels(self) -> list[Label]:
+        """The winning class of each row."""
+        return [LABELS[i] for i in self.label_ids.tolist()]
+
+    @property
+    def scores(self) -> list[float]:
+        """Probability of each row's winning class."""
+        return [float(x) for x in self.probabilities.max(axis=1).tolist()]
+
+    def score_dicts(self) -> list[dict[str, float]]:
+        """All class probabilities of each row, keyed by label."""
+        return [dict(zip(LABELS, row, strict=True)) for row in self.probabilities.tolist()]
+
+
+class Predictor:
+    """A loaded sentiment model. Thread-safe for prediction (fastText's predict does not mutate)."""
+
+    def __init__(self, model: Any, path: Path) -> None:
+        self._model = model
+        self.path = path
+
+    @classmethod
+    def load(cls, path: Path | str) -> Predictor:
+        """Load ``path`` and prove it scores; raise :class:`ModelError` subclasses otherwise.
+
+        The file is first loaded in a child process (see :mod:`sentiment_model.preflight`): a corrupt
+        file may crash fastText, and that must not take this process down.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file {path} does not exist")
+        check_in_child(path)
+        return cls.load_unchecked(path)
+
+    @classmethod
+    def load_unchecked(cls, path: Path) -> Predictor:
+        """Load without the child-process check: only for files already checked (or in the child)."""
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file {path} does not exist")
+        try:
+            model = fasttext.load_model(str(path))
+        except (ValueError, RuntimeError, MemoryError) as exc:
+            raise ModelLoadError(f"model file {path} is not a fastText model: {exc}") from exc
+        found = set(model.labels)
+        if found != _EXPECTED_LABELS:
+            raise ModelLoadError(
+                f"model file {path} has labels {sorted(found)}, expected {sorted(_EXPECTED_LABELS)}"
+            )
+        predictor = cls(model, path)
+        # A truncated file loads without complaint but predicts nothing: score a probe to be sure.
+        probe = predictor._raw_predict([_PROBE])
+        if len(probe[0][0]) != len(LABELS) or not all(math.isfinite(p) for p in probe[1][0]):
+            raise ModelLoadError(f"model file {path} is truncated or corrupt: a probe prediction failed")
+        return predictor
+
+    def save(self, path: Path) -> None:
+        """Write the model to ``path`` (same format it was loaded from)."""
+        self._model.save_model(str(path))
+
+    def _raw_predict(self, lines: list[str]) -> tuple[list[list[str]], list[npt.NDArray[np.float32]]]:
+        labels, probs = self._model.predict(lines, k=len(LABELS), threshold=0.0)
+        return labels, probs
+
+    def predict_normalized(self, lines: Sequence[str]) -> ScoredBatch:
+        """Score texts that already went through :func:`normalize` (one fastText call for all)."""
+        out = np.zeros((len(lines), len(LABELS)), dtype=np.float64)
+        if not lines:
+            return ScoredBatch(out)
+        labels, probs = self._raw_predict(list(lines))
+        column = _COLUMN
+        for row, (row_labels, row_probs) in enumerate(zip(labels, probs, strict=True)):
+            for label, prob in zip(row_labels, row_probs.tolist(), strict=True):
+                out[row, column[label]] = prob
+        np.clip(out, 0.0, 1.0, out=out)
+        return ScoredBatch(out)
+
+    def predict(self, texts: Sequence[str]) -> ScoredBatch:
+        """Normalise and score a batch of raw texts in one model call."""
+        return self.predict_normalized([normalize(text) for text in texts])

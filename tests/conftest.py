@@ -1,0 +1,62 @@
+"""Shared fixtures: the real TweetEval data beside the repo and real fastText models trained from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from training.data import Dataset, load_split
+from training.fasttext_train import fit, labelled_lines, quantize, training_file
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Small, fast settings: a real model in a few seconds, far better than chance, nowhere near the bar.
+QUICK_PARAMS = {"epoch": 8, "lr": 0.5, "wordNgrams": 2, "dim": 20, "minCount": 1, "bucket": 200_000}
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """TweetEval sentiment in cardiffnlp layout: ``TWEETEVAL_DIR`` or ``../shared/data/...``."""
+    path = Path(os.environ.get("TWEETEVAL_DIR") or REPO.parent / "shared/data/tweeteval-sentiment")
+    if not (path / "train_text.txt").is_file():
+        pytest.fail(f"TweetEval data not found at {path}: set TWEETEVAL_DIR (tests never skip for this)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def train_subset(data_dir: Path) -> Dataset:
+    """The first 6,000 train rows."""
+    return load_split("train", data_dir).head(6_000)
+
+
+@pytest.fixture(scope="session")
+def val_split(data_dir: Path) -> Dataset:
+    """The whole validation split."""
+    return load_split("val", data_dir)
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory: pytest.TempPathFactory, train_subset: Dataset) -> Path:
+    """A real quantized model trained from real tweets, saved as ``sentiment_ft.ftz``."""
+    folder = tmp_path_factory.mktemp("small-model")
+    with training_file(labelled_lines(train_subset)) as train_file:
+        model = fit(train_file, QUICK_PARAMS, threads=2)
+        quantize(model, train_file, {"retrain": False, "cutoff": 20_000}, threads=2)
+    path = folder / "sentiment_ft.ftz"
+    model.save_model(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def other_model(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A second, different real model (other rows, other settings): for revision-pinning tests."""
+    folder = tmp_path_factory.mktemp("other-model")
+    rows = load_split("train", data_dir)
+    subset = Dataset("train", rows.texts[20_000:24_000], rows.labels[20_000:24_000])
+    with training_file(labelled_lines(subset, seed=1)) as train_file:
+        model = fit(train_file, {**QUICK_PARAMS, "dim": 10, "epoch": 5}, threads=2)
+    path = folder / "sentiment_ft.bin"
+    model.save_model(str(path))
+    return path

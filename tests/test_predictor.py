@@ -1,0 +1,102 @@
+"""Batch prediction with a real model, and clear errors for anything that is not one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fasttext
+import numpy as np
+import pytest
+
+from schemas import LABELS
+from sentiment_model import ModelLoadError, ModelNotFoundError, Predictor, normalize
+from training.data import Dataset
+from training.fasttext_train import fit, labelled_lines, training_file
+
+TEXTS = [
+    "I love this phone, best purchase ever!",
+    "worst customer service I have ever had, never again",
+    "The store opens at 9am on Monday.",
+    "http://example.com @someone",
+    "!!!",
+]
+
+
+def test_batch_equals_one_by_one(small_model: Path) -> None:
+    predictor = Predictor.load(small_model)
+    batch = predictor.predict(TEXTS)
+    assert len(batch) == len(TEXTS)
+    for i, text in enumerate(TEXTS):
+        single = predictor.predict([text])
+        assert np.allclose(single.probabilities[0], batch.probabilities[i])
+    assert set(batch.labels) <= set(LABELS)
+
+
+def test_probabilities_are_a_clamped_distribution(small_model: Path) -> None:
+    batch = Predictor.load(small_model).predict(TEXTS)
+    assert (batch.probabilities >= 0).all() and (batch.probabilities <= 1).all()
+    assert np.allclose(batch.probabilities.sum(axis=1), 1.0, atol=1e-3)
+    assert batch.scores == pytest.approx(batch.probabilities.max(axis=1).tolist())
+    assert [set(d) for d in batch.score_dicts()] == [set(LABELS)] * len(TEXTS)
+
+
+def test_matches_fasttext_directly(small_model: Path) -> None:
+    raw = fasttext.load_model(str(small_model))
+    ours = Predictor.load(small_model).predict(TEXTS)
+    for i, text in enumerate(TEXTS):
+        (label,), (prob,) = raw.predict(normalize(text), k=1)
+        assert label == f"__label__{ours.labels[i]}"
+        assert min(prob, 1.0) == pytest.approx(ours.scores[i], abs=1e-6)
+
+
+def test_learned_something(small_model: Path, val_split: Dataset) -> None:
+    ids = Predictor.load(small_model).predict(val_split.texts).label_ids
+    assert (ids == val_split.labels).mean() > 0.5  # chance on val is ~0.43 (majority class)
+
+
+def test_empty_batch(small_model: Path) -> None:
+    assert len(Predictor.load(small_model).predict([])) == 0
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        Predictor.load(tmp_path / "nope.ftz")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model\n" * 50, bytes(range(256)) * 20])
+def test_garbage_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.ftz"
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match="not a fastText model"):
+        Predictor.load(path)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.7, 0.98, 0.9999])
+def test_truncated_file(tmp_path: Path, small_model: Path, fraction: float) -> None:
+    data = small_model.read_bytes()
+    path = tmp_path / "truncated.ftz"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ModelLoadError):
+        Predictor.load(path)
+
+
+def test_wrong_labels(tmp_path: Path, train_subset: Dataset) -> None:
+    lines = [
+        line.replace("__label__negative", "__label__angry") for line in labelled_lines(train_subset.head(800))
+    ]
+    with training_file(lines) as train_file:
+        model = fit(train_file, {"epoch": 2, "dim": 5, "wordNgrams": 2}, threads=1)
+    path = tmp_path / "angry.bin"
+    model.save_model(str(path))
+    with pytest.raises(ModelLoadError, match="angry"):
+        Predictor.load(path)
+
+
+def test_a_crashing_file_does_not_take_the_process_down(tmp_path: Path, small_model: Path) -> None:
+    # Cut points that crash fastText's loader outright (seen with SIGSEGV): the check runs in a child.
+    data = small_model.read_bytes()
+    for fraction in (0.05, 0.1, 0.2, 0.3, 0.5):
+        path = tmp_path / f"cut-{fraction}.ftz"
+        path.write_bytes(data[: int(len(data) * fraction)])
+        with pytest.raises(ModelLoadError):
+            Predictor.load(path)

@@ -1,0 +1,1 @@
+"""Training pipeline: TweetEval in, a gated, quantized fastText model (plus its metrics) out."""

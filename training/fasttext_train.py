@@ -1,0 +1,115 @@
+"""Writing fastText training files and fitting models: the only place training touches fastText."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import fasttext
+import numpy as np
+
+from schemas import LABELS
+from sentiment_model import Predictor, normalize
+from sentiment_model.predictor import LABEL_PREFIX
+from training.data import Dataset
+from training.metrics import macro_recall
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(Exception):
+    """fastText could not train with these settings (e.g. it diverged: "Encountered NaN")."""
+
+
+def labelled_lines(data: Dataset, oversample: Mapping[str, float] | None = None, seed: int = 0) -> list[str]:
+    """``__label__x normalised text`` lines, shuffled, with optional per-class oversampling.
+
+    ``oversample={"negative": 1.5}`` repeats every negative line once and a random half of them twice:
+    how we counter class imbalance (TweetEval's train split has 16% negatives, its test split 32%).
+    """
+    rng = random.Random(seed)
+    lines: list[str] = []
+    for text, label_id in zip(data.texts, data.labels.tolist(), strict=True):
+        label = LABELS[label_id]
+        line = f"{LABEL_PREFIX}{label} {normalize(text)}"
+        factor = (oversample or {}).get(label, 1.0)
+        copies = int(factor) + (1 if rng.random() < factor - int(factor) else 0)
+        lines.extend([line] * copies)
+    rng.shuffle(lines)
+    return lines
+
+
+@contextlib.contextmanager
+def training_file(lines: list[str]) -> Iterator[Path]:
+    """A temporary fastText input file holding ``lines``."""
+    handle, name = tempfile.mkstemp(prefix="fasttext-", suffix=".txt")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines))
+            out.write("\n")
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Reject settings that fasttext-numpy2 0.10 cannot train, before it aborts or crashes.
+
+    Measured here: with ``wordNgrams=1`` and no char n-grams fastText sets ``bucket=0`` and training
+    always ends in "Encountered NaN"; an explicit ``bucket=0`` with n-grams kills the process (SIGFPE).
+    """
+    word_ngrams, maxn = int(params.get("wordNgrams", 1)), int(params.get("maxn", 0))
+    if word_ngrams <= 1 and maxn == 0:
+        raise TrainingError(
+            "wordNgrams=1 without char n-grams (maxn=0) always diverges in fasttext-numpy2: "
+            "use wordNgrams >= 2 or minn/maxn > 0"
+        )
+    if int(params.get("bucket", 2_000_000)) <= 0:
+        raise TrainingError("bucket must be > 0 when word or char n-grams are used (fastText crashes on 0)")
+
+
+def fit(train_file: Path, params: Mapping[str, Any], threads: int, seed: int = 0, attempts: int = 3) -> Any:
+    """Train a supervised fastText model.
+
+    fastText now and then aborts with "Encountered NaN" on settings that usually train fine (seen here
+    even on TweetEval subsets at lr 0.5). Each retry uses another seed and a lower learning rate; when
+    all ``attempts`` diverge the last error becomes :class:`TrainingError`.
+    """
+    settings = dict(params)
+    check_params(settings)
+    for attempt in range(1, attempts + 1):
+        try:
+            return fasttext.train_supervised(
+                input=str(train_file), thread=threads, seed=seed + attempt - 1, verbose=0, **settings
+            )
+        except (RuntimeError, ValueError) as exc:
+            if attempt == attempts or "NaN" not in str(exc):
+                raise TrainingError(f"fastText failed with {dict(params)}: {exc}") from exc
+            log.warning("fastText diverged (%s) with %s; retrying with a lower learning rate", exc, settings)
+            settings["lr"] = float(settings.get("lr", 0.1)) * 0.7
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def quantize(model: Any, train_file: Path, params: Mapping[str, Any], threads: int) -> None:
+    """Quantize in place (-> .ftz); ``params`` are fastText's quantize arguments."""
+    try:
+        model.quantize(input=str(train_file), thread=threads, verbose=0, **dict(params))
+    except (RuntimeError, ValueError) as exc:
+        raise TrainingError(f"fastText quantize failed with {dict(params)}: {exc}") from exc
+
+
+def predict_ids(model: Any, data: Dataset) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Predicted label ids, scored exactly as the worker and API score (the shared Predictor)."""
+    batch = Predictor(model, Path("<in-memory>")).predict(data.texts)
+    return batch.label_ids.astype(np.int64)
+
+
+def val_macro_recall(model: Any, val: Dataset) -> float:
+    """The selection metric."""
+    return macro_recall(val.labels, predict_ids(model, val))

@@ -1,0 +1,1 @@
+"""Streaming worker: `mentions` -> score -> `sentiment`."""
