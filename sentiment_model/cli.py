@@ -22,19 +22,27 @@ def main(argv: list[str] | None = None) -> int:
         "--model-path", type=Path, help="local model file (default: MODEL_PATH, then the Hub)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
+    parser.add_argument("--show-model", action="store_true", help="print the resolved model as JSON and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     settings = ModelSettings()
     if args.model_path is not None:
         settings = settings.model_copy(update={"model_path": args.model_path})
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     try:
         resolved = resolve_model(settings)
+        if args.show_model:
+            print(
+                json.dumps(
+                    {**resolved.ref.model_dump(), "file": resolved.filename, "path": str(resolved.path)}
+                )
+            )
+            return 0
         predictor = Predictor.load(resolved.path)
     except ModelError as exc:
         print(f"sentiment-predict: {exc}", file=sys.stderr)
         return 2
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     batch = predictor.predict(texts)
     for text, label, score, scores in zip(
         texts, batch.labels, batch.scores, batch.score_dicts(), strict=True

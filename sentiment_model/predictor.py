@@ -30,8 +30,9 @@ fasttext.FastText.eprint = lambda *_args, **_kwargs: None
 class ScoredBatch:
     """Scores of a batch, row i for text i.
 
-    ``probabilities`` is ``(n, 3)`` in :data:`schemas.LABELS` order, clipped to [0, 1] (fastText can
-    return 1.00001).
+    ``probabilities`` is ``(n, 3)`` in :data:`schemas.LABELS` order; each row is a distribution (sums to
+    1). fastText's softmax can return 1.00001, so values are clipped first; a one-vs-all model
+    (``loss=ova``) returns three independent sigmoids, so rows are then rescaled to sum to 1.
     """
 
     probabilities: npt.NDArray[np.float64]
@@ -119,6 +120,8 @@ class Predictor:
             for label, prob in zip(row_labels, row_probs.tolist(), strict=True):
                 out[row, column[label]] = prob
         np.clip(out, 0.0, 1.0, out=out)
+        totals = out.sum(axis=1, keepdims=True)
+        np.divide(out, totals, out=out, where=totals > 0)
         return ScoredBatch(out)
 
     def predict(self, texts: Sequence[str]) -> ScoredBatch:

@@ -158,7 +158,12 @@ def _resolve_online(settings: ModelSettings) -> ResolvedModel:
     # Download by commit sha so the file and the revision we report can never disagree.
     path = Path(
         hf_hub_download(
-            repo, chosen.path, revision=commit, token=settings.hf_token, endpoint=settings.hf_endpoint
+            repo,
+            chosen.path,
+            revision=commit,
+            token=settings.hf_token,
+            endpoint=settings.hf_endpoint,
+            cache_dir=settings.hf_hub_cache,
         )
     )
     _remember_ref(path, chosen.path, revision, commit)
@@ -216,7 +221,7 @@ def _resolve_cached(settings: ModelSettings, reason: str) -> ResolvedModel:
     repo, revision = settings.hf_model_repo, settings.model_revision or "main"
     hint = f"{reason}, and the local Hub cache has no model for {repo}@{revision}"
     try:
-        cache = scan_cache_dir()
+        cache = scan_cache_dir(settings.hf_hub_cache)
     except Exception as exc:  # CacheNotFound and friends: there is no cache at all
         raise ModelNotFoundError(f"{hint} (no cache: {exc})") from exc
     cached = next((r for r in cache.repos if r.repo_id == repo and r.repo_type == "model"), None)

@@ -26,3 +26,4 @@ class ModelSettings(BaseSettings):
     model_sha256: str | None = Field(None, description="expected sha256 of the model file (optional check)")
     hf_token: str | None = Field(None, repr=False, description="token for private Hub repos")
     hf_endpoint: str | None = Field(None, description="Hub endpoint; default: huggingface_hub's own")
+    hf_hub_cache: Path | None = Field(None, description="Hub cache folder; default: huggingface_hub's own")

@@ -365,6 +365,9 @@ class FakeHub:
                 if self.token is not None and not self._authorized(auth):
                     raise _HttpError(401, "Invalid credentials in Authorization header")
                 return _json({"type": "user", "name": self.username, "fullname": self.username, "orgs": []})
+            if segments[:2] == ["api", "validate-yaml"] and method == "POST":
+                # Model-card metadata check before an upload: accept any YAML front matter.
+                return _json({"errors": [], "warnings": []})
             if segments[:3] == ["api", "repos", "create"] and method == "POST":
                 self._check_write(auth)
                 return self._create_repo_route(json.loads(body or b"{}"))

@@ -1,0 +1,198 @@
+"""`python -m training.train` end to end on a real subset: files, MLflow run, gate both ways, Hub push."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sentiment_model import Predictor
+from sentiment_model.resolve import file_sha256
+from tests.fakehub import FakeHub
+from training.data import Dataset
+from training.metrics import evaluate
+
+SMALL = ["--train-limit", "5000", "--threads", "2", "--epoch", "6", "--dim", "16", "--bucket", "200000"]
+REPO = "acme/sentiment-model"
+
+
+def train(
+    tmp: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the training CLI in its own process, as a user would."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            "--data-dir",
+            str(data_dir),
+            "--output-dir",
+            str(tmp / "out"),
+            "--mlflow-dir",
+            str(tmp / "mlruns"),
+            *args,
+        ],
+        env={**os.environ, "MLFLOW_TRACKING_URI": "", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
+    tmp = tmp_path_factory.mktemp("train")
+    yield tmp, train(tmp, data_dir, "--autotune-duration", "0", *SMALL, "--min-f1", "0.3")
+
+
+def test_writes_model_metrics_and_plot(
+    trained: tuple[Path, subprocess.CompletedProcess[str]], val_split: Dataset
+) -> None:
+    tmp, run = trained
+    assert run.returncode == 0, run.stderr
+    out = tmp / "out"
+    metrics: dict[str, Any] = json.loads((out / "metrics.json").read_text())
+    for split in ("test", "val"):
+        for key in ("macro_recall", "macro_f1", "accuracy"):
+            assert 0.3 < metrics[split][key] <= 1.0
+        assert set(metrics[split]["per_class"]) == {"negative", "neutral", "positive"}
+        assert sum(map(sum, metrics[split]["confusion_matrix"])) == metrics[split]["n"]
+    assert metrics["test"]["n"] == 12_284 and metrics["val"]["n"] == 2_000
+    assert metrics["data"]["rows"]["train"] == 5_000
+    assert set(metrics["data"]["fingerprint"]) == {"train", "val", "test"}
+    distribution = metrics["reference"]["val_prediction_distribution"]
+    assert sum(distribution.values()) == pytest.approx(1.0)
+    assert 0.0 <= metrics["reference"]["oov_token_rate"] < 1.0
+    assert metrics["hyperparameters"]["dim"] == 16 and metrics["hyperparameters"]["epoch"] == 6
+    model = out / "sentiment_ft.ftz"
+    assert metrics["model"] == {
+        "file": "sentiment_ft.ftz",
+        "size_bytes": model.stat().st_size,
+        "sha256": file_sha256(model),
+    }
+    assert model.stat().st_size <= 5_000_000
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert metrics["git_commit"] is None or len(metrics["git_commit"]) >= 40
+    # The published numbers are the served model's: re-measure val with the Predictor.
+    served = Predictor.load(model).predict(val_split.texts).label_ids.astype(np.int64)
+    assert evaluate(val_split.labels, served) == metrics["val"]
+    assert "not published" in run.stderr and "--push was not given" in run.stderr
+
+
+def test_mlflow_run_holds_params_metrics_and_artifacts(
+    trained: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    tmp, run = trained
+    assert run.returncode == 0, run.stderr
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sentiment-fasttext")
+    assert experiment is not None
+    (mlrun,) = client.search_runs([experiment.experiment_id])
+    metrics = json.loads((tmp / "out" / "metrics.json").read_text())
+    assert mlrun.info.status == "FINISHED"
+    assert mlrun.data.params["dim"] == "16" and mlrun.data.params["train_rows"] == "5000"
+    assert mlrun.data.metrics["test.macro_recall"] == pytest.approx(metrics["test"]["macro_recall"])
+    assert mlrun.data.metrics["test.per_class.negative.f1"] == pytest.approx(
+        metrics["test"]["per_class"]["negative"]["f1"]
+    )
+    assert "--push was not given" in mlrun.data.tags["gate"]
+    artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert artifacts == {"sentiment_ft.ftz", "metrics.json", "confusion_matrix.png"}
+    del mlflow
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    with FakeHub(token="hf_write") as fake:
+        yield fake
+
+
+def test_gate_refuses_a_model_below_min_f1(tmp_path: Path, data_dir: Path, hub: FakeHub) -> None:
+    run = train(
+        tmp_path,
+        data_dir,
+        "--autotune-duration",
+        "0",
+        *SMALL,
+        "--min-f1",
+        "0.99",
+        "--push",
+        "--hub-repo",
+        REPO,
+        env={"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_write"},
+    )
+    assert run.returncode == 3, run.stderr
+    assert "quality gate failed" in run.stderr and "< --min-f1 0.9900" in run.stderr
+    assert not any(path.startswith("/api/models/acme") for _, path in hub.requests)
+
+
+def test_gate_publishes_model_metrics_and_card(tmp_path: Path, data_dir: Path, hub: FakeHub) -> None:
+    run = train(
+        tmp_path,
+        data_dir,
+        "--autotune-duration",
+        "0",
+        *SMALL,
+        "--min-f1",
+        "0.3",
+        "--push",
+        "--hub-repo",
+        REPO,
+        env={"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_write"},
+    )
+    assert run.returncode == 0, run.stderr
+    files = hub.files(REPO)
+    out = tmp_path / "out"
+    assert files["sentiment_ft.ftz"] == (out / "sentiment_ft.ftz").read_bytes()
+    assert json.loads(files["metrics.json"]) == json.loads((out / "metrics.json").read_text())
+    card = files["README.md"].decode()
+    assert "macro-recall" in card and json.loads(files["metrics.json"])["model"]["sha256"] in card
+    assert f"{REPO}@{hub.head(REPO)}" in run.stderr
+
+
+def test_search_uses_fasttext_autotune_and_picks_by_macro_recall(tmp_path: Path, data_dir: Path) -> None:
+    run = train(
+        tmp_path,
+        data_dir,
+        "--autotune-duration",
+        "40",
+        "--fasttext-autotune-share",
+        "0.4",
+        "--train-limit",
+        "4000",
+        "--threads",
+        "2",
+        "--epoch",
+        "5",
+        "--dim",
+        "16",
+        "--bucket",
+        "200000",
+    )
+    assert run.returncode == 0, run.stderr
+    assert "fastText autotune for 16s" in run.stderr
+    assert "(fasttext-autotune): val macro-recall" in run.stderr
+    assert "(manual): val macro-recall" in run.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["search"]["trials"] >= 2
+    assert metrics["search"]["budget_seconds"] == 40
+
+
+def test_bad_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    run = train(tmp_path, tmp_path / "nowhere", "--autotune-duration", "0")
+    assert run.returncode == 2
+    assert "cardiffnlp sentiment layout" in run.stderr and "Traceback" not in run.stderr

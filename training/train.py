@@ -1,0 +1,322 @@
+"""``python -m training.train``: search, train, quantize, measure, log to MLflow and (gated) publish.
+
+Train on train, select on val (macro-recall), report on test. Writes ``OUTPUT_DIR/sentiment_ft.ftz``,
+``metrics.json`` and ``confusion_matrix.png``. Exit codes: 0 done (published or not, as printed),
+2 bad input (data, arguments), 3 ``--push`` was given but the quality gate refused the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas import LABELS
+from sentiment_model import Predictor, normalize
+from sentiment_model.resolve import file_sha256
+from sentiment_model.settings import DEFAULT_REPO
+from training.data import SPLITS, DataError, Dataset, default_data_dir, load_split
+from training.fasttext_train import TrainingError, labelled_lines, quantize, training_file
+from training.metrics import evaluate, label_distribution
+from training.plots import plot_confusion_matrix
+from training.publish import gate, push_to_hub
+from training.recipe import DEFAULT_CANDIDATE, DEFAULT_QUANTIZE, MAX_MODEL_BYTES
+from training.search import PARAM_NAMES, Candidate, SearchResult, run_search
+from training.tracking import Tracker, default_tracking_uri
+
+log = logging.getLogger("training")
+
+MODEL_FILE = "sentiment_ft.ftz"
+METRICS_FILE = "metrics.json"
+PLOT_FILE = "confusion_matrix.png"
+EXIT_BAD_INPUT, EXIT_GATE_REFUSED = 2, 3
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags; environment variables give the defaults where noted."""
+    p = argparse.ArgumentParser(prog="sentiment-train", description=__doc__)
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default_data_dir(),
+        help="TweetEval sentiment in cardiffnlp layout (default: $TWEETEVAL_DIR; "
+        "unset: download cardiffnlp/tweet_eval with `datasets`)",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path(os.environ.get("OUTPUT_DIR", "artifacts/model")),
+        help="where the model, metrics.json and the plot go (default: $OUTPUT_DIR or artifacts/model)",
+    )
+    p.add_argument(
+        "--autotune-duration",
+        type=int,
+        default=900,
+        metavar="SECONDS",
+        help="search budget; 0 trains the manual flags only (default: 900; the seed's 14400 works)",
+    )
+    p.add_argument(
+        "--fasttext-autotune-share",
+        type=float,
+        default=0.25,
+        help="share of the budget for fastText's own autotune candidate (default: 0.25)",
+    )
+    manual = p.add_argument_group("manual fastText settings (tried first by the search; alone with budget 0)")
+    for name in PARAM_NAMES:
+        kind = str if name == "loss" else float if name == "lr" else int
+        manual.add_argument(f"--{name}", type=kind, default=None)
+    manual.add_argument(
+        "--oversample-negative",
+        type=float,
+        default=None,
+        help="repeat negative training lines this many times (fractional allowed)",
+    )
+    manual.add_argument("--oversample-positive", type=float, default=None)
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N train rows (tests)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-f1", type=float, default=0.60, help="gate: test macro-F1 needed to publish")
+    p.add_argument("--push", action="store_true", help="publish to the Hub when the gate passes")
+    p.add_argument("--hub-repo", default=os.environ.get("HF_MODEL_REPO", DEFAULT_REPO))
+    p.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    p.add_argument(
+        "--mlflow-dir",
+        type=Path,
+        default=Path("mlruns"),
+        help="local MLflow store (sqlite + artifacts) unless MLFLOW_TRACKING_URI is set",
+    )
+    p.add_argument("--experiment", default="sentiment-fasttext")
+    return p.parse_args(argv)
+
+
+def manual_candidate(args: argparse.Namespace) -> Candidate | None:
+    """The candidate the flags describe (on top of the default recipe), or None when none was given."""
+    given = {name: getattr(args, name) for name in PARAM_NAMES if getattr(args, name) is not None}
+    oversample = {
+        label: getattr(args, f"oversample_{label}")
+        for label in ("negative", "positive")
+        if getattr(args, f"oversample_{label}") is not None
+    }
+    if not given and not oversample and args.autotune_duration > 0:
+        return None
+    return Candidate(
+        {**DEFAULT_CANDIDATE.params, **given}, {**DEFAULT_CANDIDATE.oversample, **oversample}, origin="manual"
+    )
+
+
+def git_commit() -> str | None:
+    """The commit the training code came from (``-dirty`` when it had local changes)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def oov_rate(model: Any, data: Dataset) -> float:
+    """Share of normalised tokens the model has no word vector for (drift reference)."""
+    vocabulary = set(model.get_words(on_unicode_error="replace"))
+    tokens = [token for text in data.texts for token in normalize(text).split()]
+    return sum(1 for t in tokens if t not in vocabulary) / len(tokens) if tokens else 0.0
+
+
+def quantize_within(
+    model: Any, train: Dataset, candidate: Candidate, out: Path, threads: int
+) -> dict[str, Any]:
+    """Quantize and save; halve the vocabulary cutoff until the file fits ``MAX_MODEL_BYTES``."""
+    settings = dict(DEFAULT_QUANTIZE)
+    with training_file(labelled_lines(train, candidate.oversample)) as train_file:
+        while True:
+            quantize(model, train_file, settings, threads)
+            model.save_model(str(out))
+            size = out.stat().st_size
+            if size <= MAX_MODEL_BYTES or settings["cutoff"] < 10_000:
+                return {**settings, "size_bytes": size}
+            log.info(
+                "quantized model is %.1f MB > %.1f MB: cutoff %d -> %d",
+                size / 1e6,
+                MAX_MODEL_BYTES / 1e6,
+                settings["cutoff"],
+                settings["cutoff"] // 2,
+            )
+            settings["cutoff"] //= 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sentiment-train``."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    started = time.monotonic()
+    try:
+        data = {split: load_split(split, args.data_dir) for split in SPLITS}
+    except DataError as exc:
+        log.error("training: %s", exc)
+        return EXIT_BAD_INPUT
+    train, val, test = data["train"].head(args.train_limit), data["val"], data["test"]
+    log.info(
+        "data: train %d, val %d, test %d rows from %s",
+        len(train),
+        len(val),
+        len(test),
+        args.data_dir or "the Hugging Face Hub",
+    )
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(default_tracking_uri(args.mlflow_dir), args.mlflow_dir, args.experiment)
+    with tracker.run(
+        name=f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}", tags={"git_commit": git_commit() or ""}
+    ):
+        try:
+            return _train(args, train, val, test, tracker, started)
+        except TrainingError as exc:
+            tracker.tag("status", f"failed: {exc}")
+            log.error("training failed: %s", exc)
+            return EXIT_BAD_INPUT
+
+
+def _train(
+    args: argparse.Namespace, train: Dataset, val: Dataset, test: Dataset, tracker: Tracker, started: float
+) -> int:
+    manual = manual_candidate(args)
+    seeds = [manual] if manual else [DEFAULT_CANDIDATE]
+    if args.autotune_duration > 0:
+        log.info("search: %ds budget, judged by val macro-recall", args.autotune_duration)
+        result = run_search(
+            train,
+            val,
+            args.autotune_duration,
+            args.threads,
+            args.seed,
+            log.info,
+            autotune_share=args.fasttext_autotune_share,
+            seeds=seeds,
+        )
+    else:
+        log.info("no search (--autotune-duration 0): training %s", seeds[0].describe())
+        result = run_search(train, val, 0, args.threads, args.seed, log.info, seeds=seeds)
+    best = result.best
+    log.info("chosen: %s, val macro-recall %.4f", best.candidate.describe(), best.val_macro_recall)
+
+    model_path = args.output_dir / MODEL_FILE
+    quant = quantize_within(result.best_model, train, best.candidate, model_path, args.threads)
+    predictor = Predictor.load(model_path)  # what we measure is exactly the file we publish
+    val_pred = predictor.predict(val.texts).label_ids.astype(np.int64)
+    test_pred = predictor.predict(test.texts).label_ids.astype(np.int64)
+    metrics = build_metrics(args, result, quant, model_path, train, val, test, val_pred, test_pred, started)
+    metrics["reference"]["oov_token_rate"] = oov_rate(result.best_model, val)
+    (args.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    plot_confusion_matrix(
+        metrics["test"]["confusion_matrix"],
+        args.output_dir / PLOT_FILE,
+        f"test: macro-recall {metrics['test']['macro_recall']:.3f}",
+    )
+
+    tracker.params(
+        {
+            **best.candidate.params,
+            **{f"oversample_{k}": v for k, v in best.candidate.oversample.items()},
+            **{f"quantize_{k}": v for k, v in quant.items()},
+            "train_rows": len(train),
+            "search_seconds": args.autotune_duration,
+            "trials": len(result.trials),
+        }
+    )
+    tracker.metrics({k: metrics[k] for k in ("test", "val", "model", "reference", "search")})
+    for name in (MODEL_FILE, METRICS_FILE, PLOT_FILE):
+        tracker.artifact(args.output_dir / name)
+
+    test_m = metrics["test"]
+    log.info(
+        "test: macro-recall %.4f, macro-F1 %.4f, accuracy %.4f | val macro-recall %.4f | model %.2f MB",
+        test_m["macro_recall"],
+        test_m["macro_f1"],
+        test_m["accuracy"],
+        metrics["val"]["macro_recall"],
+        quant["size_bytes"] / 1e6,
+    )
+    decision = gate(test_m["macro_f1"], args.min_f1, args.push)
+    tracker.tag("gate", decision.reason)
+    if decision.publish:
+        token = os.environ.get("HF_TOKEN")
+        commit = push_to_hub(
+            args.hub_repo,
+            [args.output_dir / n for n in (MODEL_FILE, METRICS_FILE, PLOT_FILE)],
+            metrics,
+            token=token,
+            endpoint=os.environ.get("HF_ENDPOINT"),
+            private=args.private,
+        )
+        tracker.tag("hub_commit", f"{args.hub_repo}@{commit}")
+        log.info("%s -> %s@%s", decision.reason, args.hub_repo, commit)
+        return 0
+    log.info("%s", decision.reason)
+    return EXIT_GATE_REFUSED if args.push else 0
+
+
+def build_metrics(
+    args: argparse.Namespace,
+    result: SearchResult,
+    quant: dict[str, Any],
+    model_path: Path,
+    train: Dataset,
+    val: Dataset,
+    test: Dataset,
+    val_pred: np.ndarray[Any, np.dtype[np.int64]],
+    test_pred: np.ndarray[Any, np.dtype[np.int64]],
+    started: float,
+) -> dict[str, Any]:
+    """The metrics.json document (published beside the model)."""
+    best = result.best
+    return {
+        "created_at": datetime.now(UTC).isoformat(),
+        "git_commit": git_commit(),
+        "labels": list(LABELS),
+        "test": evaluate(test.labels, test_pred),
+        "val": evaluate(val.labels, val_pred),
+        "reference": {"val_prediction_distribution": label_distribution(val_pred)},
+        "hyperparameters": {
+            **best.candidate.params,
+            **{f"oversample_{k}": v for k, v in best.candidate.oversample.items()},
+        },
+        "quantization": {k: v for k, v in quant.items() if k != "size_bytes"},
+        "model": {
+            "file": model_path.name,
+            "size_bytes": quant["size_bytes"],
+            "sha256": file_sha256(model_path),
+        },
+        "search": {
+            "budget_seconds": args.autotune_duration,
+            "trials": len(result.trials),
+            "best_val_macro_recall_unquantized": best.val_macro_recall,
+            "best_origin": best.candidate.origin,
+            "seconds_total": round(time.monotonic() - started, 1),
+        },
+        "data": {
+            "source": str(args.data_dir) if args.data_dir else "hf:cardiffnlp/tweet_eval/sentiment",
+            "rows": {"train": len(train), "val": len(val), "test": len(test)},
+            "fingerprint": {
+                "train": train.fingerprint(),
+                "val": val.fingerprint(),
+                "test": test.fingerprint(),
+            },
+        },
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
