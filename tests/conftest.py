@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.kafka_harness import kafka_broker
 from training.data import Dataset, load_split
 from training.fasttext_train import fit, labelled_lines, quantize, training_file
 
@@ -60,3 +62,17 @@ def other_model(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pat
     path = folder / "sentiment_ft.bin"
     model.save_model(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[tuple[str, str]]:
+    """``(bootstrap servers, kind)`` of the session's broker: real cluster, container or mock process."""
+    with kafka_broker() as (bootstrap, kind):
+        print(f"\nKafka for this session: {kind} at {bootstrap}")
+        yield bootstrap, kind
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_cluster: tuple[str, str]) -> str:
+    """Bootstrap servers of the session's broker."""
+    return kafka_cluster[0]

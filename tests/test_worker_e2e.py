@@ -1,0 +1,209 @@
+"""The worker as a real process against a Kafka-protocol broker: results, dead letters, metrics."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import confluent_kafka as ck
+import orjson
+import pytest
+
+from schemas import DeadLetterHeader, SentimentResult
+from sentiment_model import Predictor
+from sentiment_model.resolve import file_sha256
+from tests.kafka_harness import WorkerProcess, metric_sum, produce, read_all, scrape, unique
+from training.data import Dataset
+
+
+@pytest.fixture
+def topics() -> dict[str, str]:
+    return {
+        "INPUT_TOPIC": unique("mentions"),
+        "OUTPUT_TOPIC": unique("sentiment"),
+        "DLQ_TOPIC": unique("dlq"),
+        "CONSUMER_GROUP": unique("group"),
+    }
+
+
+@pytest.fixture
+def worker_env(kafka: str, small_model: Path, topics: dict[str, str]) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "MODEL_PATH": str(small_model),
+        "BRANDS": "acme,globex",
+        "COMMIT_INTERVAL_SECONDS": "0.5",
+        **topics,
+    }
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def start_worker(workers: list[WorkerProcess], env: dict[str, str], log: Path) -> WorkerProcess:
+    worker = WorkerProcess(env, log).start()
+    workers.append(worker)
+    return worker
+
+
+def create_topics(kafka: str, *topics: str) -> None:
+    """Create topics before any worker starts, as an operator would. The mock cluster has no
+    CreateTopics: a metadata request from a client that allows auto-creation creates them."""
+    producer = ck.Producer({"bootstrap.servers": kafka})
+    for topic in topics:
+        producer.list_topics(topic, timeout=10)
+
+
+def create_worker_topics(kafka: str, env: dict[str, str]) -> None:
+    """The worker's input, output and dead-letter topics."""
+    create_topics(kafka, env["INPUT_TOPIC"], env["OUTPUT_TOPIC"], env["DLQ_TOPIC"])
+
+
+def posts(dataset: Dataset, n: int, start: int = 0) -> list[dict[str, object]]:
+    brands = ["acme", "globex", "initech", None]
+    out: list[dict[str, object]] = []
+    for i in range(start, start + n):
+        post: dict[str, object] = {"id": f"p{i}", "text": dataset.texts[i % len(dataset)]}
+        if brands[i % 4] is not None:
+            post["brand"] = brands[i % 4]
+        if i % 3 == 0:
+            post |= {
+                "source": "twitter",
+                "created_at": "2026-11-26T10:15:00Z",
+                "campaign": {"name": "spring"},
+            }
+        out.append(post)
+    return out
+
+
+def test_end_to_end_results_match_the_model(
+    kafka: str,
+    worker_env: dict[str, str],
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    val_split: Dataset,
+    small_model: Path,
+) -> None:
+    items = posts(val_split, 400)
+    create_worker_topics(kafka, worker_env)
+    # every other record has no key: the result is then keyed by the post id
+    produce(
+        kafka,
+        worker_env["INPUT_TOPIC"],
+        [((f"k{p['id']}".encode() if i % 2 == 0 else None), orjson.dumps(p)) for i, p in enumerate(items)],
+    )
+    worker = start_worker(workers, worker_env, tmp_path / "worker.log")
+    results = read_all(kafka, worker_env["OUTPUT_TOPIC"], len(items), timeout=90, settle=1.0)
+    assert len(results) == len(items)
+
+    expected = Predictor.load(small_model).predict([str(p["text"]) for p in items])
+    by_id = {str(p["id"]): (i, p) for i, p in enumerate(items)}
+    sha = file_sha256(small_model)
+    for record in results:
+        result = SentimentResult.model_validate_json(record.value())
+        i, post = by_id[result.id]
+        assert record.key() == (f"k{post['id']}".encode() if i % 2 == 0 else str(post["id"]).encode())
+        assert result.label == expected.labels[i]
+        assert result.scores.model_dump() == pytest.approx(expected.score_dicts()[i])
+        assert result.score == pytest.approx(expected.scores[i])
+        assert (result.brand, result.source, result.created_at) == (
+            post.get("brand"),
+            post.get("source"),
+            post.get("created_at"),
+        )
+        assert result.model.sha256 == sha and result.model.repo == "local"
+        assert (result.model_extra or {}).get("campaign") == post.get("campaign")
+        assert dict(record.headers())["model-sha256"] == sha.encode()
+
+    samples = scrape(worker.metrics_port)
+    assert metric_sum(samples, "sentiment_records_consumed_total") == len(items)
+    assert metric_sum(samples, "sentiment_results_produced_total") == len(items)
+    assert metric_sum(samples, "sentiment_predictions_total") == len(items)
+    for label in ("negative", "neutral", "positive"):
+        for brand in ("acme", "globex"):
+            want = sum(
+                1 for i, p in enumerate(items) if p.get("brand") == brand and expected.labels[i] == label
+            )
+            assert metric_sum(samples, "sentiment_predictions_total", sentiment=label, brand=brand) == want
+        other = sum(
+            1
+            for i, p in enumerate(items)
+            if p.get("brand") not in ("acme", "globex") and expected.labels[i] == label
+        )
+        assert metric_sum(samples, "sentiment_predictions_total", sentiment=label, brand="other") == other
+    assert metric_sum(samples, "sentiment_model_info", sha256=sha) == 1
+    assert metric_sum(samples, "sentiment_batch_size_records_count") >= 1
+    assert metric_sum(samples, "sentiment_event_to_result_seconds_count") == len(items)
+    assert metric_sum(samples, "sentiment_last_processed_timestamp_seconds") > 1.7e9
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert "stopped cleanly" in worker.log
+
+
+POISON: list[tuple[bytes | None, str]] = [
+    (b"\xff\xfe not utf-8 \xc3\x28", "undecodable"),
+    (None, "undecodable"),
+    (b"{not json", "invalid_json"),
+    (b"", "invalid_json"),
+    (b"[1, 2, 3]", "not_an_object"),
+    (b'"just a string"', "not_an_object"),
+    (b"42", "not_an_object"),
+    (b'{"text": "no id"}', "schema_violation"),
+    (b'{"id": "", "text": "empty id"}', "schema_violation"),
+    (b'{"id": "x1", "text": "   "}', "schema_violation"),
+    (b'{"id": "x2"}', "schema_violation"),
+    (b'{"id": 12, "text": "id is a number"}', "schema_violation"),
+    (b'{"id": "x3", "text": ["a", "list"]}', "schema_violation"),
+    (json.dumps({"id": "x4", "text": "x" * 10_001}).encode(), "schema_violation"),
+    (b'{"id": "x5", "text": "ok", "created_at": "yesterday"}', "schema_violation"),
+]
+
+
+def test_poison_mix_goes_to_the_dead_letter_topic(
+    kafka: str, worker_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path, val_split: Dataset
+) -> None:
+    good = posts(val_split, 60)
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for i, post in enumerate(good):
+        records.append((None, orjson.dumps(post)))
+        if i < len(POISON):
+            records.append((f"poison{i}".encode(), POISON[i][0]))
+    create_worker_topics(kafka, worker_env)
+    produce(kafka, worker_env["INPUT_TOPIC"], records)
+    worker = start_worker(workers, worker_env, tmp_path / "worker.log")
+
+    results = read_all(kafka, worker_env["OUTPUT_TOPIC"], len(good), timeout=90, settle=1.0)
+    assert sorted(SentimentResult.model_validate_json(r.value()).id for r in results) == sorted(
+        str(p["id"]) for p in good
+    )
+    dead = read_all(kafka, worker_env["DLQ_TOPIC"], len(POISON), timeout=60, settle=1.0)
+    assert len(dead) == len(POISON)
+    for record in dead:
+        i = int(record.key().decode().removeprefix("poison"))
+        original, reason = POISON[i]
+        headers = dict(record.headers())
+        assert record.value() == (original or b""), "the original bytes travel untouched"
+        assert headers[DeadLetterHeader.REASON.value].decode() == reason
+        assert headers[DeadLetterHeader.ERROR.value], "a reason a person can read"
+        assert headers[DeadLetterHeader.TOPIC.value].decode() == worker_env["INPUT_TOPIC"]
+        assert int(headers[DeadLetterHeader.OFFSET.value]) >= 0
+    schema_errors = {
+        record.key(): dict(record.headers())[DeadLetterHeader.ERROR.value].decode() for record in dead
+    }
+    assert "text" in schema_errors[b"poison13"] and "10000" in schema_errors[b"poison13"]
+
+    samples = scrape(worker.metrics_port)
+    for reason in {r for _, r in POISON}:
+        assert metric_sum(samples, "sentiment_dead_letters_total", reason=reason) == sum(
+            1 for _, r in POISON if r == reason
+        )
+    assert "dead-lettered" in worker.log
+    assert worker.process is not None and worker.process.poll() is None, "bad input never stops the worker"

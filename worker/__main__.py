@@ -1,0 +1,79 @@
+"""``python -m worker`` / ``sentiment-worker``.
+
+Exit codes: 0 stopped on request (SIGTERM/SIGINT) after committing; 1 a runtime failure (a delivery or
+model error persisted: nothing past it was committed); 2 could not start (configuration, broker, topic,
+model).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from sentiment_model import ModelError, Predictor, resolve_model
+from worker.app import Worker
+from worker.kafka import BrokerUnreachableError, KafkaLayerError, TopicNotFoundError
+from worker.metrics import Heartbeat, MetricsServer, WorkerMetrics
+from worker.settings import WorkerSettings
+
+log = logging.getLogger("worker")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_STARTUP = 0, 1, 2
+
+
+def main() -> int:
+    """Load settings and model, serve metrics, run the worker until stopped."""
+    try:
+        settings = WorkerSettings()
+    except ValidationError as exc:
+        print(f"sentiment-worker: invalid settings:\n{exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log.info(
+        "starting: group %s, %s -> %s (dead letters: %s), %s, batches of up to %d",
+        settings.consumer_group,
+        settings.input_topic,
+        settings.output_topic,
+        settings.dlq_topic,
+        settings.processing_guarantee,
+        settings.batch_size,
+    )
+    try:
+        model = resolve_model(settings)
+        predictor = Predictor.load(model.path)
+    except ModelError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_STARTUP
+    log.info("model: %s", model.describe())
+
+    metrics = WorkerMetrics(settings.brand_list)
+    metrics.set_model(model.repo, model.revision, model.sha256)
+    heartbeat = Heartbeat(settings.liveness_timeout_seconds)
+    try:
+        server = MetricsServer(metrics, heartbeat, settings.metrics_host, settings.metrics_port).start()
+    except OSError as exc:
+        log.error("cannot serve metrics on %s:%d: %s", settings.metrics_host, settings.metrics_port, exc)
+        return EXIT_STARTUP
+    log.info("metrics on http://%s:%d/metrics, liveness on /healthz", settings.metrics_host, server.port)
+
+    try:
+        worker = Worker(settings, predictor, model, metrics, heartbeat)
+        worker.install_signal_handlers()
+        worker.run()
+    except (BrokerUnreachableError, TopicNotFoundError, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_STARTUP
+    except (KafkaLayerError, ModelError) as exc:
+        log.error("stopping without committing past the failure: %s", exc)
+        return EXIT_RUNTIME
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

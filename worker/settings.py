@@ -1,0 +1,81 @@
+"""The worker's one settings object: environment variables with documented defaults."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from sentiment_model import ModelSettings
+from worker.kafka.config import properties_from_env, properties_from_file
+
+
+class WorkerSettings(ModelSettings):
+    """Everything ``python -m worker`` reads. Model source settings come from :class:`ModelSettings`.
+
+    Any other ``KAFKA_*`` variable is passed to librdkafka as a property (``KAFKA_SECURITY_PROTOCOL=SASL_SSL``
+    -> ``security.protocol``), as is every line of ``KAFKA_CONFIG_FILE``; the variables win over the file.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap_servers: str = Field("localhost:9092", description="Kafka bootstrap servers")
+    kafka_config_file: Path | None = Field(None, description="librdkafka properties file (key=value lines)")
+    consumer_group: str = Field("sentiment-worker", description="consumer group id")
+    input_topic: str = Field("mentions", description="topic of input posts")
+    output_topic: str = Field("sentiment", description="topic of results")
+    dlq_topic: str = Field("mentions.dlq", description="dead-letter topic (original bytes + reason headers)")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="at_least_once, or exactly_once (transactions)"
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new group starts: earliest loses nothing"
+    )
+    batch_size: int = Field(1000, ge=1, le=100_000, description="most records consumed and scored per batch")
+    poll_timeout_seconds: float = Field(0.2, gt=0, description="longest wait for a batch to fill")
+    commit_interval_seconds: float = Field(1.0, gt=0, description="checkpoint at least this often")
+    commit_max_records: int = Field(50_000, ge=1, description="... or after this many records")
+    client_id: str = Field(
+        default_factory=lambda: f"sentiment-worker-{socket.gethostname()}-{os.getpid()}",
+        description="Kafka client.id (default: host name and pid)",
+    )
+    transactional_id: str | None = Field(
+        None, description="exactly-once transactional.id (default: the client id); unique per instance"
+    )
+    brands: str = Field("", description="comma-separated brands with their own metric label; others: other")
+    metrics_host: str = Field(
+        "127.0.0.1", description="metrics/liveness bind address (0.0.0.0 in containers)"
+    )
+    metrics_port: int = Field(9108, ge=0, le=65535, description="metrics/liveness port (0: any free port)")
+    startup_timeout_seconds: float = Field(15.0, gt=0, description="how long to wait for the broker at start")
+    shutdown_timeout_seconds: float = Field(20.0, gt=0, description="flush/commit time allowed at shutdown")
+    model_retry_attempts: int = Field(3, ge=1, description="tries per batch before a model error is fatal")
+    model_retry_backoff_seconds: float = Field(0.5, ge=0, description="first retry delay (doubles)")
+    liveness_timeout_seconds: float = Field(
+        60.0, gt=0, description="/healthz fails when the loop stalls this long"
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ...")
+
+    @field_validator("brands")
+    @classmethod
+    def _tidy_brands(cls, value: str) -> str:
+        return ",".join(b.strip().lower() for b in value.split(",") if b.strip())
+
+    @property
+    def brand_list(self) -> list[str]:
+        """Configured brands, lower-cased."""
+        return [b for b in self.brands.split(",") if b]
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether transactions are used."""
+        return self.processing_guarantee == "exactly_once"
+
+    def kafka_properties(self) -> dict[str, str]:
+        """Passthrough librdkafka properties: the config file, then KAFKA_* variables."""
+        from_file = properties_from_file(self.kafka_config_file) if self.kafka_config_file else {}
+        return {**from_file, **properties_from_env(os.environ)}
