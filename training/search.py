@@ -86,17 +86,21 @@ def sample_candidate(rng: random.Random) -> Candidate:
 
 def autotune_candidate(
     train: Dataset, val: Dataset, seconds: int, threads: int, progress: Progress
-) -> Candidate:
+) -> Candidate | None:
     """fastText's autotune (F1 on val) for ``seconds``; returns its settings as a candidate."""
     progress(f"fastText autotune for {seconds}s (its metric: F1 on val)")
     with training_file(labelled_lines(train)) as train_file, training_file(labelled_lines(val)) as val_file:
-        model = fasttext.train_supervised(
-            input=str(train_file),
-            autotuneValidationFile=str(val_file),
-            autotuneDuration=seconds,
-            thread=threads,
-            verbose=0,
-        )
+        try:
+            model = fasttext.train_supervised(
+                input=str(train_file),
+                autotuneValidationFile=str(val_file),
+                autotuneDuration=seconds,
+                thread=threads,
+                verbose=0,
+            )
+        except (RuntimeError, ValueError) as exc:  # seen: "Encountered NaN" in its final training
+            progress(f"fastText autotune failed ({exc}); the random search goes on without its candidate")
+            return None
     args = model.f.getArgs()
     params = {name: getattr(args, name) for name in PARAM_NAMES if hasattr(args, name)}
     params["loss"] = str(params["loss"]).rsplit(".", 1)[-1]
@@ -128,7 +132,9 @@ def run_search(
         if autotune_pending:
             autotune_pending = False
             seconds = max(10, int(budget_seconds * autotune_share))
-            queue.insert(0, autotune_candidate(train, val, seconds, threads, progress))
+            tuned = autotune_candidate(train, val, seconds, threads, progress)
+            if tuned is not None:
+                queue.insert(0, tuned)
         candidate = queue.pop(0) if queue else sample_candidate(rng)
         started = time.monotonic()
         try:
