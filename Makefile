@@ -42,7 +42,8 @@ train: install
 	$(PY) -m training.train $(TRAIN_ARGS)
 
 bench: install
-	$(PY) -m bench $(BENCH_ARGS)
+	command -v wrk >/dev/null || (apt-get install -y wrk || echo "install wrk to run the API benchmark")
+	$(PY) -m bench.api_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

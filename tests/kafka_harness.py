@@ -44,7 +44,7 @@ def kafka_broker() -> Iterator[tuple[str, str]]:
         try:
             from testcontainers.community.kafka import KafkaContainer
         except ImportError:  # testcontainers < 4.10
-            from testcontainers.kafka import KafkaContainer  # type: ignore[no-redef]
+            from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer() as container:
             yield container.get_bootstrap_server(), "testcontainers"

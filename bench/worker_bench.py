@@ -1,0 +1,283 @@
+"""Worker throughput against a passthrough ceiling, exactly-once throughput, latency at fixed load, RSS.
+
+``python -m bench.worker_bench [--posts 200000] [--model-path FILE]``
+
+One broker for all phases: ``KAFKA_BOOTSTRAP_SERVERS`` or the embedded mock cluster. 200,000 TweetEval
+posts (JSON, keyed, lz4 like the outputs) are preloaded once; each phase reads them with a fresh group
+and writes its own output topic. Throughput is measured from the first output record to the last one
+written (output high watermarks), so process start, model load and group join are excluded for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import confluent_kafka as ck
+import orjson
+
+from training.data import load_split
+from worker.kafka.mock_cluster import MockCluster
+
+REPO = Path(__file__).resolve().parent.parent
+COMMON = {
+    "KAFKA_COMPRESSION_TYPE": "lz4",
+    "KAFKA_LINGER_MS": "20",
+    "BATCH_SIZE": "2000",
+    "COMMIT_INTERVAL_SECONDS": "1.0",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+def posts(n: int, data_dir: Path) -> list[tuple[bytes, bytes]]:
+    texts = load_split("train", data_dir).texts
+    brands = ["acme", "globex", "initech", "umbrella"]
+    out = []
+    for i in range(n):
+        doc = {
+            "id": f"p{i}",
+            "text": texts[i % len(texts)],
+            "brand": brands[i % 4],
+            "source": "twitter",
+            "created_at": "2026-11-26T10:15:00Z",
+        }
+        out.append((f"p{i}".encode(), orjson.dumps(doc)))
+    return out
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = ck.Producer(
+        {"bootstrap.servers": bootstrap, "compression.type": "lz4", "linger.ms": 20, "batch.size": 1_000_000}
+    )
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(120) == 0
+
+
+def create(bootstrap: str, *topics: str) -> None:
+    producer = ck.Producer({"bootstrap.servers": bootstrap})
+    for topic in topics:
+        producer.list_topics(topic, timeout=10)
+
+
+def written(consumer: ck.Consumer, topic: str) -> int:
+    try:
+        return sum(
+            max(0, consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=5)[1])
+            for p in range(4)
+        )
+    except ck.KafkaException:
+        return 0
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_phase(name: str, module: str, env: dict[str, str], n: int, bootstrap: str) -> tuple[float, float]:
+    """Start ``module``, time first..n-th output record; returns (records/s, peak RSS MB)."""
+    out = env["OUTPUT_TOPIC"]
+    probe = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
+    log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115 - kept for the user to read
+    process = subprocess.Popen(
+        [sys.executable, "-m", module], cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
+    )
+    first = last = None
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            count = written(probe, out)
+            now = time.monotonic()
+            if count and first is None:
+                first = (now, count)
+            if count >= n:
+                last = (now, count)
+                break
+            if process.poll() is not None:
+                raise SystemExit(f"{name} exited early ({process.returncode}); see {log.name}")
+            time.sleep(0.02)
+        rss = peak_rss_mb(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        probe.close()
+    if first is None or last is None:
+        raise SystemExit(f"{name} did not finish; see {log.name}")
+    return (last[1] - first[1]) / (last[0] - first[0]), rss
+
+
+def latency_phase(
+    env: dict[str, str], bootstrap: str, rate: int, seconds: int, data_dir: Path
+) -> list[float]:
+    """Offer ``rate`` posts/s for ``seconds``; event-to-result latency as seen by a downstream reader."""
+    texts = load_split("val", data_dir).texts
+    reader = ck.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    reader.subscribe([env["OUTPUT_TOPIC"]])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            for record in reader.consume(1000, 0.1):
+                if record.error() is None:
+                    created = datetime.fromisoformat(orjson.loads(record.value() or b"{}")["created_at"])
+                    latencies.append(time.time() - created.timestamp())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    time.sleep(8)  # model load and group join happen before the load starts
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    started = time.monotonic()
+    for i in range(rate * seconds):
+        due = started + i / rate
+        while time.monotonic() < due:
+            time.sleep(0.0005)
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        doc = {"id": f"l{i}", "text": texts[i % len(texts)], "created_at": stamp}
+        producer.produce(env["INPUT_TOPIC"], orjson.dumps(doc), f"l{i}".encode())
+        producer.poll(0)
+    producer.flush(30)
+    time.sleep(5)
+    stop.set()
+    thread.join()
+    process.send_signal(signal.SIGTERM)
+    process.wait(60)
+    reader.close()
+    return latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--posts", type=int, default=200_000)
+    parser.add_argument("--model-path", type=Path)
+    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--latency-seconds", type=int, default=15)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("TWEETEVAL_DIR", REPO.parent / "shared/data/tweeteval-sentiment")),
+    )
+    args = parser.parse_args()
+    model = args.model_path
+    if model is None:
+        folder = Path(tempfile.mkdtemp(prefix="bench-model-"))
+        print("training the default-recipe model (no search) for the benchmark ...", flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.train",
+                "--data-dir",
+                str(args.data_dir),
+                "--autotune-duration",
+                "0",
+                "--output-dir",
+                str(folder),
+                "--mlflow-dir",
+                str(folder / "mlruns"),
+            ],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        model = folder / "sentiment_ft.ftz"
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    cluster = None if external else MockCluster().start()
+    bootstrap = external or (cluster.bootstrap_servers if cluster else "")
+    try:
+        run = uuid.uuid4().hex[:8]
+        source = f"bench-in-{run}"
+        create(
+            bootstrap,
+            source,
+            *(f"bench-{k}-{run}" for k in ("pass", "alo", "eos", "dlq", "lat-in", "lat-out")),
+        )
+        print(
+            f"broker: {'external' if external else 'mock cluster'}; preloading {args.posts:,} posts ...",
+            flush=True,
+        )
+        produce(bootstrap, source, posts(args.posts, args.data_dir))
+        base = {
+            **COMMON,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "INPUT_TOPIC": source,
+            "MODEL_PATH": str(model),
+            "DLQ_TOPIC": f"bench-dlq-{run}",
+            "METRICS_PORT": "0",
+            "BRANDS": "acme,globex",
+        }
+        results = {}
+        for name, module, extra in (
+            ("passthrough", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass-{run}"}),
+            ("worker at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo-{run}"}),
+            (
+                "worker exactly-once",
+                "worker",
+                {"OUTPUT_TOPIC": f"bench-eos-{run}", "PROCESSING_GUARANTEE": "exactly_once"},
+            ),
+        ):
+            env = {**base, **extra, "CONSUMER_GROUP": f"bench-{name.replace(' ', '-')}-{run}"}
+            results[name] = run_phase(name, module, env, args.posts, bootstrap)
+            print(
+                f"{name:<22} {results[name][0]:>9,.0f} records/s   peak RSS {results[name][1]:.0f} MB",
+                flush=True,
+            )
+        ceiling = results["passthrough"][0]
+        print(
+            f"\nworker / passthrough: at-least-once {results['worker at-least-once'][0] / ceiling:.2f}, "
+            f"exactly-once {results['worker exactly-once'][0] / ceiling:.2f}"
+        )
+        lat_env = {
+            **base,
+            "INPUT_TOPIC": f"bench-lat-in-{run}",
+            "OUTPUT_TOPIC": f"bench-lat-out-{run}",
+            "CONSUMER_GROUP": f"bench-lat-{run}",
+        }
+        latencies = sorted(latency_phase(lat_env, bootstrap, args.rate, args.latency_seconds, args.data_dir))
+        if latencies:
+            p50 = statistics.median(latencies)
+            p99 = latencies[int(len(latencies) * 0.99) - 1]
+            print(
+                f"event-to-result at {args.rate:,} posts/s offered for {args.latency_seconds}s: "
+                f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms over {len(latencies):,} results"
+            )
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
