@@ -1,4 +1,4 @@
-"""The single text preprocessing used at training and at serving time.
+"""The single text preprocessing used at training and at serving time: clean-up, then lexicon tokens.
 
 Measured on TweetEval val (mean of 3 runs, simple config): raw text 0.618 macro-recall, normalised 0.646.
 Nearly all of the gain comes from splitting punctuation off words (+0.026) and lower-casing (+0.009);
@@ -8,6 +8,8 @@ URL/user masking, elongation squashing and quote handling are neutral on val but
 
 import re
 import unicodedata
+
+from sentiment_model.lexicon import lexicon_tokens
 
 _ENTITIES = {
     "&amp;": "&",
@@ -55,12 +57,20 @@ def _unescape(text: str) -> str:
 
 
 def normalize(text: str) -> str:
+    """:func:`clean` the text, then append its sentiment-lexicon tokens (:mod:`sentiment_model.lexicon`)."""
+    tokens = clean(text).split()
+    return " ".join(tokens + lexicon_tokens(tokens))
+
+
+def clean(text: str) -> str:
     """Lower-case, fold escapes and typography, mask URLs and handles, split punctuation, one line.
 
     fastText reads one example per line, so every kind of whitespace (including line separators) becomes
-    a single space; the result never contains a newline. ``normalize(normalize(t)) == normalize(t)``.
+    a single space; the result never contains a newline. ``clean(clean(t)) == clean(t)``.
     """
-    text = unicodedata.normalize("NFKC", _unescape(text.strip())).translate(_TYPOGRAPHY)
+    text = unicodedata.normalize("NFKC", _unescape(text.strip())).translate(_TYPOGRAPHY).strip()
+    while len(text) > 1 and text[0] == '"' and text[-1] == '"':  # a quoted tweet: the quotes say nothing
+        text = text[1:-1].strip()
     text = _URL.sub(" URL ", text)
     text = _USER.sub(" @user ", text)
     text = _ELONGATED.sub(r"\1\1", text.lower())

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sentiment_model import normalize
+from sentiment_model.normalize import clean
 
 
 def test_masks_urls_and_users_and_lowercases() -> None:
@@ -23,9 +24,17 @@ def test_always_one_line_without_outer_whitespace(text: str) -> None:
 
 
 @given(st.text())
-def test_idempotent(text: str) -> None:
-    once = normalize(text)
-    assert normalize(once) == once
+def test_clean_is_idempotent(text: str) -> None:
+    once = clean(text)
+    assert clean(once) == once
+
+
+def test_lexicon_tokens_follow_polarity_and_negation() -> None:
+    assert normalize("I love this").endswith("__lexpos__")
+    assert normalize("I hate this").endswith("__lexneg__")
+    assert normalize("this is not good").endswith("__lexneg__")
+    assert normalize("not bad at all. great day").split()[-2:] == ["__lexpos__", "__lexpos__"]
+    assert "__lex" not in normalize("The store opens at 9am on Monday")
 
 
 def test_training_and_serving_share_the_function() -> None:

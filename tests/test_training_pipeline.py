@@ -121,39 +121,32 @@ def hub() -> Iterator[FakeHub]:
         yield fake
 
 
-def test_gate_refuses_a_model_below_min_f1(tmp_path: Path, data_dir: Path, hub: FakeHub) -> None:
-    run = train(
+def push_run(tmp_path: Path, data_dir: Path, hub: FakeHub, min_f1: str) -> subprocess.CompletedProcess[str]:
+    """A small training run with ``--push`` against the fake Hub."""
+    return train(
         tmp_path,
         data_dir,
         "--autotune-duration",
         "0",
         *SMALL,
         "--min-f1",
-        "0.99",
+        min_f1,
         "--push",
         "--hub-repo",
         REPO,
         env={"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_write"},
     )
+
+
+def test_gate_refuses_a_model_below_min_f1(tmp_path: Path, data_dir: Path, hub: FakeHub) -> None:
+    run = push_run(tmp_path, data_dir, hub, "0.99")
     assert run.returncode == 3, run.stderr
     assert "quality gate failed" in run.stderr and "< --min-f1 0.9900" in run.stderr
     assert not any(path.startswith("/api/models/acme") for _, path in hub.requests)
 
 
 def test_gate_publishes_model_metrics_and_card(tmp_path: Path, data_dir: Path, hub: FakeHub) -> None:
-    run = train(
-        tmp_path,
-        data_dir,
-        "--autotune-duration",
-        "0",
-        *SMALL,
-        "--min-f1",
-        "0.3",
-        "--push",
-        "--hub-repo",
-        REPO,
-        env={"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_write"},
-    )
+    run = push_run(tmp_path, data_dir, hub, "0.3")
     assert run.returncode == 0, run.stderr
     files = hub.files(REPO)
     out = tmp_path / "out"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +143,8 @@ def test_end_to_end_results_match_the_model(
     assert metric_sum(samples, "sentiment_batch_size_records_count") >= 1
     assert metric_sum(samples, "sentiment_event_to_result_seconds_count") == len(items)
     assert metric_sum(samples, "sentiment_last_processed_timestamp_seconds") > 1.7e9
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/healthz", timeout=5) as live:
+        assert live.status == 200
 
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0

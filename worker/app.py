@@ -221,8 +221,13 @@ class Worker:
             m.dead_letters.labels(dead.reason.value).inc()
         if scored is not None:
             m.produced.inc(len(valid))
-            for item, label in zip(valid, scored.labels, strict=True):
-                m.predictions.labels(label, m.brand_label(item.mention.brand)).inc()
+            per_label = Counter(
+                (label, m.brand_label(item.mention.brand))
+                for item, label in zip(valid, scored.labels, strict=True)
+            )
+            for (label, brand), count in per_label.items():  # one labelled increment per pair, not per post
+                m.predictions.labels(label, brand).inc(count)
+            for item in valid:
                 created = item.mention.created_at_datetime()
                 if created is not None:
                     m.event_to_result.observe(max(0.0, now_ts - created.timestamp()))
