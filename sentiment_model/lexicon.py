@@ -18,9 +18,51 @@ _MIN_VALENCE = 0.5
 _NEGATION_REACH = 3
 _CLAUSE_END = frozenset(".!?,;:")
 _NEGATIONS = frozenset(
-    "not no never none nobody nothing neither nor nowhere cannot can't cant don't dont doesn't doesnt didn't "
-    "didnt isn't isnt wasn't wasnt aren't arent weren't werent won't wont wouldn't wouldnt shouldn't "
-    "shouldnt couldn't couldnt ain't aint haven't havent hasn't hasnt hadn't hadnt without".split()
+    [
+        "not",
+        "no",
+        "never",
+        "none",
+        "nobody",
+        "nothing",
+        "neither",
+        "nor",
+        "nowhere",
+        "cannot",
+        "can't",
+        "cant",
+        "don't",
+        "dont",
+        "doesn't",
+        "doesnt",
+        "didn't",
+        "didnt",
+        "isn't",
+        "isnt",
+        "wasn't",
+        "wasnt",
+        "aren't",
+        "arent",
+        "weren't",
+        "werent",
+        "won't",
+        "wont",
+        "wouldn't",
+        "wouldnt",
+        "shouldn't",
+        "shouldnt",
+        "couldn't",
+        "couldnt",
+        "ain't",
+        "aint",
+        "haven't",
+        "havent",
+        "hasn't",
+        "hasnt",
+        "hadn't",
+        "hadnt",
+        "without",
+    ]
 )
 
 

@@ -19,7 +19,7 @@ from tests.fakehub import FakeHub
 from training.data import Dataset
 from training.metrics import evaluate
 
-SMALL = ["--train-limit", "5000", "--threads", "2", "--epoch", "6", "--dim", "16", "--bucket", "200000"]
+SMALL = ["--train-limit", "5000", "--threads", "2", "--epoch", "10", "--lr", "0.5", "--dim", "16", "--bucket", "200000"]
 REPO = "acme/sentiment-model"
 
 
@@ -74,7 +74,7 @@ def test_writes_model_metrics_and_plot(
     distribution = metrics["reference"]["val_prediction_distribution"]
     assert sum(distribution.values()) == pytest.approx(1.0)
     assert 0.0 <= metrics["reference"]["oov_token_rate"] < 1.0
-    assert metrics["hyperparameters"]["dim"] == 16 and metrics["hyperparameters"]["epoch"] == 6
+    assert metrics["hyperparameters"]["dim"] == 16 and metrics["hyperparameters"]["epoch"] == 10
     model = out / "sentiment_ft.ftz"
     assert metrics["model"] == {
         "file": "sentiment_ft.ftz",
