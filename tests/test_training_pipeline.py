@@ -19,7 +19,20 @@ from tests.fakehub import FakeHub
 from training.data import Dataset
 from training.metrics import evaluate
 
-SMALL = ["--train-limit", "5000", "--threads", "2", "--epoch", "10", "--lr", "0.5", "--dim", "16", "--bucket", "200000"]
+SMALL = [
+    "--train-limit",
+    "5000",
+    "--threads",
+    "2",
+    "--epoch",
+    "10",
+    "--lr",
+    "0.5",
+    "--dim",
+    "16",
+    "--bucket",
+    "200000",
+]
 REPO = "acme/sentiment-model"
 
 
