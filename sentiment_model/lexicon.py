@@ -84,6 +84,7 @@ def valence(token: str) -> float:
 
 def lexicon_tokens(tokens: list[str]) -> list[str]:
     """The polarity tokens for already-normalised ``tokens``."""
+    words, emojis = _lexicon()  # looked up once per text: this runs for every post on the hot path
     extra: list[str] = []
     negated_until = -1
     for i, token in enumerate(tokens):
@@ -92,7 +93,11 @@ def lexicon_tokens(tokens: list[str]) -> list[str]:
             continue
         if token in _CLAUSE_END:
             negated_until = -1
-        score = valence(token)
+        score = words.get(token)
+        if score is None:
+            if len(token) != 1 or token not in emojis:
+                continue
+            score = valence(token)
         if abs(score) < _MIN_VALENCE:
             continue
         if i <= negated_until:

@@ -7,7 +7,9 @@ URL/user masking, elongation squashing and quote handling are neutral on val but
 """
 
 import re
+import sys
 import unicodedata
+from functools import lru_cache
 
 from sentiment_model.lexicon import lexicon_tokens
 
@@ -56,6 +58,20 @@ def _unescape(text: str) -> str:
     return text
 
 
+@lru_cache(maxsize=1)
+def _spacing_table() -> dict[int, str]:
+    """Every Unicode punctuation or symbol character (but ' _ @) -> itself padded with spaces.
+
+    Built once on first use (about half a second); ``str.translate`` then pads in C, 4x faster than a
+    per-character Python loop, which was the worker's biggest per-record cost.
+    """
+    return {
+        cp: f" {chr(cp)} "
+        for cp in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(cp))[0] in "PS" and chr(cp) not in _KEEP_ATTACHED
+    }
+
+
 def normalize(text: str) -> str:
     """:func:`clean` the text, then append its sentiment-lexicon tokens (:mod:`sentiment_model.lexicon`)."""
     tokens = clean(text).split()
@@ -68,7 +84,9 @@ def clean(text: str) -> str:
     fastText reads one example per line, so every kind of whitespace (including line separators) becomes
     a single space; the result never contains a newline. ``clean(clean(t)) == clean(t)``.
     """
-    text = unicodedata.normalize("NFKC", _unescape(text.strip())).translate(_TYPOGRAPHY).strip()
+    text = _unescape(text.strip())
+    if not text.isascii():  # NFKC and the typography table leave ASCII unchanged: skip them for speed
+        text = unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHY).strip()
     while len(text) > 1 and text[0] == '"' and text[-1] == '"':  # a quoted tweet: the quotes say nothing
         text = text[1:-1].strip()
     text = _URL.sub(" URL ", text)
@@ -76,7 +94,5 @@ def clean(text: str) -> str:
     text = _ELONGATED.sub(r"\1\1", text.lower())
     text = _REPEATED_PUNCT.sub(r"\1\1", text)
     text = _HASHTAG.sub(r"# \1", text)
-    spaced = "".join(
-        f" {ch} " if ch not in _KEEP_ATTACHED and unicodedata.category(ch)[0] in "PS" else ch for ch in text
-    )
+    spaced = text.translate(_spacing_table())
     return " ".join(_LONE_APOSTROPHE.sub(" ' ", spaced).split())
