@@ -45,12 +45,17 @@ def json_response(content: BaseModel, status_code: int = 200) -> Response:
     )
 
 
+#: "Has a character Python's str.strip() keeps", in ECMAScript regex terms: ECMAScript's \s lacks
+#: U+001C-U+001F and U+0085 (Python whitespace) and includes U+FEFF (not Python whitespace).
+NON_BLANK_PATTERN = r"[^\s\u001c-\u001f\u0085]|\ufeff"
+
+
 def request_body_openapi(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` declaring ``model`` as the required JSON request body.
 
     Every string in the request bodies is a ``schemas.api.ApiText``, which must not be blank; pydantic's
-    JSON schema cannot say so (an AfterValidator), so the published schema gets ``pattern: "\\S"`` (at
-    least one non-whitespace character) and clients and schema-driven tests know blank text is invalid.
+    JSON schema cannot say so (an AfterValidator), so the published schema gets :data:`NON_BLANK_PATTERN` (at
+    least one character that is not whitespace to Python) and clients and schema-driven tests know blank text is invalid.
     """
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     _require_non_blank(schema)
@@ -60,7 +65,7 @@ def request_body_openapi(model: type[BaseModel]) -> dict[str, Any]:
 def _require_non_blank(node: Any) -> None:
     if isinstance(node, dict):
         if node.get("type") == "string":
-            node.setdefault("pattern", r"\S")
+            node.setdefault("pattern", NON_BLANK_PATTERN)
         for child in node.values():
             _require_non_blank(child)
     elif isinstance(node, list):
