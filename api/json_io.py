@@ -54,8 +54,9 @@ def request_body_openapi(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` declaring ``model`` as the required JSON request body.
 
     Every string in the request bodies is a ``schemas.api.ApiText``, which must not be blank; pydantic's
-    JSON schema cannot say so (an AfterValidator), so the published schema gets :data:`NON_BLANK_PATTERN` (at
-    least one character that is not whitespace to Python) and clients and schema-driven tests know blank text is invalid.
+    JSON schema cannot say so (an AfterValidator), so the published schema gets
+    :data:`NON_BLANK_PATTERN` (at least one character that is not whitespace to Python) and clients
+    and schema-driven tests know blank text is invalid.
     """
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     _require_non_blank(schema)
