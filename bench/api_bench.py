@@ -100,18 +100,11 @@ def free_port() -> int:
 
 def quick_model(folder: Path) -> Path:
     """Train the tests' small real model from TweetEval (a few seconds)."""
-    from tests.conftest import QUICK_PARAMS
+    from tests.conftest import train_small_model
     from training.data import load_split
-    from training.fasttext_train import fit, labelled_lines, quantize, training_file
 
     data = Path(os.environ.get("TWEETEVAL_DIR") or REPO.parent / "shared/data/tweeteval-sentiment")
-    rows = load_split("train", data).head(6_000)
-    with training_file(labelled_lines(rows)) as train_file:
-        model = fit(train_file, QUICK_PARAMS, threads=2)
-        quantize(model, train_file, {"retrain": False, "cutoff": 20_000}, threads=2)
-    path = folder / "sentiment_ft.ftz"
-    model.save_model(str(path))
-    return path
+    return train_small_model(load_split("train", data).head(6_000), folder)
 
 
 def request_bodies() -> list[str]:

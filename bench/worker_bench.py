@@ -26,6 +26,7 @@ from pathlib import Path
 import confluent_kafka as ck
 import orjson
 
+from tests.kafka_harness import produce
 from training.data import load_split
 from worker.kafka.mock_cluster import MockCluster
 
@@ -53,20 +54,6 @@ def posts(n: int, data_dir: Path) -> list[tuple[bytes, bytes]]:
         }
         out.append((f"p{i}".encode(), orjson.dumps(doc)))
     return out
-
-
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = ck.Producer(
-        {"bootstrap.servers": bootstrap, "compression.type": "lz4", "linger.ms": 20, "batch.size": 1_000_000}
-    )
-    for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(120) == 0
 
 
 def create(bootstrap: str, *topics: str) -> None:
@@ -228,7 +215,13 @@ def main() -> int:
             f"broker: {'external' if external else 'mock cluster'}; preloading {args.posts:,} posts ...",
             flush=True,
         )
-        produce(bootstrap, source, posts(args.posts, args.data_dir))
+        # lz4 and big batches: the mock cluster keeps only about 5 MB per partition
+        produce(
+            bootstrap,
+            source,
+            posts(args.posts, args.data_dir),
+            {"compression.type": "lz4", "linger.ms": 20, "batch.size": 1_000_000},
+        )
         base = {
             **COMMON,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,

@@ -39,16 +39,20 @@ def val_split(data_dir: Path) -> Dataset:
     return load_split("val", data_dir)
 
 
-@pytest.fixture(scope="session")
-def small_model(tmp_path_factory: pytest.TempPathFactory, train_subset: Dataset) -> Path:
-    """A real quantized model trained from real tweets, saved as ``sentiment_ft.ftz``."""
-    folder = tmp_path_factory.mktemp("small-model")
-    with training_file(labelled_lines(train_subset)) as train_file:
+def train_small_model(rows: Dataset, folder: Path) -> Path:
+    """Train and quantize the small model from ``rows``; returns ``folder/sentiment_ft.ftz``."""
+    with training_file(labelled_lines(rows)) as train_file:
         model = fit(train_file, QUICK_PARAMS, threads=2)
         quantize(model, train_file, {"retrain": False, "cutoff": 20_000}, threads=2)
     path = folder / "sentiment_ft.ftz"
     model.save_model(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory: pytest.TempPathFactory, train_subset: Dataset) -> Path:
+    """A real quantized model trained from real tweets, saved as ``sentiment_ft.ftz``."""
+    return train_small_model(train_subset, tmp_path_factory.mktemp("small-model"))
 
 
 @pytest.fixture(scope="session")

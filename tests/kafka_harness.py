@@ -77,9 +77,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-    """Produce ``(key, value)`` records and wait until all are acknowledged."""
-    producer = ck.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    settings: dict[str, object] | None = None,
+) -> int:
+    """Produce ``(key, value)`` records and wait until all are acknowledged (``settings``: librdkafka
+    properties on top of an idempotent producer)."""
+    producer = ck.Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, **(settings or {})}
+    )
     count = 0
     for key, value in records:
         while True:
@@ -89,7 +97,7 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
             except BufferError:
                 producer.poll(0.1)
         count += 1
-    assert producer.flush(30) == 0
+    assert producer.flush(120) == 0
     return count
 
 
