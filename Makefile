@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test lint typecheck unit train bench clean help
 help:
-	@echo "make demo   - get or train a model, then score sample posts (no Kafka, no Docker needed)"
+	@echo "make demo   - stream brand mentions through broker, workers and API with a live table (Ctrl-C stops)"
 	@echo "make test   - install, lint, type-check and run the whole test suite"
 	@echo "make train  - the default training run (autotune + gate), see README"
 	@echo "make bench  - benchmarks under bench/"
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m training.demo
+	$(PY) -m worker.demo $(DEMO_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

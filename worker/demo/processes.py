@@ -1,0 +1,119 @@
+"""Child processes of the demo (workers, API), each with its own log file, stopped in a known order."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """New session (Ctrl-C reaches the demo only, which then stops children in order) and, on Linux,
+    SIGTERM when the demo dies, so a killed demo leaves no orphan worker behind."""
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def port_or_free(preferred: int) -> int:
+    """``preferred`` when it is free on 127.0.0.1, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free TCP port on 127.0.0.1")
+
+
+def http_status(url: str) -> int | None:
+    """Status of a GET, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+@dataclass
+class Child:
+    """``python -m <module>`` with extra environment variables; output goes to ``log_path``."""
+
+    name: str
+    module: str
+    env: Mapping[str, str]
+    log_path: Path
+    port: int = 0  # the HTTP port it serves (metrics or API), for readiness and links
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> Child:
+        """Start the process."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:  # one run per log file
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        return self
+
+    def alive(self) -> bool:
+        """Whether it is still running."""
+        return self.process is not None and self.process.poll() is None
+
+    def tail(self, lines: int = 15) -> str:
+        """The end of its log, for error messages."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, url: str, timeout: float) -> None:
+        """Wait until ``url`` answers 200; a clear error with the log tail if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if http_status(url) == 200:
+                return
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited during start-up; its log ends with:\n{self.tail()}")
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready at {url} after {timeout:.0f}s; log:\n{self.tail()}")
+
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        """Wait until its log contains ``text``."""
+        deadline = time.monotonic() + timeout
+        while text not in (self.log_path.read_text(errors="replace") if self.log_path.exists() else ""):
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited during start-up; its log ends with:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not log {text!r} within {timeout:.0f}s:\n{self.tail()}")
+            time.sleep(0.2)
+
+    def stop(self, timeout: float) -> int | None:
+        """SIGTERM, wait up to ``timeout`` for a clean exit, then SIGKILL. Returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
