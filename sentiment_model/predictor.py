@@ -66,6 +66,13 @@ class Predictor:
     def __init__(self, model: Any, path: Path) -> None:
         self._model = model
         self.path = path
+        self._vocabulary: frozenset[str] | None = None
+
+    def vocabulary(self) -> frozenset[str]:
+        """The words the model has vectors for (to measure the out-of-vocabulary rate)."""
+        if self._vocabulary is None:
+            self._vocabulary = frozenset(self._model.get_words(on_unicode_error="replace"))
+        return self._vocabulary
 
     @classmethod
     def load(cls, path: Path | str) -> Predictor:

@@ -22,6 +22,7 @@ import numpy as np
 
 from schemas import LABELS
 from sentiment_model import Predictor, normalize
+from sentiment_model.drift import oov_rate
 from sentiment_model.resolve import file_sha256
 from sentiment_model.settings import DEFAULT_REPO
 from training.data import SPLITS, DataError, Dataset, default_data_dir, load_split
@@ -128,13 +129,6 @@ def git_commit() -> str | None:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def oov_rate(model: Any, data: Dataset) -> float:
-    """Share of normalised tokens the model has no word vector for (drift reference)."""
-    vocabulary = set(model.get_words(on_unicode_error="replace"))
-    tokens = [token for text in data.texts for token in normalize(text).split()]
-    return sum(1 for t in tokens if t not in vocabulary) / len(tokens) if tokens else 0.0
-
-
 def quantize_within(
     model: Any, train: Dataset, candidate: Candidate, out: Path, threads: int
 ) -> dict[str, Any]:
@@ -218,7 +212,10 @@ def _train(
     val_pred = predictor.predict(val.texts).label_ids.astype(np.int64)
     test_pred = predictor.predict(test.texts).label_ids.astype(np.int64)
     metrics = build_metrics(args, result, quant, model_path, train, val, test, val_pred, test_pred, started)
-    metrics["reference"]["oov_token_rate"] = oov_rate(result.best_model, val)
+    # The published file's vocabulary and the serving code's definition: what the worker compares with.
+    metrics["reference"]["oov_token_rate"] = oov_rate(
+        (normalize(t) for t in val.texts), predictor.vocabulary()
+    )
     (args.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     plot_confusion_matrix(
         metrics["test"]["confusion_matrix"],
