@@ -37,6 +37,7 @@ class ModelWatcher:
         self._current_sha = current.sha256
         self._refused: set[str] = set()  # rejected in shadow, or failed to load
         self._pending: tuple[Predictor, ResolvedModel] | None = None
+        self._evaluating: str | None = None  # sha256 of the candidate handed over, until a verdict
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,7 +91,8 @@ class ModelWatcher:
         return True
 
     def _known(self, resolved: ResolvedModel) -> bool:
-        return resolved.sha256 == self._current_sha or resolved.sha256 in self._refused
+        sha = resolved.sha256
+        return sha in (self._current_sha, self._evaluating) or sha in self._refused
 
     def _snapshot(self, resolved: ResolvedModel) -> ResolvedModel:
         """A private copy of a local file, so a file being rewritten cannot change under the loader."""
@@ -107,14 +109,17 @@ class ModelWatcher:
         """The pending candidate, handed over once."""
         with self._lock:
             pending, self._pending = self._pending, None
+            if pending is not None:
+                self._evaluating = pending[1].sha256
         return pending
 
     def promoted(self, model: ResolvedModel) -> None:
         """The candidate now serves."""
-        self._current_sha = model.sha256
+        self._current_sha, self._evaluating = model.sha256, None
         self.on_outcome("promoted")
 
     def rejected(self, model: ResolvedModel) -> None:
         """The candidate failed shadow evaluation: never try this file again."""
         self._refused.add(model.sha256)
+        self._evaluating = None
         self.on_outcome("rejected")

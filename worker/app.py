@@ -12,9 +12,12 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch
+from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize
+from sentiment_model.shadow import ShadowEvaluation
+from sentiment_model.watch import ModelWatcher
 from worker.checkpoint import Checkpoint
-from worker.kafka import Consumer, Producer, client_config, redact
+from worker.drift import DriftMonitor
+from worker.kafka import Consumer, Producer, TopicNotFoundError, client_config, redact
 from worker.metrics import Heartbeat, WorkerMetrics
 from worker.processing import (
     TRANSACTION_HEADER,
@@ -26,6 +29,7 @@ from worker.processing import (
     result_key,
     split_batch,
 )
+from worker.reputation import Reputation
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("worker")
@@ -84,6 +88,16 @@ class Worker:
         self._lag_refreshed = 0.0
         self._stats = Counter[str]()
         self._stats_logged = time.monotonic()
+        self.drift = DriftMonitor(
+            metrics, settings.drift_window_records, settings.drift_min_records, settings.drift_oov_sample
+        )
+        self.drift.set_model((model.metrics or {}).get("reference"), predictor.vocabulary())
+        self.reputation = Reputation(
+            metrics, settings.gauge_windows, settings.reputation_window_seconds, settings.client_id
+        )
+        self.reputation_topic: str | None = None  # decided in start()
+        self.watcher: ModelWatcher | None = None
+        self.shadow: ShadowEvaluation | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -114,6 +128,14 @@ class Worker:
             [s.input_topic, s.output_topic, s.dlq_topic], s.startup_timeout_seconds
         )
         log.info("topics: %s", ", ".join(f"{t} ({n} partitions)" for t, n in partitions.items()))
+        self.reputation_topic = self._reputation_topic()
+        if ModelWatcher.enabled(s, s.model_poll_interval_seconds):
+            self.watcher = ModelWatcher(
+                s, self.model, s.model_poll_interval_seconds, lambda o: self.metrics.reloads.labels(o).inc()
+            ).start()
+            log.info("hot-reload on: looking for a newer model every %gs", s.model_poll_interval_seconds)
+        else:
+            log.info("hot-reload off (MODEL_REVISION pinned or MODEL_POLL_INTERVAL_SECONDS=0)")
         if s.exactly_once:
             self.producer.init_transactions(s.startup_timeout_seconds)
         self.consumer.subscribe([s.input_topic], self._on_assign, self._on_revoke, self._on_lost)
@@ -133,10 +155,48 @@ class Worker:
                     self._commit()
                 self._refresh_lag()
                 self._log_stats()
+            self._emit_reputation(time.time(), everything=True)  # nothing more will be added to them
             self._commit()
         finally:
+            if self.watcher is not None:
+                self.watcher.stop()
             self.consumer.close()  # leaves the group: the others get our partitions at once
         log.info("stopped cleanly after %d checkpoints", self.checkpoint.commits)
+
+    def _reputation_topic(self) -> str | None:
+        """The explicit REPUTATION_TOPIC (must exist), else ``reputation`` when it exists, else off."""
+        configured = self.settings.reputation_topic
+        if configured == "":
+            return None
+        timeout = self.settings.startup_timeout_seconds
+        try:
+            self.consumer.check_topics([configured or "reputation"], timeout)
+        except TopicNotFoundError:
+            if configured:
+                raise
+            log.warning(
+                "no topic 'reputation': per-brand window aggregates are off (create it compacted, "
+                "or set REPUTATION_TOPIC='' to say so); the per-brand gauges still work"
+            )
+            return None
+        log.info(
+            "per-brand %ds window aggregates -> %s",
+            self.settings.reputation_window_seconds,
+            configured or "reputation",
+        )
+        return configured or "reputation"
+
+    def _emit_reputation(self, now: float, everything: bool = False) -> None:
+        """Produce the closed windows (inside the current checkpoint, like every other output)."""
+        if self.reputation_topic is None:
+            return
+        closed = self.reputation.closed_windows(now, everything)
+        if not closed:
+            return
+        self.checkpoint.begin()
+        for key, value in closed:
+            self.producer.produce(self.reputation_topic, value, key, self._headers)
+        self.metrics.reputation_records.inc(len(closed))
 
     def _commit(self) -> None:
         self.checkpoint.commit()
@@ -147,22 +207,92 @@ class Worker:
     def process(self, records: list[Any]) -> None:
         """Validate, score and produce one batch; track every offset in the checkpoint."""
         started = time.perf_counter()
+        self._maybe_start_shadow()  # between batches: a batch is scored by one model only
         valid, rejected = split_batch(records)
-        scored = self._predict([v.mention.text for v in valid]) if valid else None
+        lines = [normalize(v.mention.text) for v in valid]
+        scored = self._predict(lines) if valid else None
         now = datetime.now(UTC)
         if scored is not None:
             self._produce_results(valid, scored, now)
+            per_label: Counter[tuple[str, str]] = Counter(
+                (label, self.metrics.brand_label(item.mention.brand))
+                for item, label in zip(valid, scored.labels, strict=True)
+            )
+            self.reputation.observe(per_label, now.timestamp())
+            self._emit_reputation(now.timestamp())
+        else:
+            per_label = Counter()
         if rejected:
             self._produce_dead_letters(rejected)
         for record in records:
             self.checkpoint.track(record.topic(), record.partition(), record.offset())
-        self._observe(records, valid, rejected, scored, now, time.perf_counter() - started)
+        self._observe(records, valid, rejected, per_label, now, time.perf_counter() - started)
+        if scored is not None:
+            self.drift.observe(scored.label_ids, lines)
+            self._shadow_step(lines, scored)
 
-    def _predict(self, texts: list[str]) -> ScoredBatch:
+    # --- hot-reload ----------------------------------------------------------------------------------------
+
+    def _maybe_start_shadow(self) -> None:
+        if self.watcher is None or self.shadow is not None:
+            return
+        pending = self.watcher.take()
+        if pending is not None:
+            predictor, model = pending
+            self.shadow = ShadowEvaluation(predictor, model, self.settings.shadow_policy)
+            self.metrics.shadow_records.set(0)
+
+    def _shadow_step(self, lines: list[str], scored: ScoredBatch) -> None:
+        """Score the batch with the candidate too (its results are not published); decide when done."""
+        shadow = self.shadow
+        if shadow is None or self.watcher is None:
+            return
+        try:
+            shadow.observe(lines, scored.label_ids)
+        except Exception as exc:  # a candidate that fails on live data is rejected, the worker goes on
+            log.error(
+                "candidate %s failed in shadow: %s; keeping the current model", shadow.model.describe(), exc
+            )
+            self.watcher.rejected(shadow.model)
+            self.shadow = None
+            return
+        self.metrics.shadow_records.set(shadow.records)
+        if not shadow.done:
+            return
+        verdict = shadow.verdict()
+        self.metrics.shadow_agreement.set(verdict.agreement)
+        self.metrics.shadow_jsd.set(verdict.label_jsd)
+        self.shadow = None
+        self.metrics.shadow_records.set(0)
+        if not verdict.promote:
+            log.warning(
+                "candidate %s rejected after %d texts in shadow: %s; keeping %s",
+                shadow.model.describe(),
+                verdict.records,
+                verdict.reason,
+                self.model.describe(),
+            )
+            self.watcher.rejected(shadow.model)
+            return
+        log.info(
+            "promoting %s after %d texts in shadow (%s); it scores from the next batch on",
+            shadow.model.describe(),
+            verdict.records,
+            verdict.reason,
+        )
+        self.predictor, self.model = shadow.candidate, shadow.model
+        self._headers = model_headers(self.model.ref)
+        self.metrics.set_model(self.model.repo, self.model.revision, self.model.sha256)
+        self.drift.set_model((self.model.metrics or {}).get("reference"), self.predictor.vocabulary())
+        self.watcher.promoted(self.model)
+
+    def _predict(self, lines: list[str]) -> ScoredBatch:
+        """Score normalised texts; a model error is retried with backoff, then fatal."""
+        texts = lines
         delay = self.settings.model_retry_backoff_seconds
         for attempt in range(1, self.settings.model_retry_attempts + 1):
             try:
-                return self.predictor.predict(texts)
+                return self.predictor.predict_normalized(texts)
             except Exception as exc:  # the model is not bad input: retry, then fail loudly
                 if attempt == self.settings.model_retry_attempts:
                     raise ModelError(
@@ -210,7 +340,7 @@ class Worker:
         records: list[Any],
         valid: list[Valid],
         rejected: list[Rejected],
-        scored: ScoredBatch | None,
+        per_label: Counter[tuple[str, str]],
         now: datetime,
         seconds: float,
     ) -> None:
@@ -222,12 +352,8 @@ class Worker:
         m.last_processed.set(now_ts)
         for dead in rejected:
             m.dead_letters.labels(dead.reason.value).inc()
-        if scored is not None:
+        if valid:
             m.produced.inc(len(valid))
-            per_label = Counter(
-                (label, m.brand_label(item.mention.brand))
-                for item, label in zip(valid, scored.labels, strict=True)
-            )
             for (label, brand), count in per_label.items():  # one labelled increment per pair, not per post
                 m.predictions.labels(label, brand).inc(count)
             for item in valid:
@@ -249,6 +375,7 @@ class Worker:
         if now - self._lag_refreshed < _LAG_REFRESH_SECONDS:
             return
         self._lag_refreshed = now
+        self.reputation.refresh_gauges(time.time())  # sliding windows move on when traffic stops too
         topic = self.settings.input_topic
         for tp in self.consumer.assignment():
             high = self.consumer.high_watermark(tp.topic, tp.partition)

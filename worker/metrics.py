@@ -80,6 +80,82 @@ class WorkerMetrics:
             ["repo", "revision", "sha256"],
             registry=r,
         )
+        # Hot-reload and shadow evaluation (same names and meaning as the API's).
+        self.reloads = Counter(
+            "sentiment_model_reloads",
+            "New models found: candidate (in shadow), promoted, rejected in shadow, failed to load",
+            ["outcome"],
+            registry=r,
+        )
+        self.shadow_records = Gauge(
+            "sentiment_shadow_records", "Texts the current candidate scored in shadow (0: none)", registry=r
+        )
+        self.shadow_agreement = Gauge(
+            "sentiment_shadow_agreement_ratio",
+            "Share of shadow texts where candidate and current model agree (last evaluation)",
+            registry=r,
+        )
+        self.shadow_jsd = Gauge(
+            "sentiment_shadow_label_jsd",
+            "Jensen-Shannon divergence (bits) of candidate vs current label distribution (last evaluation)",
+            registry=r,
+        )
+        # Drift against the reference published in the model's metrics.json.
+        self.drift_jsd = Gauge(
+            "sentiment_label_drift_jsd",
+            "Jensen-Shannon divergence (bits) of the live predicted-label mix vs the model's reference",
+            registry=r,
+        )
+        self.drift_psi = Gauge(
+            "sentiment_label_drift_psi",
+            "Population stability index of the live label mix vs the reference",
+            registry=r,
+        )
+        self.live_label_share = Gauge(
+            "sentiment_live_label_share",
+            "Predicted-label share over the drift window",
+            ["sentiment"],
+            registry=r,
+        )
+        self.reference_label_share = Gauge(
+            "sentiment_reference_label_share",
+            "Predicted-label share on val at training time",
+            ["sentiment"],
+            registry=r,
+        )
+        self.oov_rate = Gauge(
+            "sentiment_oov_token_rate",
+            "Share of live tokens outside the model vocabulary (drift window)",
+            registry=r,
+        )
+        self.reference_oov_rate = Gauge(
+            "sentiment_reference_oov_token_rate",
+            "Share of val tokens outside the model vocabulary",
+            registry=r,
+        )
+        self.drift_window = Gauge(
+            "sentiment_drift_window_records",
+            "Predictions in the drift window (gauges are noisy when low)",
+            registry=r,
+        )
+        # Per-brand reputation over sliding windows (this worker's share of the traffic).
+        self.brand_posts = Gauge(
+            "sentiment_brand_window_posts",
+            "Posts scored in the last `window` seconds by this worker, by brand and sentiment",
+            ["brand", "window", "sentiment"],
+            registry=r,
+        )
+        self.brand_net = Gauge(
+            "sentiment_brand_net_sentiment",
+            "(positive - negative) / total over the last `window` seconds on this worker, by brand",
+            ["brand", "window"],
+            registry=r,
+        )
+        self.reputation_records = Counter(
+            "sentiment_reputation_records", "Windowed per-brand aggregates produced", registry=r
+        )
+        for outcome in ("candidate", "promoted", "rejected", "failed"):
+            self.reloads.labels(outcome)
         for reason in DeadLetterReason:
             self.dead_letters.labels(reason.value)
         for label in LABELS:

@@ -59,16 +59,43 @@ class WorkerSettings(ModelSettings):
         60.0, gt=0, description="/healthz fails when the loop stalls this long"
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ...")
+    drift_window_records: int = Field(5000, ge=1, description="predictions in the sliding drift window")
+    drift_min_records: int = Field(
+        500, ge=1, description="drift gauges are set once the window has this many"
+    )
+    drift_oov_sample: int = Field(10, ge=1, description="measure the OOV rate on every N-th post")
+    reputation_topic: str | None = Field(
+        None,
+        description="compacted topic of per-brand window aggregates; default: `reputation` if it exists; "
+        "empty: off",
+    )
+    reputation_window_seconds: int = Field(60, ge=1, description="tumbling window of the reputation topic")
+    reputation_gauge_windows: str = Field(
+        "300,3600", description="sliding windows (seconds) of the per-brand net-sentiment gauges"
+    )
 
     @field_validator("brands")
     @classmethod
     def _tidy_brands(cls, value: str) -> str:
         return ",".join(b.strip().lower() for b in value.split(",") if b.strip())
 
+    @field_validator("reputation_gauge_windows")
+    @classmethod
+    def _check_windows(cls, value: str) -> str:
+        windows = [w.strip() for w in value.split(",") if w.strip()]
+        if not all(w.isdigit() and int(w) > 0 for w in windows):
+            raise ValueError(f"expected comma-separated positive seconds, e.g. 300,3600; got {value!r}")
+        return ",".join(windows)
+
     @property
     def brand_list(self) -> list[str]:
         """Configured brands, lower-cased."""
         return [b for b in self.brands.split(",") if b]
+
+    @property
+    def gauge_windows(self) -> list[int]:
+        """Sliding windows of the per-brand gauges, in seconds."""
+        return [int(w) for w in self.reputation_gauge_windows.split(",") if w.strip()]
 
     @property
     def exactly_once(self) -> bool:

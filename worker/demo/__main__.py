@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         embedded = "KAFKA_BOOTSTRAP_SERVERS" not in os.environ
         kafka = client_config(bootstrap, settings.kafka_properties(), {})
         topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+        if settings.reputation_topic != "":  # per-brand window aggregates (compacted on a real cluster)
+            topics.append(settings.reputation_topic or "reputation")
         ensure_topics(kafka, topics, DEMO_PARTITIONS, create_topics_api=not embedded)
         workers, api, api_port = _start_services(stack, settings, bootstrap, model, args.workers)
         return Demo(settings, kafka, workers, api, api_port, args, stop).run()

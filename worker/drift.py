@@ -1,0 +1,82 @@
+"""Drift: the live predicted-label mix and OOV rate over a sliding window, against the model's reference."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas import LABELS
+from sentiment_model.drift import as_vector, js_divergence, oov_counts, psi, shares
+from worker.metrics import WorkerMetrics
+
+log = logging.getLogger("worker.drift")
+
+
+class DriftMonitor:
+    """Keeps the last ``window`` predictions (per batch, so the cost is per batch, not per record) and
+    exports the distance of their label mix from the reference, and the live vs reference OOV rate.
+
+    OOV is measured on every ``oov_sample``-th text: it is a rate, and the full count would cost as much
+    as a second tokenisation of every post.
+    """
+
+    def __init__(self, metrics: WorkerMetrics, window: int, min_records: int, oov_sample: int) -> None:
+        self.metrics = metrics
+        self.window = window
+        self.min_records = min_records
+        self.oov_sample = oov_sample
+        self._batches: deque[tuple[npt.NDArray[np.int64], int, int]] = deque()  # counts, oov, tokens
+        self._counts = np.zeros(len(LABELS), np.int64)
+        self._oov = self._tokens = 0
+        self._reference: list[float] | None = None
+        self._vocabulary: frozenset[str] = frozenset()
+
+    def set_model(self, reference: dict[str, Any] | None, vocabulary: frozenset[str]) -> None:
+        """A (new) model: its reference from metrics.json and its vocabulary. The window restarts."""
+        self._batches.clear()
+        self._counts[:] = 0
+        self._oov = self._tokens = 0
+        self._vocabulary = vocabulary
+        distribution = (reference or {}).get("val_prediction_distribution")
+        self._reference = as_vector(distribution) if isinstance(distribution, dict) else None
+        if self._reference is None:
+            log.warning("the model has no reference label distribution (metrics.json): label drift is off")
+        else:
+            for label, share in zip(LABELS, self._reference, strict=True):
+                self.metrics.reference_label_share.labels(label).set(share)
+        oov = (reference or {}).get("oov_token_rate")
+        if isinstance(oov, int | float):
+            self.metrics.reference_oov_rate.set(float(oov))
+
+    def observe(self, label_ids: npt.NDArray[np.intp], normalized: list[str]) -> None:
+        """Add one batch's predictions and update the gauges."""
+        counts = np.bincount(label_ids, minlength=len(LABELS)).astype(np.int64)
+        oov, tokens = oov_counts(normalized[:: self.oov_sample], self._vocabulary)
+        self._batches.append((counts, oov, tokens))
+        self._counts += counts
+        self._oov += oov
+        self._tokens += tokens
+        # Drop whole old batches while the rest still fills the window.
+        while len(self._batches) > 1 and self._counts.sum() - self._batches[0][0].sum() >= self.window:
+            old, old_oov, old_tokens = self._batches.popleft()
+            self._counts -= old
+            self._oov -= old_oov
+            self._tokens -= old_tokens
+        self._export()
+
+    def _export(self) -> None:
+        m = self.metrics
+        total = int(self._counts.sum())
+        m.drift_window.set(total)
+        live = shares(self._counts.tolist())
+        for label, share in zip(LABELS, live, strict=True):
+            m.live_label_share.labels(label).set(share)
+        if self._tokens:
+            m.oov_rate.set(self._oov / self._tokens)
+        if self._reference is not None and total >= self.min_records:
+            m.drift_jsd.set(js_divergence(live, self._reference))
+            m.drift_psi.set(psi(self._reference, live))
