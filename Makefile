@@ -8,7 +8,7 @@ export TWEETEVAL_DIR ?= $(abspath ../shared/data/tweeteval-sentiment)
 # Quieter, faster pip; no version self-check.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck unit train bench clean help
+.PHONY: demo test lint typecheck sysdeps unit train bench clean help
 help:
 	@echo "make demo   - stream brand mentions through broker, workers and API with a live table (Ctrl-C stops)"
 	@echo "make test   - install, lint, type-check and run the whole test suite"
@@ -36,7 +36,21 @@ typecheck: install
 unit: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test: lint typecheck unit
+# System tools some tests drive for real: Prometheus/promtool (scrape and rule tests) and a Compose CLI
+# (`docker-compose config` validates the compose file offline, no daemon needed). Installed from
+# Debian/Ubuntu packages when missing and we may (root or password-less sudo); the tests say what is
+# missing otherwise.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+sysdeps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		$(SUDO) apt-get install -y -q --no-install-recommends prometheus >/dev/null || \
+		($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends prometheus >/dev/null) || \
+		echo "could not install prometheus: tests that need it will say so"
+	@(docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null) || \
+		$(SUDO) apt-get install -y -q --no-install-recommends docker-compose >/dev/null || \
+		echo "could not install docker-compose: the compose test will say so"
+
+test: lint typecheck sysdeps unit
 
 train: install
 	$(PY) -m training.train $(TRAIN_ARGS)
