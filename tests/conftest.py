@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from sentiment_model import Predictor, normalize
+from sentiment_model.drift import oov_rate
 from tests.kafka_harness import kafka_broker
 from training.data import Dataset, load_split
 from training.fasttext_train import fit, labelled_lines, quantize, training_file
+from training.metrics import label_distribution
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,6 +53,24 @@ def train_small_model(rows: Dataset, folder: Path) -> Path:
     path = folder / "sentiment_ft.ftz"
     model.save_model(str(path))
     return path
+
+
+def publish_model(source: Path, folder: Path, val: Dataset) -> Path:
+    """Install ``source`` as ``folder/sentiment_ft.ftz`` with the metrics.json training would write
+    beside it (the drift reference: val label distribution and OOV rate), atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor.load(source)
+    reference = {
+        "val_prediction_distribution": label_distribution(
+            predictor.predict(val.texts).label_ids.astype(np.int64)
+        ),
+        "oov_token_rate": oov_rate((normalize(t) for t in val.texts), predictor.vocabulary()),
+    }
+    (folder / "metrics.json").write_text(json.dumps({"reference": reference}))
+    staged = folder / ".staged"
+    shutil.copyfile(source, staged)
+    staged.replace(folder / "sentiment_ft.ftz")  # atomic: the watcher never sees half a file
+    return folder / "sentiment_ft.ftz"
 
 
 @pytest.fixture(scope="session")

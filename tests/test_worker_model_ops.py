@@ -3,8 +3,6 @@ evaluation, drift gauges, and per-brand reputation aggregates."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import threading
 import time
 from collections import Counter, defaultdict
@@ -17,14 +15,12 @@ import orjson
 import pytest
 
 from schemas import LABELS
-from sentiment_model import Predictor, normalize
-from sentiment_model.drift import oov_rate
+from sentiment_model import Predictor
 from sentiment_model.resolve import file_sha256
-from tests.conftest import train_small_model
+from tests.conftest import publish_model, train_small_model
 from tests.kafka_harness import WorkerProcess, metric_sum, produce, read_all, scrape, unique
 from tests.test_worker_e2e import create_topics
 from training.data import Dataset, load_split
-from training.metrics import label_distribution
 
 
 @pytest.fixture
@@ -38,24 +34,6 @@ def workers() -> Iterator[list[WorkerProcess]]:
 @pytest.fixture(scope="module")
 def test_split(data_dir: Path) -> Dataset:
     return load_split("test", data_dir)
-
-
-def publish_model(source: Path, folder: Path, val: Dataset) -> Path:
-    """Install ``source`` as ``folder/sentiment_ft.ftz`` with the metrics.json training would write
-    beside it (the drift reference: val label distribution and OOV rate), atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor.load(source)
-    reference = {
-        "val_prediction_distribution": label_distribution(
-            predictor.predict(val.texts).label_ids.astype(np.int64)
-        ),
-        "oov_token_rate": oov_rate((normalize(t) for t in val.texts), predictor.vocabulary()),
-    }
-    (folder / "metrics.json").write_text(json.dumps({"reference": reference}))
-    staged = folder / ".staged"
-    shutil.copyfile(source, staged)
-    staged.replace(folder / "sentiment_ft.ftz")  # atomic: the watcher never sees half a file
-    return folder / "sentiment_ft.ftz"
 
 
 def env_for(kafka: str, model: Path, **extra: str) -> dict[str, str]:

@@ -146,6 +146,7 @@ class Worker:
         try:
             while not self._stopping:
                 self.heartbeat.beat()
+                self.metrics.loop_heartbeat.set(time.time())
                 records = self.consumer.consume(self.settings.batch_size, self.settings.poll_timeout_seconds)
                 if records:
                     self.checkpoint.begin()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from typing import Any
 
@@ -43,14 +44,15 @@ class DriftMonitor:
         self._vocabulary = vocabulary
         distribution = (reference or {}).get("val_prediction_distribution")
         self._reference = as_vector(distribution) if isinstance(distribution, dict) else None
+        self.metrics.reference_label_share.clear()
         if self._reference is None:
             log.warning("the model has no reference label distribution (metrics.json): label drift is off")
         else:
             for label, share in zip(LABELS, self._reference, strict=True):
                 self.metrics.reference_label_share.labels(label).set(share)
         oov = (reference or {}).get("oov_token_rate")
-        if isinstance(oov, int | float):
-            self.metrics.reference_oov_rate.set(float(oov))
+        # NaN, not 0, when unknown: "live minus reference" must not look like drift (alert OovRateHigh).
+        self.metrics.reference_oov_rate.set(float(oov) if isinstance(oov, int | float) else math.nan)
 
     def observe(self, label_ids: npt.NDArray[np.intp], normalized: list[str]) -> None:
         """Add one batch's predictions and update the gauges."""

@@ -14,6 +14,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -74,6 +75,12 @@ class WorkerMetrics:
             "sentiment_last_processed_timestamp_seconds", "Unix time of the last processed batch", registry=r
         )
         self.commits = Counter("sentiment_checkpoints", "Checkpoints committed", registry=r)
+        self.loop_heartbeat = Gauge(
+            "sentiment_loop_heartbeat_timestamp_seconds",
+            "Unix time the main loop last went round (moves when idle too: a frozen value is a stall)",
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # process_* CPU, memory, start time: restarts and leaks show up
         self.model_info = Gauge(
             "sentiment_model_info",
             "The model that scores results (value is always 1)",
