@@ -21,6 +21,19 @@ class ModelRef(BaseModel):
     """sha256 of the model file's bytes."""
 
 
+class ShadowCandidate(BaseModel):
+    """A newer model in shadow evaluation: it scores live texts unseen, then is promoted or rejected."""
+
+    repo: str
+    revision: str | None
+    file: str
+    sha256: str
+    records: int
+    """Live texts it has scored in shadow so far."""
+    records_needed: int
+    """After this many texts it is promoted or rejected (``SHADOW_RECORDS``)."""
+
+
 class ModelInfo(BaseModel):
     """What ``GET /model`` answers: the model's identity plus its published training metrics."""
 
@@ -32,3 +45,5 @@ class ModelInfo(BaseModel):
     loaded_at: datetime
     metrics: dict[str, Any] | None = None
     """The ``metrics.json`` published beside the model file, when there is one."""
+    candidate: ShadowCandidate | None = None
+    """The newer model being evaluated in shadow, if any (hot reload)."""
