@@ -11,7 +11,8 @@ from starlette.requests import HTTPConnection, Request
 from api.auth import ApiKeyGuard
 from api.batcher import MicroBatcher
 from api.metrics import ApiMetrics
-from api.model_state import ModelNotReadyError, ModelState, PredictorLoader
+from api.model_state import LoadedModel, ModelNotReadyError, ModelState, PredictorLoader
+from api.reload import ModelReloader
 from api.settings import ApiSettings
 
 
@@ -26,15 +27,18 @@ class ApiContext:
     """Turns the resolved model file into a predictor (``Predictor.load``; tests swap it)."""
     api_key: ApiKeyGuard | None = None
     """Checks the API key on scoring requests; None when ``API_KEY`` is unset."""
-    batcher: MicroBatcher | None = None
+    batcher: MicroBatcher[LoadedModel] | None = None
     """Created when the app starts serving (lifespan), so it belongs to the serving event loop."""
+    reloader: ModelReloader | None = None
+    """Hot reload, while serving; None when polling is off (``MODEL_POLL_INTERVAL_SECONDS=0`` or a pinned
+    ``MODEL_REVISION``)."""
 
     def authorize(self, request: Request) -> None:
         """Raise a 401 unless the request may use the scoring routes."""
         if self.api_key is not None:
             self.api_key.check(request.headers)
 
-    def scorer(self) -> MicroBatcher:
+    def scorer(self) -> MicroBatcher[LoadedModel]:
         """The batcher, or :class:`ModelNotReadyError` when the app is not serving (yet)."""
         if self.batcher is None:
             raise ModelNotReadyError(self.model.status, "the API has not finished starting")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ from api.context import ApiContext, context_of
 from api.errors import model_not_ready_handler, validation_error_handler
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.model_state import ModelNotReadyError, ModelState, PredictorLoader
+from api.reload import ModelReloader
 from api.routes import add_routes
 from api.settings import ApiSettings
 from sentiment_model import Predictor, resolve_model
@@ -27,16 +29,25 @@ DESCRIPTION = """Ad-hoc sentiment scoring with the same fastText model the Kafka
 
 `/predict` and `/predict/batch` need an API key when the server has `API_KEY` set."""
 
+log = logging.getLogger(__name__)
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start loading the model (without waiting for it) and own the batcher for the serving loop."""
+    """Start loading the model (without waiting for it), own the batcher for the serving loop, and run hot
+    reload while serving."""
     api = context_of(app)
     settings = api.settings
     if not api.model.loading_started:  # a second lifespan of the same app keeps the first load
         api.model.load_in_background(lambda: resolve_model(settings), api.predictor_loader)
-    batcher = MicroBatcher(api.model.predict, settings.max_texts_per_call, settings.inline_scoring_chars)
+    batcher = MicroBatcher(api.model.score, settings.max_texts_per_call, settings.inline_scoring_chars)
     api.batcher = batcher
+    reloader = None
+    if ModelReloader.enabled(settings):
+        reloader = api.reloader = ModelReloader(api.model, settings, api.metrics)
+        reloader.start()  # the watcher starts once the model has loaded
+    else:
+        log.info("hot reload off (MODEL_REVISION pinned or MODEL_POLL_INTERVAL_SECONDS=0)")
     # Everything imported so far lives as long as the process: take it out of the cyclic GC's sight. A full
     # collection otherwise walks those ~100k objects, a 30-60 ms pause that was the whole p99 (bench/).
     gc.collect()
@@ -44,6 +55,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if reloader is not None:
+            reloader.stop()
+            if api.reloader is reloader:
+                api.reloader = None
         if api.batcher is batcher:  # serve one app from one event loop at a time: the batcher is per loop
             api.batcher = None
         await batcher.aclose()

@@ -2,25 +2,33 @@
 
 Until the load settles, and forever if it fails, requests that need the model get a 503 carrying
 :attr:`ModelState.reason`; nothing ever answers with a made-up label.
+
+With hot reload (:mod:`api.reload`) the model can later be replaced by a promoted candidate: one
+reference swap, so every model call, and the response that names its model, sees one model or the other.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from schemas import ModelRef
-from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch
+from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize
 
 log = logging.getLogger(__name__)
 
 PredictorLoader = Callable[[Path], Predictor]
 Resolver = Callable[[], ResolvedModel]
+ShadowHook = Callable[[list[str], npt.NDArray[np.intp]], None]
+"""Gets the normalized live texts of each model call and the current model's label ids for them."""
 
 
 class ModelStatus(StrEnum):
@@ -54,13 +62,20 @@ class ModelNotReadyError(Exception):
 
 
 class ModelState:
-    """Holds the loaded model, or the reason there is none. Written once by the loader thread."""
+    """Holds the loaded model, or the reason there is none.
+
+    Written by the loader thread, then only by :meth:`promote` (hot reload).
+    """
 
     def __init__(self) -> None:
         self._loaded: LoadedModel | None = None
         self._error: str | None = None
         self._settled = threading.Event()
+        self._lock = threading.Lock()
+        self._on_loaded: list[Callable[[LoadedModel], None]] = []
         self.loading_started = False
+        self.shadow: ShadowHook | None = None
+        """Set while a candidate model is in shadow: :meth:`score` then feeds it every live text."""
 
     @property
     def status(self) -> ModelStatus:
@@ -88,9 +103,41 @@ class ModelState:
             raise ModelNotReadyError(self.status, self.reason)
         return loaded
 
-    def predict(self, texts: Sequence[str]) -> ScoredBatch:
-        """Score ``texts`` with the loaded model (blocking: call it from a worker thread)."""
-        return self.require().predictor.predict(texts)
+    def score(self, texts: list[str], live: int) -> tuple[ScoredBatch, LoadedModel]:
+        """Score ``texts`` with the current model, in one call; returns the scores and that model.
+
+        While a candidate is in shadow, the first ``live`` texts (client texts, not probes) also go to the
+        :attr:`shadow` hook, normalized once for both models. The hook may promote the candidate: the
+        next call is then scored by it, this one never is. Blocking (a thread or, for small calls, the
+        event loop: see :mod:`api.batcher`).
+        """
+        loaded = self.require()
+        shadow = self.shadow
+        if shadow is None or live == 0:
+            return loaded.predictor.predict(texts), loaded
+        lines = [normalize(text) for text in texts]
+        batch = loaded.predictor.predict_normalized(lines)
+        shadow(lines[:live], batch.label_ids[:live])
+        return batch, loaded
+
+    def promote(self, predictor: Predictor, resolved: ResolvedModel) -> LoadedModel:
+        """Serve ``predictor`` from now on (the hot-reload swap: one reference assignment)."""
+        loaded = LoadedModel(predictor, resolved, datetime.now(UTC))
+        self._loaded = loaded
+        return loaded
+
+    def when_loaded(self, callback: Callable[[LoadedModel], None]) -> None:
+        """Call ``callback(model)`` once a model is loaded: now if it is, else from the loader thread.
+
+        Never called when loading fails.
+        """
+        with self._lock:
+            loaded = self._loaded
+            if loaded is None:
+                if not self._settled.is_set():
+                    self._on_loaded.append(callback)
+                return
+        callback(loaded)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until loading succeeded or failed; False on timeout."""
@@ -108,10 +155,19 @@ class ModelState:
             log.exception("unexpected error while loading the model")
             self._fail(f"unexpected error while loading the model: {type(exc).__name__}: {exc}")
         else:
-            self._loaded = loaded
+            with self._lock:
+                self._loaded = loaded
+                callbacks, self._on_loaded = self._on_loaded, []
             log.info("model ready: %s", resolved.describe())
+            for callback in callbacks:
+                try:
+                    callback(loaded)
+                except Exception:  # a callback's bug must not un-ready a model that loaded fine
+                    log.exception("callback after the model load failed")
         finally:
-            self._settled.set()
+            with self._lock:
+                self._on_loaded = []
+                self._settled.set()
 
     def load_in_background(self, resolve: Resolver, load_predictor: PredictorLoader) -> threading.Thread:
         """Start :meth:`load` in a daemon thread: a slow Hub download must not hold up shutdown."""

@@ -43,8 +43,8 @@ async def predict(request: Request) -> Response:
     api = api_context(request)
     api.authorize(request)
     body = await read_json(request, PredictRequest)
-    model = api.model.require()
-    batch = await api.scorer().score([body.text])
+    api.model.require()  # a 503 with the reason before queueing, when there is no model
+    batch, model = await api.scorer().score([body.text])  # the model that scored it (hot reload)
     label, score, scores = _rows(batch)[0]
     api.metrics.count_prediction(label)
     return json_response(PredictResponse(label=label, score=score, scores=scores, model=model.ref))
@@ -55,8 +55,9 @@ async def predict_batch(request: Request) -> Response:
     api = api_context(request)
     api.authorize(request)
     body = await read_json(request, BatchPredictRequest)
-    model = api.model.require()
-    rows = _rows(await api.scorer().score(body.texts))
+    api.model.require()
+    batch, model = await api.scorer().score(body.texts)
+    rows = _rows(batch)
     api.metrics.count_predictions(label for label, _, _ in rows)
     results = [BatchPrediction(label=label, score=score, scores=scores) for label, score, scores in rows]
     return json_response(BatchPredictResponse(model=model.ref, results=results))
@@ -80,11 +81,12 @@ async def health() -> Health:
 async def ready(request: Request) -> Ready | JSONResponse:
     """Readiness: 200 only when a model is loaded and scores a probe text; else 503 with the reason."""
     api = api_context(request)
-    model = api.model.loaded
-    if model is None or api.batcher is None:
+    if api.model.loaded is None or api.batcher is None:
         return unavailable(api.model.status, api.model.reason or "the API has not finished starting")
-    try:
-        await asyncio.wait_for(api.batcher.score([READY_PROBE]), READY_PROBE_TIMEOUT_SECONDS)
+    try:  # not live traffic: a candidate in shadow never sees the probe
+        _, model = await asyncio.wait_for(
+            api.batcher.score([READY_PROBE], live=False), READY_PROBE_TIMEOUT_SECONDS
+        )
     except TimeoutError:
         return unavailable("failing", f"a probe prediction took over {READY_PROBE_TIMEOUT_SECONDS:g}s")
     except Exception as exc:
@@ -93,8 +95,10 @@ async def ready(request: Request) -> Ready | JSONResponse:
 
 
 async def model_info(request: Request) -> ModelInfo:
-    """The loaded model: identity, labels, load time and its published training metrics."""
-    model = api_context(request).model.require()
+    """The loaded model: identity, labels, load time, its published training metrics, and the newer model
+    in shadow evaluation, if any."""
+    api = api_context(request)
+    model = api.model.require()
     resolved = model.resolved
     return ModelInfo(
         repo=resolved.repo,
@@ -103,6 +107,7 @@ async def model_info(request: Request) -> ModelInfo:
         sha256=resolved.sha256,
         loaded_at=model.loaded_at,
         metrics=resolved.metrics,
+        candidate=api.reloader.candidate() if api.reloader is not None else None,
     )
 
 
