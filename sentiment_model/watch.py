@@ -22,7 +22,7 @@ from sentiment_model.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
-OutcomeHook = Callable[[str], None]  # "candidate", "promoted", "rejected" or "failed"
+OutcomeHook = Callable[[str], None]  # "candidate", "promoted", "rejected" or "failed" (did not load)
 
 
 class ModelWatcher:
@@ -55,12 +55,18 @@ class ModelWatcher:
         return self
 
     def stop(self) -> None:
-        """Stop polling (the current check, if any, finishes in the background)."""
+        """Stop polling and remove the snapshots (loaded models live in memory, not in these files)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        shutil.rmtree(self._snapshots, ignore_errors=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self.check()
+            try:
+                self.check()
+            except Exception:  # a bug here must not end hot-reload silently: say it, keep polling
+                log.exception("model check crashed; will try again in %gs", self.interval)
 
     def check(self) -> bool:
         """Resolve the source once; load a new model as the candidate. Returns whether one is pending."""
@@ -72,8 +78,8 @@ class ModelWatcher:
                 return False
             resolved = self._snapshot(resolved)
         except (ModelError, OSError) as exc:
-            log.warning("model check failed: %s", exc)
-            self.on_outcome("failed")
+            # The source is unreachable or unreadable (not a bad model): the current one keeps serving.
+            log.warning("model check failed, will retry: %s", exc)
             return False
         if self._known(resolved):
             return False
@@ -122,4 +128,6 @@ class ModelWatcher:
         """The candidate failed shadow evaluation: never try this file again."""
         self._refused.add(model.sha256)
         self._evaluating = None
+        if model.path.parent == self._snapshots:
+            model.path.unlink(missing_ok=True)
         self.on_outcome("rejected")
