@@ -78,7 +78,7 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.predictions = Counter(
-            "sentiment_predictions",
+            "sentiment_api_predictions",
             "Texts scored for clients, by predicted label",
             ["sentiment"],
             registry=self.registry,
@@ -120,12 +120,12 @@ class ApiMetrics:
         self._reload_outcomes[outcome].inc()
 
     def count_predictions(self, labels: Iterable[Label]) -> None:
-        """Add scored texts to ``sentiment_predictions_total``."""
+        """Add scored texts to ``sentiment_api_predictions_total``."""
         for label, count in Tally(labels).items():
             self._predicted[label].inc(count)
 
     def count_prediction(self, label: Label) -> None:
-        """Add one scored text to ``sentiment_predictions_total``."""
+        """Add one scored text to ``sentiment_api_predictions_total``."""
         self._predicted[label].inc()
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:

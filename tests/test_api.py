@@ -391,7 +391,7 @@ def test_metrics_count_requests_errors_and_predictions(
     assert not any("/no/such" in value for _, labels in after for _, value in labels)
     assert delta("sentiment_request_latency_seconds_count", endpoint="/predict") == 5
     for label in LABELS:
-        assert delta("sentiment_predictions_total", sentiment=label) == expected[label], label
+        assert delta("sentiment_api_predictions_total", sentiment=label) == expected[label], label
     loaded = context_of(app).model.loaded
     assert loaded is not None
     ref = loaded.ref

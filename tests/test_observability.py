@@ -665,7 +665,7 @@ def test_prometheus_scrapes_the_real_worker_and_api(
             "prometheus to scrape the final counts",
             lambda: (
                 prometheus.scalar('sum(sentiment_predictions_total{job="worker"})') == len(items)
-                and prometheus.scalar('sum(sentiment_predictions_total{job="api"})') == len(API_TEXTS) + 2
+                and prometheus.scalar('sum(sentiment_api_predictions_total{job="api"})') == len(API_TEXTS) + 2
                 and prometheus.scalar("sum(sentiment_dead_letters_total)") == len(POISON)
             ),
             30,
@@ -684,7 +684,7 @@ def test_prometheus_scrapes_the_real_worker_and_api(
             assert prometheus.scalar(f'sum({name}{{job="worker"}})') == metric_sum(own, name), name
         assert prometheus.scalar("sum(sentiment_results_produced_total)") == len(items)
 
-        api_series = prometheus.values('sentiment_predictions_total{job="api"}')
+        api_series = prometheus.values('sentiment_api_predictions_total{job="api"}')
         assert {dict(k)["sentiment"]: v for k, v in api_series.items()} == {
             label: float(api_labels[label]) for label in ("negative", "neutral", "positive")
         }
