@@ -13,7 +13,7 @@ import pytest
 
 from sentiment_model import Predictor, normalize
 from sentiment_model.drift import oov_rate
-from tests.kafka_harness import kafka_broker
+from tests.kafka_harness import WorkerProcess, kafka_broker
 from training.data import Dataset, load_split
 from training.fasttext_train import fit, labelled_lines, quantize, training_file
 from training.metrics import label_distribution
@@ -90,6 +90,15 @@ def other_model(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pat
     path = folder / "sentiment_ft.bin"
     model.save_model(str(path))
     return path
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Worker processes a test starts (append them); killed at teardown if still running."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
 
 
 @pytest.fixture(scope="session")

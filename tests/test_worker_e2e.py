@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import confluent_kafka as ck
@@ -38,14 +37,6 @@ def worker_env(kafka: str, small_model: Path, topics: dict[str, str]) -> dict[st
         "COMMIT_INTERVAL_SECONDS": "0.5",
         **topics,
     }
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def start_worker(workers: list[WorkerProcess], env: dict[str, str], log: Path) -> WorkerProcess:

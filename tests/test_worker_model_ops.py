@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -21,14 +20,6 @@ from tests.conftest import publish_model, train_small_model
 from tests.kafka_harness import WorkerProcess, metric_sum, produce, read_all, scrape, unique
 from tests.test_worker_e2e import create_topics
 from training.data import Dataset, load_split
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +58,24 @@ def post_records(texts: list[str], prefix: str, brands: list[str | None]) -> lis
 class Trickle:
     """Produces records in small chunks on a thread, so batches keep flowing while a test waits."""
 
-    def __init__(self, kafka: str, topic: str, records: list[tuple[bytes, bytes]], chunk: int = 100) -> None:
-        self.thread = threading.Thread(target=self._run, args=(kafka, topic, records, chunk), daemon=True)
+    def __init__(
+        self,
+        kafka: str,
+        topic: str,
+        records: list[tuple[bytes, bytes]],
+        chunk: int = 100,
+        pause: float = 0.05,
+    ) -> None:
+        self.thread = threading.Thread(
+            target=self._run, args=(kafka, topic, records, chunk, pause), daemon=True
+        )
 
-    def _run(self, kafka: str, topic: str, records: list[tuple[bytes, bytes]], chunk: int) -> None:
+    def _run(
+        self, kafka: str, topic: str, records: list[tuple[bytes, bytes]], chunk: int, pause: float
+    ) -> None:
         for start in range(0, len(records), chunk):
             produce(kafka, topic, records[start : start + chunk])
-            time.sleep(0.05)
+            time.sleep(pause)
 
     def __enter__(self) -> Trickle:
         self.thread.start()
@@ -239,7 +241,7 @@ def test_per_brand_aggregates_equal_a_recount_of_the_output_topic(
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     workers.append(worker)
     records = post_records(test_split.texts[:3000], "r", ["acme", "globex", "initech", "hooli", None])
-    with Trickle(kafka, env["INPUT_TOPIC"], records, chunk=300):
+    with Trickle(kafka, env["INPUT_TOPIC"], records, chunk=150, pause=0.25):  # >= 5 s: several windows
         pass
     results = read_all(kafka, env["OUTPUT_TOPIC"], 3000, timeout=60, distinct=lambda r: r.key())
     time.sleep(2.5)  # the gauges refresh with the lag, every 2 s
