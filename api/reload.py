@@ -130,9 +130,8 @@ class ModelReloader:
         evaluation = self._evaluation
         if evaluation is None:
             return
-        needed = self._policy.records - evaluation.records
         try:
-            evaluation.observe(lines[:needed], current_ids[:needed])
+            evaluation.observe(lines, current_ids)
         except Exception as exc:  # the client's answer is already scored; the candidate is what failed
             log.exception("candidate %s failed scoring in shadow", evaluation.model.describe())
             self._decide(evaluation, failure=f"scoring in shadow failed: {type(exc).__name__}: {exc}")

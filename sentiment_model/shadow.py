@@ -39,7 +39,10 @@ class ShadowEvaluation:
     candidate_counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(len(LABELS), np.int64))
 
     def observe(self, normalized: list[str], current_ids: npt.NDArray[np.intp]) -> None:
-        """Score ``normalized`` texts with the candidate and compare with the current model's labels."""
+        """Score ``normalized`` texts with the candidate and compare with the current model's labels; texts
+        beyond the policy's ``records`` are ignored, so every verdict rests on exactly that many."""
+        needed = self.policy.records - self.records
+        normalized, current_ids = normalized[:needed], current_ids[:needed]
         if not normalized:
             return
         candidate_ids = self.candidate.predict_normalized(normalized).label_ids

@@ -415,6 +415,16 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, alive: Callab
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 @dataclass
 class Prometheus:
     """A real ``prometheus`` on 127.0.0.1."""
@@ -498,12 +508,7 @@ def running_prometheus(
         )
         yield prometheus
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
 
 
 @dataclass
@@ -545,12 +550,7 @@ def running_api(model: Path, folder: Path) -> Iterator[ApiProcess]:
     try:
         yield api
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
 
 
 def brand_posts(dataset: Dataset, n: int) -> list[dict[str, object]]:

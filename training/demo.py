@@ -1,7 +1,8 @@
-"""``make demo`` (foundation stage): get a model, then score a few brand mentions.
+"""The demo's model (``get_model``, used by ``make demo`` in :mod:`worker.demo`), and
+``python -m training.demo``: score a few brand mentions from the command line.
 
 The model comes from the Hub (or its local cache) when reachable; otherwise one is trained once from the
-local TweetEval copy with the default recipe and no search (about a minute on 2 cores) and reused.
+local TweetEval copy with the default recipe and no search (about 20 s on 2 cores) and reused.
 """
 
 from __future__ import annotations

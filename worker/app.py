@@ -289,15 +289,14 @@ class Worker:
 
     def _predict(self, lines: list[str]) -> ScoredBatch:
         """Score normalised texts; a model error is retried with backoff, then fatal."""
-        texts = lines
         delay = self.settings.model_retry_backoff_seconds
         for attempt in range(1, self.settings.model_retry_attempts + 1):
             try:
-                return self.predictor.predict_normalized(texts)
+                return self.predictor.predict_normalized(lines)
             except Exception as exc:  # the model is not bad input: retry, then fail loudly
                 if attempt == self.settings.model_retry_attempts:
                     raise ModelError(
-                        f"model failed on a batch of {len(texts)} texts {attempt} times: {exc}"
+                        f"model failed on a batch of {len(lines)} texts {attempt} times: {exc}"
                     ) from exc
                 log.warning("model error (attempt %d): %s; retrying in %.1fs", attempt, exc, delay)
                 time.sleep(delay)
@@ -376,7 +375,7 @@ class Worker:
         if now - self._lag_refreshed < _LAG_REFRESH_SECONDS:
             return
         self._lag_refreshed = now
-        self.reputation.refresh_gauges(time.time())  # sliding windows move on when traffic stops too
+        self.reputation.refresh_gauges(time.time())  # also when idle: windows slide on
         topic = self.settings.input_topic
         for tp in self.consumer.assignment():
             high = self.consumer.high_watermark(tp.topic, tp.partition)

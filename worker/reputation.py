@@ -11,7 +11,6 @@ one worker's counts with another's.
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter, deque
 from datetime import UTC, datetime
 
@@ -21,7 +20,6 @@ from schemas import LABELS
 from worker.metrics import WorkerMetrics
 
 _BUCKET_SECONDS = 10  # resolution of the sliding windows
-_GAUGE_REFRESH_SECONDS = 1.0
 _COLUMN: dict[str, int] = {label: i for i, label in enumerate(LABELS)}
 
 
@@ -47,7 +45,6 @@ class Reputation:
         self.member = member
         self._buckets: dict[str, deque[tuple[int, list[int]]]] = {}
         self._windows: dict[tuple[str, int], list[int]] = {}
-        self._gauges_at = 0.0
 
     def observe(self, counts: Counter[tuple[str, str]], now: float) -> None:
         """Add one batch: ``{(sentiment, brand label): posts}`` scored at ``now`` (unix seconds)."""
@@ -60,12 +57,9 @@ class Reputation:
                 buckets.append((bucket, [0, 0, 0]))
             buckets[-1][1][column] += n
             self._windows.setdefault((brand, window), [0, 0, 0])[column] += n
-        if time.monotonic() - self._gauges_at >= _GAUGE_REFRESH_SECONDS:
-            self.refresh_gauges(now)
 
     def refresh_gauges(self, now: float) -> None:
-        """Recompute the sliding-window gauges (at most once a second from :meth:`observe`)."""
-        self._gauges_at = time.monotonic()
+        """Recompute the sliding-window gauges (the worker calls this every 2 s, with the lag)."""
         longest = self.gauge_windows[-1] if self.gauge_windows else 0
         for brand, buckets in self._buckets.items():
             while buckets and buckets[0][0] + _BUCKET_SECONDS <= now - longest:
