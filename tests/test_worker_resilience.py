@@ -78,14 +78,15 @@ def result_ids(records: list[Any]) -> list[str]:
     return [result_id(r) for r in records]
 
 
-def committed_transactions(log: str) -> set[str]:
-    """``<client.id>/<n>`` of every transaction a worker reported committed (LOG_LEVEL=DEBUG)."""
+def transactions(log: str, outcome: str) -> set[str]:
+    """``<client.id>/<n>`` of every transaction a worker logged as ``committing`` or ``committed``
+    (LOG_LEVEL=DEBUG)."""
     found: set[str] = set()
     client = ""
     for line in log.splitlines():
         if "'client.id': '" in line:
             client = line.split("'client.id': '", 1)[1].split("'", 1)[0]
-        elif "transaction " in line and " committed: " in line:
+        elif "transaction " in line and f" {outcome}: " in line:
             found.add(f"{client}/{line.split('transaction ', 1)[1].split(' ', 1)[0]}")
     return found
 
@@ -125,9 +126,15 @@ def test_kill_9_and_restart_loses_nothing(
     if guarantee == "exactly_once":
         assert progress(kafka, env["OUTPUT_TOPIC"]) > N, "the crashes did leave aborted records behind"
         # Keep the records of transactions the workers reported committed: nothing may be missing there.
-        committed = committed_transactions(log.read_text())
+        text = log.read_text()
+        committed = transactions(text, "committed")
+        # A worker killed inside commit_transaction logged "committing" but never learned the outcome:
+        # such an in-doubt transaction may hold the only copy of its records (the broker committed it).
+        # Each of the four workers can have at most one: its last (the final one may be mid-commit).
+        in_doubt = transactions(text, "committing") - committed
+        assert len(in_doubt) <= 4, in_doubt
         in_committed = Counter(
-            result_id(r) for r in records if dict(r.headers())["txn"].decode() in committed
+            result_id(r) for r in records if dict(r.headers())["txn"].decode() in committed | in_doubt
         )
         assert set(in_committed) == set(loaded)
         if kind != "mock":

@@ -121,6 +121,8 @@ class Checkpoint:
         if not self._in_transaction:
             return
         try:
+            # Logged first so a reader of a killed worker's log knows this commit's outcome is in doubt.
+            log.debug("transaction %d committing: %d records", self.transactions, self._records)
             self._producer.commit_transaction(
                 offsets, self._consumer.raw.consumer_group_metadata(), self._timeout
             )
