@@ -8,12 +8,13 @@ export TWEETEVAL_DIR ?= $(abspath ../shared/data/tweeteval-sentiment)
 # Quieter, faster pip; no version self-check.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck sysdeps unit train bench clean help
+.PHONY: demo test lint typecheck sysdeps unit train bench bench-worker clean help
 help:
 	@echo "make demo   - stream brand mentions through broker, workers and API with a live table (Ctrl-C stops)"
 	@echo "make test   - install, lint, type-check and run the whole test suite"
 	@echo "make train  - the default training run (autotune + gate), see README"
-	@echo "make bench  - benchmarks under bench/"
+	@echo "make bench  - the API benchmark (needs wrk)"
+	@echo "make bench-worker - the worker benchmark (embedded broker unless KAFKA_BOOTSTRAP_SERVERS)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +59,9 @@ train: install
 bench: install
 	command -v wrk >/dev/null || (apt-get install -y wrk || echo "install wrk to run the API benchmark")
 	$(PY) -m bench.api_bench $(BENCH_ARGS)
+
+bench-worker: install
+	$(PY) -m bench.worker_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

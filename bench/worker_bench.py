@@ -20,15 +20,19 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import confluent_kafka as ck
 import orjson
 
+from schemas import ModelRef
+from sentiment_model import Predictor, normalize
 from tests.kafka_harness import produce
 from training.data import load_split
 from worker.kafka.mock_cluster import MockCluster
+from worker.processing import result_documents, split_batch
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = {
@@ -79,14 +83,20 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_phase(name: str, module: str, env: dict[str, str], n: int, bootstrap: str) -> tuple[float, float]:
-    """Start ``module``, time first..n-th output record; returns (records/s, peak RSS MB)."""
+def run_phase(
+    name: str, module: str, env: dict[str, str], n: int, bootstrap: str, copies: int = 1
+) -> tuple[float, float]:
+    """Start ``copies`` processes of ``module`` (one consumer group), time first..n-th output record;
+    returns (records/s, peak RSS MB of the largest process)."""
     out = env["OUTPUT_TOPIC"]
     probe = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115 - kept for the user to read
-    process = subprocess.Popen(
-        [sys.executable, "-m", module], cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
-    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", module], cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
+        )
+        for _ in range(copies)
+    ]
     first = last = None
     try:
         deadline = time.monotonic() + 900
@@ -98,17 +108,55 @@ def run_phase(name: str, module: str, env: dict[str, str], n: int, bootstrap: st
             if count >= n:
                 last = (now, count)
                 break
-            if process.poll() is not None:
-                raise SystemExit(f"{name} exited early ({process.returncode}); see {log.name}")
+            if any(p.poll() is not None for p in processes):
+                raise SystemExit(f"{name} exited early; see {log.name}")
             time.sleep(0.02)
-        rss = peak_rss_mb(process.pid)
+        rss = max(peak_rss_mb(p.pid) for p in processes)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(60)
         probe.close()
     if first is None or last is None:
         raise SystemExit(f"{name} did not finish; see {log.name}")
     return (last[1] - first[1]) / (last[0] - first[0]), rss
+
+
+@dataclass(frozen=True)
+class _Record:
+    """Just enough of a confluent_kafka.Message for the worker's pure functions."""
+
+    _value: bytes
+    _key: bytes
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+
+def stage_costs(model: Path, sample: list[tuple[bytes, bytes]]) -> dict[str, float]:
+    """Microseconds per record of each step of the worker's hot path, in this process, on ``sample``."""
+    predictor = Predictor.load(model)
+    ref = ModelRef(repo="local", revision=None, sha256="0" * 64)
+    records = [_Record(value, key) for key, value in sample]
+    normalize("warm-up: builds the punctuation table once, as the worker does at its first batch")
+    costs: dict[str, float] = {}
+    started = time.perf_counter()
+    valid, _rejected = split_batch(records)
+    costs["validate (JSON + contract)"] = time.perf_counter() - started
+    started = time.perf_counter()
+    lines = [normalize(item.mention.text) for item in valid]
+    costs["normalize"] = time.perf_counter() - started
+    started = time.perf_counter()
+    scored = predictor.predict_normalized(lines)
+    costs["fastText predict"] = time.perf_counter() - started
+    started = time.perf_counter()
+    result_documents(valid, scored, ref, datetime.now(UTC))
+    costs["result JSON"] = time.perf_counter() - started
+    return {stage: seconds / len(sample) * 1e6 for stage, seconds in costs.items()}
 
 
 def latency_phase(
@@ -209,17 +257,21 @@ def main() -> int:
         create(
             bootstrap,
             source,
-            *(f"bench-{k}-{run}" for k in ("pass", "alo", "eos", "dlq", "lat-in", "lat-out")),
+            *(
+                f"bench-{k}-{run}"
+                for k in ("pass", "alo", "eos", "pass2", "alo2", "dlq", "lat-in", "lat-out")
+            ),
         )
         print(
             f"broker: {'external' if external else 'mock cluster'}; preloading {args.posts:,} posts ...",
             flush=True,
         )
         # lz4 and big batches: the mock cluster keeps only about 5 MB per partition
+        preloaded = posts(args.posts, args.data_dir)
         produce(
             bootstrap,
             source,
-            posts(args.posts, args.data_dir),
+            preloaded,
             {"compression.type": "lz4", "linger.ms": 20, "batch.size": 1_000_000},
         )
         base = {
@@ -232,25 +284,42 @@ def main() -> int:
             "BRANDS": "acme,globex",
         }
         results = {}
-        for name, module, extra in (
-            ("passthrough", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass-{run}"}),
-            ("worker at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo-{run}"}),
+        for name, module, extra, copies in (
+            ("passthrough", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass-{run}"}, 1),
+            ("worker at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo-{run}"}, 1),
             (
                 "worker exactly-once",
                 "worker",
                 {"OUTPUT_TOPIC": f"bench-eos-{run}", "PROCESSING_GUARANTEE": "exactly_once"},
+                1,
             ),
+            ("2 passthroughs", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass2-{run}"}, 2),
+            ("2 workers at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo2-{run}"}, 2),
         ):
             env = {**base, **extra, "CONSUMER_GROUP": f"bench-{name.replace(' ', '-')}-{run}"}
-            results[name] = run_phase(name, module, env, args.posts, bootstrap)
+            results[name] = run_phase(name, module, env, args.posts, bootstrap, copies)
             print(
-                f"{name:<22} {results[name][0]:>9,.0f} records/s   peak RSS {results[name][1]:.0f} MB",
+                f"{name:<24} {results[name][0]:>9,.0f} records/s   peak RSS {results[name][1]:.0f} MB",
                 flush=True,
             )
         ceiling = results["passthrough"][0]
+        alo, eos = results["worker at-least-once"][0], results["worker exactly-once"][0]
+        two = results["2 workers at-least-once"][0]
         print(
-            f"\nworker / passthrough: at-least-once {results['worker at-least-once'][0] / ceiling:.2f}, "
-            f"exactly-once {results['worker exactly-once'][0] / ceiling:.2f}"
+            f"\nworker / passthrough: at-least-once {alo / ceiling:.2f}, exactly-once {eos / ceiling:.2f}; "
+            f"2 workers / 2 passthroughs {two / results['2 passthroughs'][0]:.2f}, "
+            f"2 workers / 1 passthrough {two / ceiling:.2f}"
+        )
+        costs = stage_costs(model, preloaded[:20_000])
+        total = sum(costs.values())
+        print(
+            "\nhot-path cost per record, one process (µs): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in costs.items())
+        )
+        print(
+            f"  = {total:.1f} µs before any Kafka work: one process can score at most {1e6 / total:,.0f} "
+            f"records/s ({1e6 / total / ceiling:.2f} x passthrough); the fastText call alone caps it at "
+            f"{1e6 / costs['fastText predict'] / ceiling:.2f} x passthrough"
         )
         lat_env = {
             **base,
