@@ -119,8 +119,10 @@ def run_search(
 ) -> SearchResult:
     """Evaluate candidates until ``budget_seconds`` run out; returns trials, best first.
 
-    ``seeds`` are evaluated first (known-good settings), then fastText autotune's pick when
-    ``autotune_share`` > 0, then random draws. A trial that diverges is logged and skipped.
+    ``seeds`` (the default recipe or the manual flags) are evaluated first, then fastText autotune's
+    pick when ``autotune_share`` > 0, then random draws while the budget lasts. Seeds and autotune's
+    pick are always evaluated, even when that overruns the budget: a slow machine must not silently
+    drop the candidate the user named. A trial that diverges is logged and skipped.
     """
     deadline = time.monotonic() + budget_seconds
     rng = random.Random(seed)
@@ -128,13 +130,14 @@ def run_search(
     trials: list[Trial] = []
     best_model: Any = None
     autotune_pending = autotune_share > 0
-    while time.monotonic() < deadline or (queue and not trials):
-        if autotune_pending:
+    while queue or autotune_pending or time.monotonic() < deadline:
+        if not queue and autotune_pending:
             autotune_pending = False
             seconds = max(10, int(budget_seconds * autotune_share))
             tuned = autotune_candidate(train, val, seconds, threads, progress)
             if tuned is not None:
-                queue.insert(0, tuned)
+                queue.append(tuned)
+            continue
         candidate = queue.pop(0) if queue else sample_candidate(rng)
         started = time.monotonic()
         try:
