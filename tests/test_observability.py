@@ -426,16 +426,28 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 @dataclass
-class Prometheus:
-    """A real ``prometheus`` on 127.0.0.1."""
+class LocalServer:
+    """A child process serving HTTP on 127.0.0.1, with its log."""
 
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    name = "server"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def died(self) -> str | None:
+        if self.process.poll() is None:
+            return None
+        return f"{self.name} exited ({self.process.returncode}):\n{self.log_path.read_text(errors='replace')}"
+
+
+class Prometheus(LocalServer):
+    """A real ``prometheus`` on 127.0.0.1."""
+
+    name = "prometheus"
 
     def api(self, path: str, **params: str) -> Any:
         status, body = http_json(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
@@ -459,11 +471,6 @@ class Prometheus:
         result = self.query(expr)
         assert len(result) <= 1, (expr, result)
         return float(result[0]["value"][1]) if result else None
-
-    def died(self) -> str | None:
-        if self.process.poll() is None:
-            return None
-        return f"prometheus exited ({self.process.returncode}):\n{self.log_path.read_text(errors='replace')}"
 
 
 @contextlib.contextmanager
@@ -511,20 +518,10 @@ def running_prometheus(
         stop_process(process)
 
 
-@dataclass
-class ApiProcess:
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
+class ApiProcess(LocalServer):
+    """``python -m api`` on 127.0.0.1."""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def died(self) -> str | None:
-        if self.process.poll() is None:
-            return None
-        return f"the API exited ({self.process.returncode}):\n{self.log_path.read_text(errors='replace')}"
+    name = "the API"
 
 
 @contextlib.contextmanager
