@@ -94,13 +94,11 @@ def clean(text: str) -> str:
     # Each substitution runs only when its trigger is present: the checks are substring searches in C,
     # and most tweets have no URL, handle, elongation, repeated punctuation, hashtag or lone apostrophe.
     # This halved the cost of clean() on the hot path (measured on TweetEval, same output).
-    lowered = text.lower()
-    if "://" in text or "www." in lowered:
+    if "://" in text or "www." in text.lower():
         text = _URL.sub(" URL ", text)
-        lowered = text.lower()
     if "@" in text:
-        lowered = _USER.sub(" @user ", text).lower()
-    text = lowered
+        text = _USER.sub(" @user ", text)
+    text = text.lower()
     if _ELONGATED.search(text):
         text = _ELONGATED.sub(r"\1\1", text)
     if "!!" in text or "??" in text or ".." in text:
