@@ -109,10 +109,12 @@ def read_all(
     read_committed: bool = True,
     settle: float = 0.0,
     distinct: Callable[[Any], object] | None = None,
+    until: Callable[[list[Any]], bool] | None = None,
 ) -> list[Any]:
     """Read ``topic`` from the start until ``expected`` records arrived (plus ``settle`` seconds more,
     to catch duplicates) or ``timeout``. With ``distinct``, count distinct ``distinct(record)`` values
-    instead of records (at-least-once output may hold duplicates)."""
+    instead of records (at-least-once output may hold duplicates). With ``until``, also wait (checked
+    about once a second) until ``until(records)`` holds."""
     consumer = ck.Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -126,11 +128,18 @@ def read_all(
     records: list[Any] = []
     deadline = time.monotonic() + timeout
     settled_at: float | None = None
+    checked_at = 0.0
     try:
         while time.monotonic() < deadline:
             batch = consumer.consume(1000, 0.3)
             records.extend(m for m in batch if m.error() is None)
             seen = len({distinct(r) for r in records}) if distinct else len(records)
+            if seen >= expected and until is not None and settled_at is None:
+                if time.monotonic() - checked_at < 1.0:
+                    continue
+                checked_at = time.monotonic()
+                if not until(records):
+                    continue
             if seen >= expected:
                 settled_at = settled_at or time.monotonic()
                 if time.monotonic() - settled_at >= settle:
