@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import fasttext
 import pytest
 
+from training import fasttext_train
 from training.data import Dataset
 from training.fasttext_train import TrainingError, check_params, fit, labelled_lines, training_file
 
@@ -22,6 +26,46 @@ def test_trainable_settings_pass(train_subset: Dataset) -> None:
     with training_file(labelled_lines(train_subset.head(2_000))) as path:
         model = fit(path, {"wordNgrams": 2, "epoch": 2, "dim": 8}, threads=1)
     assert sorted(model.labels) == ["__label__negative", "__label__neutral", "__label__positive"]
+
+
+def test_a_diverged_fit_is_retried_single_threaded_with_a_lower_rate(
+    train_subset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fastText's NaN is not reproducible on demand: the first call fails as it does, then the real
+    fastText trains with the retry's settings."""
+    calls: list[dict[str, Any]] = []
+    real_train = fasttext.train_supervised
+
+    def diverge_once(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise RuntimeError("Encountered NaN.")
+        return real_train(**kwargs)
+
+    monkeypatch.setattr(fasttext_train.fasttext, "train_supervised", diverge_once)
+    with training_file(labelled_lines(train_subset.head(2_000))) as path:
+        model = fit(path, {"wordNgrams": 2, "epoch": 2, "dim": 8, "lr": 0.5}, threads=2, seed=7)
+    assert len(model.labels) == 3
+    first, retry = calls
+    assert (first["thread"], first["seed"], first["lr"]) == (2, 7, 0.5)
+    assert retry["thread"] == 1 and retry["seed"] == 8 and retry["lr"] < 0.5
+
+
+def test_other_fasttext_errors_and_repeated_divergence_become_training_errors(
+    train_subset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors = iter([RuntimeError("bad input file"), *[RuntimeError("Encountered NaN.")] * 3])
+
+    def fail(**kwargs: Any) -> Any:
+        raise next(errors)
+
+    monkeypatch.setattr(fasttext_train.fasttext, "train_supervised", fail)
+    with training_file(labelled_lines(train_subset.head(100))) as path:
+        with pytest.raises(TrainingError, match="bad input file"):
+            fit(path, {"wordNgrams": 2}, threads=2)
+        with pytest.raises(TrainingError, match="NaN"):
+            fit(path, {"wordNgrams": 2}, threads=2, attempts=3)
+    assert next(errors, None) is None, "a non-NaN error is not retried; a NaN is retried up to attempts"
 
 
 def test_oversampling_repeats_the_minority_class(train_subset: Dataset) -> None:
