@@ -53,7 +53,8 @@ def train(
             str(tmp / "mlruns"),
             *args,
         ],
-        env={**os.environ, "MLFLOW_TRACKING_URI": "", **(env or {})},
+        # No GloVe download in tests: tests/test_pretrained.py covers vectors with a local .vec file.
+        env={**os.environ, "MLFLOW_TRACKING_URI": "", "PRETRAINED_VECTORS": "none", **(env or {})},
         capture_output=True,
         text=True,
         timeout=600,

@@ -46,9 +46,9 @@ def uri_of(store: Path) -> str:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without MLflow settings leaking in from the caller."""
+    """The environment without MLflow settings leaking in from the caller (and no GloVe download)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return {**env, **extra}
+    return {**env, "PRETRAINED_VECTORS": "none", **extra}
 
 
 def log_tracker_runs(store: str) -> None:

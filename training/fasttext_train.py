@@ -58,6 +58,19 @@ def training_file(lines: list[str]) -> Iterator[Path]:
         Path(name).unlink(missing_ok=True)
 
 
+def vectors_dim(vectors: Path) -> int:
+    """The dimension a ``.vec`` file declares on its first line (``<words> <dim>``); fastText needs
+    ``dim`` to match it."""
+    try:
+        with vectors.open(encoding="utf-8") as f:
+            header = f.readline().split()
+    except OSError as exc:
+        raise TrainingError(f"cannot read pretrained vectors {vectors}: {exc}") from exc
+    if len(header) != 2 or not all(part.isdigit() for part in header):
+        raise TrainingError(f"{vectors} is not a fastText .vec file (first line must be '<words> <dim>')")
+    return int(header[1])
+
+
 def check_params(params: Mapping[str, Any]) -> None:
     """Reject settings that fasttext-numpy2 0.10 cannot train, before it aborts or crashes.
 

@@ -14,12 +14,20 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import fasttext
 
 from training.data import Dataset
-from training.fasttext_train import TrainingError, fit, labelled_lines, training_file, val_macro_recall
+from training.fasttext_train import (
+    TrainingError,
+    fit,
+    labelled_lines,
+    training_file,
+    val_macro_recall,
+    vectors_dim,
+)
 
 Progress = Callable[[str], None]
 
@@ -37,7 +45,9 @@ class Candidate:
 
     def describe(self) -> str:
         """Compact one-line form for progress output."""
-        keys = " ".join(f"{k}={v}" for k, v in self.params.items())
+        keys = " ".join(
+            f"{k}={Path(v).name if k == 'pretrainedVectors' else v}" for k, v in self.params.items()
+        )
         boost = " ".join(f"{k}x{v}" for k, v in self.oversample.items() if v != 1.0)
         return f"{keys}{' oversample ' + boost if boost else ''} ({self.origin})"
 
@@ -65,8 +75,28 @@ class SearchResult:
         return self.trials[0]
 
 
-def sample_candidate(rng: random.Random) -> Candidate:
-    """Draw from the search space (log-uniform where the scale matters)."""
+def sample_candidate(rng: random.Random, vectors: str | None = None) -> Candidate:
+    """Draw from the search space (log-uniform where the scale matters).
+
+    With pretrained ``vectors`` (a ``.vec`` path) the space is word-only models of the vectors' ``dim``
+    that stay near their starting point (few epochs, small learning rates): that is where the measured
+    gains were (README, "Model quality").
+    """
+    if vectors is not None:
+        return Candidate(
+            {
+                "epoch": rng.choice([3, 4, 5, 6, 8]),
+                "lr": round(math.exp(rng.uniform(math.log(0.02), math.log(0.125))), 4),
+                "dim": vectors_dim(Path(vectors)),
+                "wordNgrams": rng.choice([2, 3]),
+                "minn": 0,
+                "maxn": 0,
+                "bucket": 1_000_000,
+                "loss": rng.choice(["ova", "softmax"]),
+                "pretrainedVectors": vectors,
+            },
+            {"negative": round(rng.uniform(2.0, 3.5), 2), "positive": round(rng.uniform(0.9, 1.3), 2)},
+        )
     minn, maxn = rng.choice([(0, 0), (2, 4), (3, 5), (3, 6)])
     char_ngrams = maxn > 0
     word_ngrams = rng.choice([2, 2, 3]) if not char_ngrams else rng.choice([1, 2, 2, 3])
@@ -116,13 +146,15 @@ def run_search(
     progress: Progress,
     autotune_share: float = 0.0,
     seeds: list[Candidate] | None = None,
+    vectors: str | None = None,
 ) -> SearchResult:
     """Evaluate candidates until ``budget_seconds`` run out; returns trials, best first.
 
     ``seeds`` (the default recipe or the manual flags) are evaluated first, then fastText autotune's
     pick when ``autotune_share`` > 0, then random draws while the budget lasts. Seeds and autotune's
     pick are always evaluated, even when that overruns the budget: a slow machine must not silently
-    drop the candidate the user named. A trial that diverges is logged and skipped.
+    drop the candidate the user named. A trial that diverges is logged and skipped. With pretrained
+    ``vectors`` the random draws come from the word-only space around them (:func:`sample_candidate`).
     """
     deadline = time.monotonic() + budget_seconds
     rng = random.Random(seed)
@@ -138,7 +170,7 @@ def run_search(
             if tuned is not None:
                 queue.append(tuned)
             continue
-        candidate = queue.pop(0) if queue else sample_candidate(rng)
+        candidate = queue.pop(0) if queue else sample_candidate(rng, vectors)
         started = time.monotonic()
         try:
             with training_file(labelled_lines(train, candidate.oversample, seed=seed)) as train_file:
