@@ -186,6 +186,7 @@ def test_training_cli_with_a_vec_file_records_it(
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["pretrained_vectors"] == {"source": "local file", "file": vec.name}
     assert metrics["hyperparameters"]["dim"] == DIM and metrics["hyperparameters"]["minn"] == 0
+    assert metrics["hyperparameters"]["pretrainedVectors"] == vec.name, "no local path is published"
     assert metrics["model"]["size_bytes"] <= 5_000_000
 
     missing = train(

@@ -255,7 +255,7 @@ def _train(
 
     tracker.params(
         {
-            **best.candidate.params,
+            **published_params(best.candidate),
             **{f"oversample_{k}": v for k, v in best.candidate.oversample.items()},
             **{f"quantize_{k}": v for k, v in quant.items()},
             "train_rows": len(train),
@@ -295,6 +295,15 @@ def _train(
     return EXIT_GATE_REFUSED if args.push else 0
 
 
+def published_params(candidate: Candidate) -> dict[str, Any]:
+    """The candidate's fastText settings as logged and published: the vectors by file name, not by a
+    path on the training machine."""
+    params = dict(candidate.params)
+    if "pretrainedVectors" in params:
+        params["pretrainedVectors"] = Path(params["pretrainedVectors"]).name
+    return params
+
+
 def vectors_info(choice: str, candidate: Candidate) -> dict[str, Any] | None:
     """Where the chosen model's starting vectors came from (None: it had none)."""
     path = candidate.params.get("pretrainedVectors")
@@ -326,7 +335,7 @@ def build_metrics(
         "val": evaluate(val.labels, val_pred),
         "reference": {"val_prediction_distribution": label_distribution(val_pred)},
         "hyperparameters": {
-            **best.candidate.params,
+            **published_params(best.candidate),
             **{f"oversample_{k}": v for k, v in best.candidate.oversample.items()},
         },
         "quantization": {k: v for k, v in quant.items() if k != "size_bytes"},
