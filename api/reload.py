@@ -73,12 +73,8 @@ class ModelReloader:
         evaluation = self._evaluation
         if evaluation is None:
             return None
-        model = evaluation.model
         return ShadowCandidate(
-            repo=model.repo,
-            revision=model.revision,
-            file=model.filename,
-            sha256=model.sha256,
+            **evaluation.model.file.model_dump(),
             records=min(evaluation.records, self._policy.records),
             records_needed=self._policy.records,
         )

@@ -99,14 +99,10 @@ async def model_info(request: Request) -> ModelInfo:
     in shadow evaluation, if any."""
     api = api_context(request)
     model = api.model.require()
-    resolved = model.resolved
     return ModelInfo(
-        repo=resolved.repo,
-        revision=resolved.revision,
-        file=resolved.filename,
-        sha256=resolved.sha256,
+        **model.resolved.file.model_dump(),
         loaded_at=model.loaded_at,
-        metrics=resolved.metrics,
+        metrics=model.resolved.metrics,
         candidate=api.reloader.candidate() if api.reloader is not None else None,
     )
 

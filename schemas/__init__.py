@@ -8,7 +8,7 @@ from schemas.api import BatchPredictRequest, BatchPredictResponse, PredictReques
 from schemas.deadletter import DeadLetterHeader, DeadLetterReason
 from schemas.labels import LABELS, Label
 from schemas.mention import MAX_TEXT_CHARS, Mention
-from schemas.model_info import ModelInfo, ModelRef
+from schemas.model_info import ModelFile, ModelInfo, ModelRef
 from schemas.sentiment import LabelScores, SentimentResult
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Label",
     "LabelScores",
     "Mention",
+    "ModelFile",
     "ModelInfo",
     "ModelRef",
     "PredictRequest",

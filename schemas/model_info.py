@@ -21,26 +21,27 @@ class ModelRef(BaseModel):
     """sha256 of the model file's bytes."""
 
 
-class ShadowCandidate(BaseModel):
-    """A newer model in shadow evaluation: it scores live texts unseen, then is promoted or rejected."""
+class ModelFile(BaseModel):
+    """Which model file: where it was resolved from, its name and its content hash."""
 
     repo: str
     revision: str | None
     file: str
     sha256: str
+
+
+class ShadowCandidate(ModelFile):
+    """A newer model in shadow evaluation: it scores live texts unseen, then is promoted or rejected."""
+
     records: int
     """Live texts it has scored in shadow so far."""
     records_needed: int
     """After this many texts it is promoted or rejected (``SHADOW_RECORDS``)."""
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(ModelFile):
     """What ``GET /model`` answers: the model's identity plus its published training metrics."""
 
-    repo: str
-    revision: str | None
-    file: str
-    sha256: str
     labels: tuple[Label, ...] = LABELS
     loaded_at: datetime
     metrics: dict[str, Any] | None = None

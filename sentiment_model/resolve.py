@@ -23,7 +23,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile
 
-from schemas import ModelRef
+from schemas import ModelFile, ModelRef
 from sentiment_model.errors import ModelLoadError, ModelNotFoundError
 from sentiment_model.settings import ModelSettings
 
@@ -54,6 +54,11 @@ class ResolvedModel:
     def ref(self) -> ModelRef:
         """The identity stamped on every result."""
         return ModelRef(repo=self.repo, revision=self.revision, sha256=self.sha256)
+
+    @property
+    def file(self) -> ModelFile:
+        """The file's identity as the API shows it."""
+        return ModelFile(repo=self.repo, revision=self.revision, file=self.filename, sha256=self.sha256)
 
     def describe(self) -> str:
         """One line for logs."""

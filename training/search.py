@@ -75,25 +75,25 @@ class SearchResult:
         return self.trials[0]
 
 
-def sample_candidate(rng: random.Random, vectors: str | None = None) -> Candidate:
+def sample_candidate(rng: random.Random, vectors: Mapping[str, Any] | None = None) -> Candidate:
     """Draw from the search space (log-uniform where the scale matters).
 
-    With pretrained ``vectors`` (a ``.vec`` path) the space is word-only models of the vectors' ``dim``
-    that stay near their starting point (few epochs, small learning rates): that is where the measured
-    gains were (README, "Model quality").
+    With pretrained ``vectors`` (fastText's ``pretrainedVectors`` and the matching ``dim``) the space is
+    word-only models that stay near their starting point (few epochs, small learning rates): that is
+    where the measured gains were (README, "Model quality").
     """
     if vectors is not None:
         return Candidate(
             {
                 "epoch": rng.choice([3, 4, 5, 6, 8]),
                 "lr": round(math.exp(rng.uniform(math.log(0.02), math.log(0.125))), 4),
-                "dim": vectors_dim(Path(vectors)),
+                "dim": vectors["dim"],
                 "wordNgrams": rng.choice([2, 3]),
                 "minn": 0,
                 "maxn": 0,
                 "bucket": 1_000_000,
                 "loss": rng.choice(["ova", "softmax"]),
-                "pretrainedVectors": vectors,
+                "pretrainedVectors": vectors["pretrainedVectors"],
             },
             {"negative": round(rng.uniform(2.0, 3.5), 2), "positive": round(rng.uniform(0.9, 1.3), 2)},
         )
@@ -158,6 +158,7 @@ def run_search(
     """
     deadline = time.monotonic() + budget_seconds
     rng = random.Random(seed)
+    space = {"pretrainedVectors": vectors, "dim": vectors_dim(Path(vectors))} if vectors else None
     queue = list(seeds or [])
     trials: list[Trial] = []
     best_model: Any = None
@@ -170,7 +171,7 @@ def run_search(
             if tuned is not None:
                 queue.append(tuned)
             continue
-        candidate = queue.pop(0) if queue else sample_candidate(rng, vectors)
+        candidate = queue.pop(0) if queue else sample_candidate(rng, space)
         started = time.monotonic()
         try:
             with training_file(labelled_lines(train, candidate.oversample, seed=seed)) as train_file:

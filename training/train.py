@@ -164,14 +164,15 @@ def quantize_within(
             size = out.stat().st_size
             if size <= MAX_MODEL_BYTES or settings["cutoff"] < 10_000:
                 return {**settings, "size_bytes": size}
+            smaller = int(settings["cutoff"] * min(0.95, MAX_MODEL_BYTES / size * 0.98))
             log.info(
                 "quantized model is %.1f MB > %.1f MB: cutoff %d -> %d",
                 size / 1e6,
                 MAX_MODEL_BYTES / 1e6,
                 settings["cutoff"],
-                int(settings["cutoff"] * min(0.95, MAX_MODEL_BYTES / size * 0.98)),
+                smaller,
             )
-            settings["cutoff"] = int(settings["cutoff"] * min(0.95, MAX_MODEL_BYTES / size * 0.98))
+            settings["cutoff"] = smaller
 
 
 def main(argv: list[str] | None = None) -> int:
