@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import fasttext
 import pytest
 
+from sentiment_model import Predictor
 from training import fasttext_train
+from training import train as train_cli
 from training.data import Dataset
 from training.fasttext_train import TrainingError, check_params, fit, labelled_lines, training_file
+from training.recipe import DEFAULT_QUANTIZE
+from training.search import Candidate
+from training.train import quantize_within
 
 
 @pytest.mark.parametrize(
@@ -75,3 +81,23 @@ def test_oversampling_repeats_the_minority_class(train_subset: Dataset) -> None:
     negatives = sum(1 for line in plain if line.startswith("__label__negative "))
     assert len(boosted) == len(plain) + negatives
     assert sorted(set(boosted)) == sorted(set(plain))
+
+
+def test_a_model_too_big_for_the_limit_is_requantized_from_full_precision(
+    train_subset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fastText crashes when asked to quantize a quantized model: the retry must start afresh."""
+    data = train_subset.head(3_000)
+    candidate = Candidate({"wordNgrams": 2, "epoch": 3, "dim": 16, "bucket": 200_000, "lr": 0.1})
+    with training_file(labelled_lines(data)) as path:
+        model = fit(path, candidate.params, threads=1)
+    out = tmp_path / "model.ftz"
+    first = quantize_within(model, data, candidate, out, threads=1)
+    assert first["cutoff"] == DEFAULT_QUANTIZE["cutoff"]
+    monkeypatch.setattr(train_cli, "MAX_MODEL_BYTES", first["size_bytes"] // 2)
+    with training_file(labelled_lines(data)) as path:
+        model = fit(path, candidate.params, threads=1)
+    smaller = quantize_within(model, data, candidate, out, threads=1)
+    assert smaller["cutoff"] < first["cutoff"]
+    assert smaller["size_bytes"] == out.stat().st_size <= first["size_bytes"] // 2
+    assert len(Predictor.load(out).predict(["what a great day", "awful service"]).label_ids) == 2

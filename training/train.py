@@ -13,11 +13,13 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fasttext
 import numpy as np
 
 from schemas import LABELS
@@ -157,7 +159,14 @@ def quantize_within(
     (halving would throw away far more rows than needed: at 100 dims that cost 0.04 macro-recall).
     """
     settings = dict(DEFAULT_QUANTIZE)
-    with training_file(labelled_lines(train, candidate.oversample)) as train_file:
+    with (
+        training_file(labelled_lines(train, candidate.oversample)) as train_file,
+        tempfile.TemporaryDirectory(prefix="sentiment-train-") as scratch,
+    ):
+        # fastText cannot quantize a quantized model again (it crashes the process): each retry starts
+        # from this full-precision copy.
+        full_precision = Path(scratch) / "full.bin"
+        model.save_model(str(full_precision))
         while True:
             quantize(model, train_file, settings, threads)
             model.save_model(str(out))
@@ -173,6 +182,7 @@ def quantize_within(
                 smaller,
             )
             settings["cutoff"] = smaller
+            model = fasttext.load_model(str(full_precision))
 
 
 def main(argv: list[str] | None = None) -> int:
