@@ -189,6 +189,8 @@ def test_search_uses_fasttext_autotune_and_picks_by_macro_recall(tmp_path: Path,
         "16",
         "--bucket",
         "200000",
+        "--soup-members",
+        "2",
     )
     assert run.returncode == 0, run.stderr
     assert "fastText autotune for 16s" in run.stderr
@@ -197,6 +199,15 @@ def test_search_uses_fasttext_autotune_and_picks_by_macro_recall(tmp_path: Path,
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["search"]["trials"] >= 2
     assert metrics["search"]["budget_seconds"] == 40
+    # The shortlist (the manual flags and the best other candidate) was confirmed as soups of 2 runs,
+    # and the published model is the best soup by val macro-recall.
+    confirmed = metrics["search"]["confirmed"]
+    assert {c["origin"] for c in confirmed} >= {"manual"} and len(confirmed) >= 2
+    assert metrics["search"]["soup_members"] == 2
+    best = max(confirmed, key=lambda c: c["val_macro_recall_soup"])
+    assert metrics["hyperparameters"] == best["hyperparameters"]
+    assert metrics["search"]["best_val_macro_recall_unquantized"] == best["val_macro_recall_soup"]
+    assert "soup 1/" in run.stderr and "(soup of 2 runs)" in run.stderr
 
 
 def test_bad_data_dir_is_a_clear_error(tmp_path: Path) -> None:

@@ -52,6 +52,9 @@ def get_model() -> ResolvedModel:
                 # offline and quick: the demo model does not fetch the 118 MB of GloVe vectors
                 "--pretrained-vectors",
                 "none",
+                # one run, not a soup of four: the demo model is for showing the stream, not for quality
+                "--soup-members",
+                "1",
                 "--mlflow-dir",
                 str(DEMO_DIR / "mlruns"),
             ]

@@ -93,9 +93,11 @@ def fit(train_file: Path, params: Mapping[str, Any], threads: int, seed: int = 0
     fastText now and then aborts with "Encountered NaN" on settings that usually train fine (seen here
     even on TweetEval subsets at lr 0.5, and once three times in a row on a 2,000-row skewed subset
     under CI load that trains cleanly 80 times out of 80 otherwise). Its threads update shared rows
-    without locks (Hogwild), so on a small vocabulary the outcome depends on thread timing. Each retry
-    therefore trains single-threaded (deterministic for a seed), with another seed and a lower learning
-    rate; when all ``attempts`` diverge the last error becomes :class:`TrainingError`.
+    without locks (Hogwild), so on a small vocabulary the outcome depends on thread timing; and
+    fasttext-numpy2 0.10 is not even repeatable on one thread (measured: the same file, seed and settings
+    gave four different models, or NaN, on 3,000 rows). Each retry trains single-threaded, with another
+    seed and a lower learning rate; when all ``attempts`` diverge the last error becomes
+    :class:`TrainingError`.
     """
     settings = dict(params)
     check_params(settings)

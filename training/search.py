@@ -5,6 +5,11 @@ while TweetEval's metric is macro-recall and its test split has twice the share 
 search is ours: fastText autotune contributes one candidate (its best settings), a seeded random search
 over a space that includes class oversampling contributes the rest, and every candidate is scored by
 macro-recall on the validation split. Test data never enters this module.
+
+One run's val score moves with the seed about as much as the best candidates differ, so the best
+single run of a long search is partly luck. With ``soup_members`` > 1 the search ends by confirming a
+shortlist (the named candidates and the best random ones): each is re-trained as a soup
+(:mod:`training.soup`) and the best soup by val macro-recall is the result.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from training.fasttext_train import (
     val_macro_recall,
     vectors_dim,
 )
+from training.soup import train_soup
 
 Progress = Callable[[str], None]
 
@@ -59,20 +65,23 @@ class Trial:
     candidate: Candidate
     val_macro_recall: float
     seconds: float
+    members: int = 1
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """All trials (best first) and the best trial's trained model, kept so the model we publish is the
-    one that was measured (multi-threaded fastText does not retrain to the same weights)."""
+    """All single-run trials and confirmed soups (each best first) and the winner's trained model, kept
+    so the model we publish is the one that was measured (multi-threaded fastText does not retrain to
+    the same weights)."""
 
     trials: list[Trial]
     best_model: Any
+    confirmed: list[Trial] = field(default_factory=list)
 
     @property
     def best(self) -> Trial:
-        """The winning trial."""
-        return self.trials[0]
+        """The winning trial: the best soup when the shortlist was confirmed, else the best run."""
+        return self.confirmed[0] if self.confirmed else self.trials[0]
 
 
 def sample_candidate(rng: random.Random, vectors: Mapping[str, Any] | None = None) -> Candidate:
@@ -147,6 +156,8 @@ def run_search(
     autotune_share: float = 0.0,
     seeds: list[Candidate] | None = None,
     vectors: str | None = None,
+    soup_members: int = 1,
+    shortlist: int = 3,
 ) -> SearchResult:
     """Evaluate candidates until ``budget_seconds`` run out; returns trials, best first.
 
@@ -155,15 +166,20 @@ def run_search(
     pick are always evaluated, even when that overruns the budget: a slow machine must not silently
     drop the candidate the user named. A trial that diverges is logged and skipped. With pretrained
     ``vectors`` the random draws come from the word-only space around them (:func:`sample_candidate`).
+
+    With ``soup_members`` > 1 the named ``seeds`` and the ``shortlist`` best other candidates are then
+    re-trained as soups and judged again (:func:`confirm`); the random draws stop early enough to leave
+    time for that, estimated from the mean trial time.
     """
     deadline = time.monotonic() + budget_seconds
+    confirmations = (len(seeds or []) + shortlist) * soup_members if soup_members > 1 else 0
     rng = random.Random(seed)
     space = {"pretrainedVectors": vectors, "dim": vectors_dim(Path(vectors))} if vectors else None
     queue = list(seeds or [])
     trials: list[Trial] = []
     best_model: Any = None
     autotune_pending = autotune_share > 0
-    while queue or autotune_pending or time.monotonic() < deadline:
+    while queue or autotune_pending or time.monotonic() < deadline - confirmations * _mean_seconds(trials):
         if not queue and autotune_pending:
             autotune_pending = False
             seconds = max(10, int(budget_seconds * autotune_share))
@@ -193,4 +209,50 @@ def run_search(
         raise TrainingError(
             "the search budget ran out before any candidate finished: raise --autotune-duration"
         )
-    return SearchResult(sorted(trials, key=lambda t: t.val_macro_recall, reverse=True), best_model)
+    ranked = sorted(trials, key=lambda t: t.val_macro_recall, reverse=True)
+    if soup_members <= 1:
+        return SearchResult(ranked, best_model)
+    best_model = None  # free the single run (hundreds of MB with vectors) before training soups
+    named = list(seeds or [])
+    others = [t.candidate for t in ranked if t.candidate not in named][:shortlist]
+    confirmed, soup = confirm(named + others, train, val, soup_members, threads, seed, progress)
+    return SearchResult(ranked, soup, confirmed)
+
+
+def confirm(
+    shortlist: list[Candidate],
+    train: Dataset,
+    val: Dataset,
+    members: int,
+    threads: int,
+    seed: int,
+    progress: Progress,
+) -> tuple[list[Trial], Any]:
+    """Re-train each shortlisted candidate as a soup of ``members`` runs and score it on val.
+
+    Returns the soups' trials, best first, and the best soup's model.
+    """
+    confirmed: list[Trial] = []
+    best_model: Any = None
+    for number, candidate in enumerate(shortlist, 1):
+        started = time.monotonic()
+        try:
+            model = train_soup(train, candidate.params, candidate.oversample, members, threads, seed)
+        except TrainingError as exc:
+            progress(f"soup {number}/{len(shortlist)} skipped: {exc}")
+            continue
+        score = val_macro_recall(model, val)
+        if best_model is None or score > max(t.val_macro_recall for t in confirmed):
+            best_model = model
+        confirmed.append(Trial(candidate, score, time.monotonic() - started, members))
+        progress(
+            f"soup {number}/{len(shortlist)} of {members} runs: val macro-recall {score:.4f} in "
+            f"{confirmed[-1].seconds:5.1f}s | {candidate.describe()}"
+        )
+    if not confirmed:
+        raise TrainingError("no shortlisted candidate could be trained as a soup")
+    return sorted(confirmed, key=lambda t: t.val_macro_recall, reverse=True), best_model
+
+
+def _mean_seconds(trials: list[Trial]) -> float:
+    return sum(t.seconds for t in trials) / len(trials) if trials else 0.0

