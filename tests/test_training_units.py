@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import fasttext
+import numpy as np
 import pytest
 
 from sentiment_model import Predictor
@@ -101,3 +102,13 @@ def test_a_model_too_big_for_the_limit_is_requantized_from_full_precision(
     assert smaller["cutoff"] < first["cutoff"]
     assert smaller["size_bytes"] == out.stat().st_size <= first["size_bytes"] // 2
     assert len(Predictor.load(out).predict(["what a great day", "awful service"]).label_ids) == 2
+
+
+def test_repeated_single_threaded_fits_in_one_process_are_identical(train_subset: Dataset) -> None:
+    """Without fresh pages for large buffers, the same fit in this process drifted or diverged after a
+    few runs (fasttext-numpy2 reads recycled heap memory); with them every run is the same model."""
+    params = {"wordNgrams": 2, "epoch": 5, "dim": 16, "lr": 0.1, "bucket": 200_000}
+    with training_file(labelled_lines(train_subset, {"negative": 1.5}, seed=3)) as path:
+        outputs = [fit(path, params, threads=1, seed=3, attempts=1).get_output_matrix() for _ in range(10)]
+    for output in outputs[1:]:
+        np.testing.assert_array_equal(output, outputs[0])

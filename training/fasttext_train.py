@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import logging
 import os
 import random
@@ -87,20 +90,41 @@ def check_params(params: Mapping[str, Any]) -> None:
         raise TrainingError("bucket must be > 0 when word or char n-grams are used (fastText crashes on 0)")
 
 
+#: glibc's mallopt() parameter number for the mmap threshold (malloc.h).
+_M_MMAP_THRESHOLD = -3
+
+
+@functools.cache
+def use_fresh_memory_for_large_buffers() -> bool:
+    """Make glibc serve every allocation of 1 MiB or more from fresh, zero-filled pages.
+
+    fasttext-numpy2 0.10 reads some buffer before writing it: in one process, the same file, seed and
+    settings on one thread trained fine five times, then gave NaN or different weights, depending on
+    what earlier trainings left in recycled heap memory (models whose matrices exceed glibc's 32 MB
+    mmap ceiling always got fresh pages and never showed it). With this set, 30 trainings in a row were
+    identical and none diverged. Returns False where there is no glibc (nothing to do there).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def fit(train_file: Path, params: Mapping[str, Any], threads: int, seed: int = 0, attempts: int = 3) -> Any:
     """Train a supervised fastText model.
 
     fastText now and then aborts with "Encountered NaN" on settings that usually train fine (seen here
     even on TweetEval subsets at lr 0.5, and once three times in a row on a 2,000-row skewed subset
-    under CI load that trains cleanly 80 times out of 80 otherwise). Its threads update shared rows
-    without locks (Hogwild), so on a small vocabulary the outcome depends on thread timing; and
-    fasttext-numpy2 0.10 is not even repeatable on one thread (measured: the same file, seed and settings
-    gave four different models, or NaN, on 3,000 rows). Each retry trains single-threaded, with another
-    seed and a lower learning rate; when all ``attempts`` diverge the last error becomes
-    :class:`TrainingError`.
+    under CI load that trains cleanly 80 times out of 80 otherwise). Much of that was recycled heap
+    memory (:func:`use_fresh_memory_for_large_buffers`, now set before every fit); the rest is Hogwild:
+    fastText's threads update shared rows without locks, so on a small vocabulary the outcome depends on
+    thread timing. Each retry therefore trains single-threaded, with another seed and a lower learning
+    rate; when all ``attempts`` diverge the last error becomes :class:`TrainingError`.
     """
     settings = dict(params)
     check_params(settings)
+    use_fresh_memory_for_large_buffers()
     for attempt in range(1, attempts + 1):
         try:
             return fasttext.train_supervised(
