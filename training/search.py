@@ -30,6 +30,7 @@ from training.fasttext_train import (
     fit,
     labelled_lines,
     training_file,
+    use_fresh_memory_for_large_buffers,
     val_macro_recall,
     vectors_dim,
 )
@@ -128,6 +129,7 @@ def autotune_candidate(
 ) -> Candidate | None:
     """fastText's autotune (F1 on val) for ``seconds``; returns its settings as a candidate."""
     progress(f"fastText autotune for {seconds}s (its metric: F1 on val)")
+    use_fresh_memory_for_large_buffers()
     with training_file(labelled_lines(train)) as train_file, training_file(labelled_lines(val)) as val_file:
         try:
             model = fasttext.train_supervised(
@@ -179,7 +181,12 @@ def run_search(
     trials: list[Trial] = []
     best_model: Any = None
     autotune_pending = autotune_share > 0
-    while queue or autotune_pending or time.monotonic() < deadline - confirmations * _mean_seconds(trials):
+
+    def draws_end() -> float:
+        """When random draws must stop to leave the soups their time (re-estimated after each trial)."""
+        return deadline - confirmations * _mean_seconds(trials)
+
+    while queue or autotune_pending or time.monotonic() < draws_end():
         if not queue and autotune_pending:
             autotune_pending = False
             seconds = max(10, int(budget_seconds * autotune_share))
@@ -188,22 +195,20 @@ def run_search(
                 queue.append(tuned)
             continue
         candidate = queue.pop(0) if queue else sample_candidate(rng, space)
-        started = time.monotonic()
         try:
-            with training_file(labelled_lines(train, candidate.oversample, seed=seed)) as train_file:
-                model = fit(train_file, candidate.params, threads=threads, seed=seed)
+            trial, model = _scored(candidate, val, 1, lambda c: _single_run(train, c, threads, seed))
         except TrainingError as exc:
             progress(f"trial {len(trials) + 1} skipped: {exc}")
             continue
-        score = val_macro_recall(model, val)
-        if best_model is None or score > max(t.val_macro_recall for t in trials):
+        if _improves(trial, trials):
             best_model = model
-        trials.append(Trial(candidate, score, time.monotonic() - started))
+        trials.append(trial)
         best = max(trials, key=lambda t: t.val_macro_recall)
-        left = max(0.0, deadline - time.monotonic())
+        left = max(0.0, draws_end() - time.monotonic())
         progress(
-            f"trial {len(trials):3d} ({candidate.origin}): val macro-recall {score:.4f} in "
-            f"{trials[-1].seconds:5.1f}s | best {best.val_macro_recall:.4f} | {left / 60:4.1f} min left"
+            f"trial {len(trials):3d} ({candidate.origin}): val macro-recall {trial.val_macro_recall:.4f} in "
+            f"{trial.seconds:5.1f}s | best {best.val_macro_recall:.4f} | {left / 60:4.1f} min left"
+            + (" before the soups" if confirmations else "")
         )
     if not trials:
         raise TrainingError(
@@ -235,23 +240,48 @@ def confirm(
     confirmed: list[Trial] = []
     best_model: Any = None
     for number, candidate in enumerate(shortlist, 1):
-        started = time.monotonic()
         try:
-            model = train_soup(train, candidate.params, candidate.oversample, members, threads, seed)
+            trial, model = _scored(
+                candidate,
+                val,
+                members,
+                lambda c: train_soup(train, c.params, c.oversample, members, threads, seed),
+            )
         except TrainingError as exc:
             progress(f"soup {number}/{len(shortlist)} skipped: {exc}")
             continue
-        score = val_macro_recall(model, val)
-        if best_model is None or score > max(t.val_macro_recall for t in confirmed):
+        if _improves(trial, confirmed):
             best_model = model
-        confirmed.append(Trial(candidate, score, time.monotonic() - started, members))
+        confirmed.append(trial)
         progress(
-            f"soup {number}/{len(shortlist)} of {members} runs: val macro-recall {score:.4f} in "
-            f"{confirmed[-1].seconds:5.1f}s | {candidate.describe()}"
+            f"soup {number}/{len(shortlist)} of {members} runs: val macro-recall {trial.val_macro_recall:.4f}"
+            f" in {trial.seconds:5.1f}s | {candidate.describe()}"
         )
     if not confirmed:
         raise TrainingError("no shortlisted candidate could be trained as a soup")
     return sorted(confirmed, key=lambda t: t.val_macro_recall, reverse=True), best_model
+
+
+def _single_run(train: Dataset, candidate: Candidate, threads: int, seed: int) -> Any:
+    with training_file(labelled_lines(train, candidate.oversample, seed=seed)) as train_file:
+        return fit(train_file, candidate.params, threads=threads, seed=seed)
+
+
+def _scored(
+    candidate: Candidate, val: Dataset, members: int, train_model: Callable[[Candidate], Any]
+) -> tuple[Trial, Any]:
+    """Train (may raise :class:`TrainingError`), then score on val; the trial and the model."""
+    started = time.monotonic()
+    model = train_model(candidate)
+    try:
+        score = val_macro_recall(model, val)
+    except (RuntimeError, ValueError) as exc:  # seen: weights that went NaN without fastText noticing
+        raise TrainingError(f"the trained model cannot score val ({exc}): {candidate.describe()}") from exc
+    return Trial(candidate, score, time.monotonic() - started, members), model
+
+
+def _improves(trial: Trial, earlier: list[Trial]) -> bool:
+    return not earlier or trial.val_macro_recall > max(t.val_macro_recall for t in earlier)
 
 
 def _mean_seconds(trials: list[Trial]) -> float:
