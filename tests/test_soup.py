@@ -12,7 +12,7 @@ import pytest
 from sentiment_model import Predictor
 from training.data import Dataset
 from training.fasttext_train import TrainingError, fit, labelled_lines, training_file, val_macro_recall
-from training.search import Candidate, SearchResult, run_search
+from training.search import Candidate, SearchResult, confirm, run_search
 from training.soup import _Accumulator, train_soup
 
 PARAMS = {"wordNgrams": 2, "epoch": 5, "dim": 16, "lr": 0.1, "bucket": 200_000}
@@ -79,7 +79,7 @@ def test_members_with_different_vocabularies_are_refused(train_subset: Dataset) 
 
 
 def search(
-    train: Dataset, val: Dataset, budget: int, named: Candidate, messages: list[str], **soups: int
+    train: Dataset, val: Dataset, budget: int, named: Candidate, messages: list[str], **soups: float
 ) -> SearchResult:
     """A one-thread search starting from ``named``; progress lines go to ``messages``."""
     return run_search(train, val, budget, 1, 0, messages.append, seeds=[named], **soups)
@@ -90,7 +90,9 @@ def test_the_search_confirms_its_shortlist_as_soups_and_picks_by_their_val_score
 ) -> None:
     named = Candidate(PARAMS, OVERSAMPLE, origin="default recipe")
     messages: list[str] = []
-    result = search(train_subset.head(3_000), val_split, 12, named, messages, soup_members=2, shortlist=2)
+    result = search(
+        train_subset.head(3_000), val_split, 12, named, messages, soup_members=2, shortlist=2, confidence=0
+    )
     assert len(result.trials) >= 2, "the budget should leave room for random draws"
     shortlisted = [t.candidate for t in result.confirmed]
     # The named candidate is always confirmed; then the best single runs among the others.
@@ -107,3 +109,24 @@ def test_the_search_confirms_its_shortlist_as_soups_and_picks_by_their_val_score
 def test_without_soups_the_best_single_run_wins(train_subset: Dataset, val_split: Dataset) -> None:
     result = search(train_subset.head(2_000), val_split, 0, Candidate(PARAMS, OVERSAMPLE), [])
     assert result.confirmed == [] and result.best is result.trials[0]
+
+
+def test_a_challenger_must_beat_the_named_candidate_clearly_on_val(
+    train_subset: Dataset, val_split: Dataset
+) -> None:
+    """A barely trained incumbent loses to a real model; a copy of the incumbent never replaces it."""
+    weak = Candidate({**PARAMS, "epoch": 1, "lr": 0.01}, OVERSAMPLE, origin="default recipe")
+    good = Candidate(PARAMS, OVERSAMPLE, origin="random")
+    data = train_subset.head(3_000)
+    messages: list[str] = []
+    result = confirm([], [weak, good], data, val_split, 2, 1, 0, messages.append, confidence=0.95)
+    assert result.contest is not None and result.contest.win_rate > 0.99
+    assert result.best.candidate == good and result.contest.challenger_wins
+    assert "it replaces the default recipe" in messages[-1]
+
+    incumbent = Candidate(PARAMS, OVERSAMPLE, origin="default recipe")
+    near_twin = Candidate({**PARAMS, "lr": 0.1001}, OVERSAMPLE)
+    result = confirm([], [incumbent, near_twin], data, val_split, 2, 1, 0, messages.append, confidence=0.95)
+    if result.contest is not None:  # the near twin scored higher on val, but not by enough
+        assert not result.contest.challenger_wins and "keeping the default recipe" in messages[-1]
+    assert result.best.candidate == incumbent

@@ -25,6 +25,25 @@ def macro_recall(y_true: IntArray, y_pred: IntArray) -> float:
     return float(np.mean(np.divide(np.diag(cm), support, out=np.zeros(len(LABELS)), where=support > 0)))
 
 
+def paired_bootstrap_win_rate(
+    y_true: IntArray, challenger: IntArray, incumbent: IntArray, rounds: int = 1_000, seed: int = 0
+) -> float:
+    """Share of ``rounds`` resamples of the rows (with replacement, the same rows for both models) on
+    which ``challenger`` has the higher macro-recall: how sure the data are that it is better."""
+    n, k = len(LABELS), len(y_true)
+    rows = np.random.default_rng(seed).integers(0, k, size=(rounds, k))
+    truth = y_true[rows]
+    support = np.stack([(truth == c).sum(axis=1) for c in range(n)], axis=1)
+
+    def recalls(pred: IntArray) -> npt.NDArray[np.float64]:
+        hits = pred[rows] == truth
+        correct = np.stack([(hits & (truth == c)).sum(axis=1) for c in range(n)], axis=1)
+        per_class = np.divide(correct, support, out=np.zeros(support.shape), where=support > 0)
+        return np.asarray(per_class.mean(axis=1), dtype=np.float64)
+
+    return float((recalls(challenger) > recalls(incumbent)).mean())
+
+
 def evaluate(y_true: IntArray, y_pred: IntArray) -> dict[str, Any]:
     """Accuracy, macro recall/F1, per-class precision/recall/F1/support and the confusion matrix."""
     cm = confusion_matrix(y_true, y_pred)

@@ -29,11 +29,12 @@ from training.fasttext_train import (
     TrainingError,
     fit,
     labelled_lines,
+    predict_ids,
     training_file,
     use_fresh_memory_for_large_buffers,
-    val_macro_recall,
     vectors_dim,
 )
+from training.metrics import IntArray, macro_recall, paired_bootstrap_win_rate
 from training.soup import train_soup
 
 Progress = Callable[[str], None]
@@ -67,6 +68,7 @@ class Trial:
     val_macro_recall: float
     seconds: float
     members: int = 1
+    val_predictions: IntArray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,39 @@ class SearchResult:
     trials: list[Trial]
     best_model: Any
     confirmed: list[Trial] = field(default_factory=list)
+    chosen: Trial | None = None
+    #: How the best soup by val fared against the named candidate's soup (None: no contest).
+    contest: Contest | None = None
 
     @property
     def best(self) -> Trial:
-        """The winning trial: the best soup when the shortlist was confirmed, else the best run."""
-        return self.confirmed[0] if self.confirmed else self.trials[0]
+        """The winning trial: the chosen soup when the shortlist was confirmed, else the best run."""
+        return self.chosen or (self.confirmed[0] if self.confirmed else self.trials[0])
+
+
+@dataclass(frozen=True)
+class Contest:
+    """The best soup by val against the named candidate's soup, judged by a paired bootstrap on val."""
+
+    challenger: Trial
+    incumbent: Trial
+    win_rate: float
+    confidence: float
+
+    @property
+    def challenger_wins(self) -> bool:
+        """Whether the challenger was better in at least ``confidence`` of the resamples."""
+        return self.win_rate >= self.confidence
+
+    def describe(self) -> str:
+        """One progress line: the scores, the bootstrap's verdict and the outcome."""
+        name = self.incumbent.candidate.origin
+        outcome = f"it replaces the {name}" if self.challenger_wins else f"keeping the {name}"
+        return (
+            f"best soup {self.challenger.val_macro_recall:.4f} vs the {name} "
+            f"{self.incumbent.val_macro_recall:.4f} on val: better in {self.win_rate:.0%} of 1,000 paired "
+            f"bootstrap resamples (needs {self.confidence:.0%}): {outcome}"
+        )
 
 
 def sample_candidate(rng: random.Random, vectors: Mapping[str, Any] | None = None) -> Candidate:
@@ -160,6 +190,7 @@ def run_search(
     vectors: str | None = None,
     soup_members: int = 1,
     shortlist: int = 3,
+    confidence: float = 0.95,
 ) -> SearchResult:
     """Evaluate candidates until ``budget_seconds`` run out; returns trials, best first.
 
@@ -171,7 +202,9 @@ def run_search(
 
     With ``soup_members`` > 1 the named ``seeds`` and the ``shortlist`` best other candidates are then
     re-trained as soups and judged again (:func:`confirm`); the random draws stop early enough to leave
-    time for that, estimated from the mean trial time.
+    time for that, estimated from the mean trial time. The first seed is the incumbent: another soup
+    replaces it only when it has the higher val macro-recall in at least ``confidence`` of 1,000 paired
+    bootstrap resamples of val (0 turns that off: the best soup by val wins).
     """
     deadline = time.monotonic() + budget_seconds
     confirmations = (len(seeds or []) + shortlist) * soup_members if soup_members > 1 else 0
@@ -220,11 +253,13 @@ def run_search(
     best_model = None  # free the single run (hundreds of MB with vectors) before training soups
     named = list(seeds or [])
     others = [t.candidate for t in ranked if t.candidate not in named][:shortlist]
-    confirmed, soup = confirm(named + others, train, val, soup_members, threads, seed, progress)
-    return SearchResult(ranked, soup, confirmed)
+    # The first named seed is the incumbent; without seeds there is none (confidence 0: no contest).
+    confidence = confidence if named else 0.0
+    return confirm(ranked, named + others, train, val, soup_members, threads, seed, progress, confidence)
 
 
 def confirm(
+    trials: list[Trial],
     shortlist: list[Candidate],
     train: Dataset,
     val: Dataset,
@@ -232,13 +267,19 @@ def confirm(
     threads: int,
     seed: int,
     progress: Progress,
-) -> tuple[list[Trial], Any]:
-    """Re-train each shortlisted candidate as a soup of ``members`` runs and score it on val.
+    confidence: float,
+) -> SearchResult:
+    """Re-train each shortlisted candidate as a soup of ``members`` runs, score it on val and choose.
 
-    Returns the soups' trials, best first, and the best soup's model.
+    With ``confidence`` > 0, ``shortlist[0]`` is the incumbent (the default recipe or the manual flags):
+    the best soup by val replaces it only when a paired bootstrap on val says so with ``confidence``. One
+    run's val score moves by about 0.004 with the seed, as much as good candidates differ, so a small lead
+    on 2,000 rows is not evidence.
     """
     confirmed: list[Trial] = []
-    best_model: Any = None
+    models: dict[int, Any] = {}  # only the incumbent's and the best soup's, by index in ``confirmed``
+    incumbent: int | None = None
+    best: int | None = None
     for number, candidate in enumerate(shortlist, 1):
         try:
             trial, model = _scored(
@@ -250,16 +291,37 @@ def confirm(
         except TrainingError as exc:
             progress(f"soup {number}/{len(shortlist)} skipped: {exc}")
             continue
-        if _improves(trial, confirmed):
-            best_model = model
+        index = len(confirmed)
         confirmed.append(trial)
+        if number == 1 and confidence > 0:
+            incumbent, models[index] = index, model
+        if best is None or trial.val_macro_recall > confirmed[best].val_macro_recall:
+            if best is not None and best != incumbent:
+                del models[best]
+            best, models[index] = index, model
         progress(
             f"soup {number}/{len(shortlist)} of {members} runs: val macro-recall {trial.val_macro_recall:.4f}"
             f" in {trial.seconds:5.1f}s | {candidate.describe()}"
         )
-    if not confirmed:
+    if best is None:
         raise TrainingError("no shortlisted candidate could be trained as a soup")
-    return sorted(confirmed, key=lambda t: t.val_macro_recall, reverse=True), best_model
+    chosen, contest = best, None
+    if incumbent is not None and best != incumbent:
+        contest = _contest(confirmed[best], confirmed[incumbent], val, confidence, seed)
+        progress(contest.describe())
+        if not contest.challenger_wins:
+            chosen = incumbent
+    ranked = sorted(confirmed, key=lambda t: t.val_macro_recall, reverse=True)
+    return SearchResult(trials, models[chosen], ranked, confirmed[chosen], contest)
+
+
+def _contest(challenger: Trial, incumbent: Trial, val: Dataset, confidence: float, seed: int) -> Contest:
+    if challenger.val_predictions is None or incumbent.val_predictions is None:
+        raise TrainingError("a soup was scored without keeping its val predictions")  # pragma: no cover
+    rate = paired_bootstrap_win_rate(
+        val.labels, challenger.val_predictions, incumbent.val_predictions, seed=seed
+    )
+    return Contest(challenger, incumbent, rate, confidence)
 
 
 def _single_run(train: Dataset, candidate: Candidate, threads: int, seed: int) -> Any:
@@ -274,10 +336,11 @@ def _scored(
     started = time.monotonic()
     model = train_model(candidate)
     try:
-        score = val_macro_recall(model, val)
+        predictions = predict_ids(model, val)
     except (RuntimeError, ValueError) as exc:  # seen: weights that went NaN without fastText noticing
         raise TrainingError(f"the trained model cannot score val ({exc}): {candidate.describe()}") from exc
-    return Trial(candidate, score, time.monotonic() - started, members), model
+    score = macro_recall(val.labels, predictions)
+    return Trial(candidate, score, time.monotonic() - started, members, predictions), model
 
 
 def _improves(trial: Trial, earlier: list[Trial]) -> bool:

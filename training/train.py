@@ -34,7 +34,7 @@ from training.plots import plot_confusion_matrix
 from training.pretrained import PACKAGE, VERSION, VectorsError, glove_vectors
 from training.publish import gate, push_to_hub
 from training.recipe import DEFAULT_QUANTIZE, MAX_MODEL_BYTES, default_candidate
-from training.search import PARAM_NAMES, Candidate, SearchResult, Trial, run_search
+from training.search import PARAM_NAMES, Candidate, Contest, SearchResult, Trial, run_search
 from training.tracking import Tracker, default_tracking_uri
 
 log = logging.getLogger("training")
@@ -107,6 +107,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=3,
         help="how many of the best searched candidates are confirmed as soups, besides the default "
         "recipe or the manual flags (default: 3)",
+    )
+    p.add_argument(
+        "--challenger-confidence",
+        type=float,
+        default=0.95,
+        metavar="P",
+        help="another soup replaces the default recipe (or the manual flags) only when it has the higher "
+        "val macro-recall in this share of 1,000 paired bootstrap resamples of val; 0: the best soup by "
+        "val wins (default: 0.95)",
     )
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N train rows (tests)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -257,6 +266,7 @@ def _train(
             vectors=str(vectors) if vectors else None,
             soup_members=args.soup_members,
             shortlist=args.shortlist,
+            confidence=args.challenger_confidence,
         )
     else:
         log.info("no search (--autotune-duration 0): training %s", seeds[0].describe())
@@ -357,6 +367,21 @@ def confirmed_entry(result: SearchResult, soup: Trial) -> dict[str, Any]:
     }
 
 
+def contest_entry(contest: Contest | None) -> dict[str, Any] | None:
+    """The best soup against the incumbent's (None: the incumbent was the best soup, or no soups)."""
+    if contest is None:
+        return None
+    return {
+        "challenger": hyperparameters(contest.challenger.candidate),
+        "challenger_val_macro_recall": contest.challenger.val_macro_recall,
+        "incumbent_origin": contest.incumbent.candidate.origin,
+        "incumbent_val_macro_recall": contest.incumbent.val_macro_recall,
+        "bootstrap_win_rate": contest.win_rate,
+        "confidence_needed": contest.confidence,
+        "winner": "challenger" if contest.challenger_wins else "incumbent",
+    }
+
+
 def vectors_info(choice: str, candidate: Candidate) -> dict[str, Any] | None:
     """Where the chosen model's starting vectors came from (None: it had none)."""
     path = candidate.params.get("pretrainedVectors")
@@ -402,6 +427,7 @@ def build_metrics(
             "best_origin": best.candidate.origin,
             "soup_members": best.members,
             "confirmed": [confirmed_entry(result, t) for t in result.confirmed],
+            "contest": contest_entry(result.contest),
             "seconds_total": round(time.monotonic() - started, 1),
         },
         "data": {
