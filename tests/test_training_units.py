@@ -13,7 +13,14 @@ from sentiment_model import Predictor
 from training import fasttext_train
 from training import train as train_cli
 from training.data import Dataset
-from training.fasttext_train import TrainingError, check_params, fit, labelled_lines, training_file
+from training.fasttext_train import (
+    TrainingError,
+    check_params,
+    fit,
+    labelled_lines,
+    project_onto_labels,
+    training_file,
+)
 from training.recipe import DEFAULT_QUANTIZE
 from training.search import Candidate
 from training.train import quantize_within
@@ -112,3 +119,19 @@ def test_repeated_single_threaded_fits_in_one_process_are_identical(train_subset
         outputs = [fit(path, params, threads=1, seed=3, attempts=1).get_output_matrix() for _ in range(10)]
     for output in outputs[1:]:
         np.testing.assert_array_equal(output, outputs[0])
+
+
+@pytest.mark.parametrize("loss", ["softmax", "ova"])
+def test_projecting_onto_the_labels_keeps_every_score(
+    train_subset: Dataset, tmp_path: Path, loss: str
+) -> None:
+    params = {"wordNgrams": 2, "epoch": 5, "dim": 16, "lr": 0.1, "bucket": 200_000, "loss": loss}
+    with training_file(labelled_lines(train_subset.head(3_000))) as path:
+        model = fit(path, params, threads=1)
+    texts = train_subset.texts[3_000:3_500]
+    before = Predictor(model, Path("<full>")).predict(texts)
+    projected = project_onto_labels(model, tmp_path)
+    assert projected.get_dimension() == 3 and projected.get_words() == model.get_words()
+    after = Predictor(projected, Path("<projected>")).predict(texts)
+    np.testing.assert_allclose(after.probabilities, before.probabilities, atol=1e-4)
+    assert (after.label_ids == before.label_ids).all()
