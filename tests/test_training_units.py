@@ -130,7 +130,7 @@ def test_projecting_onto_the_labels_keeps_every_score(
         model = fit(path, params, threads=1)
     texts = train_subset.texts[3_000:3_500]
     before = Predictor(model, Path("<full>")).predict(texts)
-    projected = project_onto_labels(model, tmp_path)
+    projected = project_onto_labels(model, tmp_path / "projected.bin")
     assert projected.get_dimension() == 3 and projected.get_words() == model.get_words()
     after = Predictor(projected, Path("<projected>")).predict(texts)
     np.testing.assert_allclose(after.probabilities, before.probabilities, atol=1e-4)

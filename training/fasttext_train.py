@@ -142,13 +142,14 @@ def fit(train_file: Path, params: Mapping[str, Any], threads: int, seed: int = 0
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def project_onto_labels(model: Any, scratch: Path) -> Any:
-    """The same classifier with ``dim`` = the number of labels: predictions unchanged, 30x less work.
+def project_onto_labels(model: Any, path: Path) -> Any:
+    """The same classifier with ``dim`` = the number of labels, saved to ``path`` and loaded back.
 
     fastText scores a text as ``output @ mean(input rows)``, and the output matrix has one row per
     label (3), so only each input row's component in the span of those rows reaches a score. Rotating
     every input row into an orthonormal basis of that span (and the output rows likewise) gives exactly
-    the same scores with 3 numbers per row instead of 100. It also makes quantization keep the right
+    the same scores with 3 numbers per row instead of 100 (predict measured 1.2x faster: tokenising and
+    hashing, not the dot products, dominate). It also makes quantization keep the right
     rows: fastText keeps the rows with the largest norms, and a projected row's norm is its influence on
     the scores (a 100-d GloVe row's norm is mostly in directions no label reads).
     """
@@ -156,8 +157,12 @@ def project_onto_labels(model: Any, scratch: Path) -> Any:
     outputs = model.get_output_matrix().astype(np.float64)
     basis = np.linalg.svd(outputs, full_matrices=False)[2]  # orthonormal rows spanning the output rows
     model.set_matrices((inputs @ basis.T).astype(np.float32), (outputs @ basis.T).astype(np.float32))
-    path = scratch / "projected.bin"
     model.save_model(str(path))  # the saved header takes the new dim from the matrices
+    return load(path)
+
+
+def load(path: Path) -> Any:
+    """A fastText model from a ``.bin`` or ``.ftz`` file written by training."""
     return fasttext.load_model(str(path))
 
 

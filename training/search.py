@@ -8,8 +8,9 @@ macro-recall on the validation split. Test data never enters this module.
 
 One run's val score moves with the seed about as much as the best candidates differ, so the best
 single run of a long search is partly luck. With ``soup_members`` > 1 the search ends by confirming a
-shortlist (the named candidates and the best random ones): each is re-trained as a soup
-(:mod:`training.soup`) and the best soup by val macro-recall is the result.
+shortlist (the named candidates and the best other ones): each is re-trained as a soup
+(:mod:`training.soup`), and the best soup by val replaces the named candidate only when a paired
+bootstrap on val is confident it is better (:func:`confirm`).
 """
 
 from __future__ import annotations

@@ -62,10 +62,9 @@ class _Accumulator:
             self.outputs = model.get_output_matrix().astype(np.float32)
             self.count = 1
             return
-        if len(model.get_words()) != len(self.words) or sorted(model.get_labels()) != sorted(self.labels):
-            raise TrainingError("soup members have different vocabularies: they cannot be averaged")
         rows = np.fromiter((model.get_word_id(w) for w in self.words), dtype=np.int64, count=len(self.words))
-        if rows.min(initial=0) < 0:
+        same_words = len(model.get_words()) == len(self.words) and rows.min(initial=0) >= 0
+        if not same_words or sorted(model.get_labels()) != sorted(self.labels):
             raise TrainingError("soup members have different vocabularies: they cannot be averaged")
         matrix = model.get_input_matrix()
         self.inputs[: len(rows)] += matrix[rows]

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import fasttext
 import numpy as np
 
 from schemas import LABELS
@@ -31,6 +30,7 @@ from training.data import SPLITS, DataError, Dataset, default_data_dir, load_spl
 from training.fasttext_train import (
     TrainingError,
     labelled_lines,
+    load,
     project_onto_labels,
     quantize,
     training_file,
@@ -194,11 +194,10 @@ def quantize_within(
         training_file(labelled_lines(train, candidate.oversample)) as train_file,
         tempfile.TemporaryDirectory(prefix="sentiment-train-") as scratch,
     ):
-        model = project_onto_labels(model, Path(scratch))
         # fastText cannot quantize a quantized model again (it crashes the process): each retry starts
         # from this full-precision copy.
         full_precision = Path(scratch) / "full.bin"
-        model.save_model(str(full_precision))
+        model = project_onto_labels(model, full_precision)
         while True:
             quantize(model, train_file, settings, threads)
             model.save_model(str(out))
@@ -214,7 +213,7 @@ def quantize_within(
                 smaller,
             )
             settings["cutoff"] = smaller
-            model = fasttext.load_model(str(full_precision))
+            model = load(full_precision)
 
 
 def main(argv: list[str] | None = None) -> int:
