@@ -27,12 +27,12 @@ from pathlib import Path
 import confluent_kafka as ck
 import orjson
 
-from schemas import ModelRef
-from sentiment_model import Predictor, normalize
+from schemas.times import rfc3339
+from sentiment_model import Predictor, normalize_batch
 from tests.kafka_harness import produce
 from training.data import load_split
+from worker.batch import TimestampParser, decode, encode
 from worker.kafka.mock_cluster import MockCluster
-from worker.processing import result_documents, split_batch
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = {
@@ -137,26 +137,39 @@ class _Record:
         return self._key
 
 
-def stage_costs(model: Path, sample: list[tuple[bytes, bytes]]) -> dict[str, float]:
-    """Microseconds per record of each step of the worker's hot path, in this process, on ``sample``."""
+def stage_costs(model: Path, sample: list[tuple[bytes, bytes]], repeats: int = 5) -> dict[str, float]:
+    """Microseconds per record of each stage of the worker's hot path, in this process, on ``sample``
+    (batches of 2,000 like the benchmark's worker; the median of ``repeats`` passes)."""
     predictor = Predictor.load(model)
-    ref = ModelRef(repo="local", revision=None, sha256="0" * 64)
+    model_doc = {"repo": "local", "revision": None, "sha256": "0" * 64}
     records = [_Record(value, key) for key, value in sample]
-    normalize("warm-up: builds the punctuation table once, as the worker does at its first batch")
-    costs: dict[str, float] = {}
-    started = time.perf_counter()
-    valid, _rejected = split_batch(records)
-    costs["validate (JSON + contract)"] = time.perf_counter() - started
-    started = time.perf_counter()
-    lines = [normalize(item.mention.text) for item in valid]
-    costs["normalize"] = time.perf_counter() - started
-    started = time.perf_counter()
-    scored = predictor.predict_normalized(lines)
-    costs["fastText predict"] = time.perf_counter() - started
-    started = time.perf_counter()
-    result_documents(valid, scored, ref, datetime.now(UTC))
-    costs["result JSON"] = time.perf_counter() - started
-    return {stage: seconds / len(sample) * 1e6 for stage, seconds in costs.items()}
+    normalize_batch(["warm-up: builds the punctuation table once, as the worker does at its first batch"])
+    timestamps = TimestampParser()
+    passes: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        costs = dict.fromkeys(("decode + validate", "normalize", "score", "encode"), 0.0)
+        for start in range(0, len(records), 2000):
+            batch = records[start : start + 2000]
+            started = time.perf_counter()
+            decoded = decode(batch, [r.value() for r in batch], timestamps)
+            costs["decode + validate"] += time.perf_counter() - started
+            started = time.perf_counter()
+            lines = normalize_batch(decoded.texts())
+            costs["normalize"] += time.perf_counter() - started
+            started = time.perf_counter()
+            scored = predictor.predict_normalized(lines)
+            costs["score"] += time.perf_counter() - started
+            started = time.perf_counter()
+            encode(decoded.documents, scored.probabilities, scored.label_ids, model_doc, rfc3339(time.time()))
+            costs["encode"] += time.perf_counter() - started
+        for stage, seconds in costs.items():
+            passes.setdefault(stage, []).append(seconds / len(records) * 1e6)
+    return {stage: statistics.median(values) for stage, values in passes.items()}
+
+
+def predictor_kind(model: Path) -> str:
+    """Which scorer the worker uses for ``model``."""
+    return getattr(Predictor.load(model), "scorer_name", "fasttext")
 
 
 def latency_phase(
@@ -318,8 +331,8 @@ def main() -> int:
         )
         print(
             f"  = {total:.1f} µs before any Kafka work: one process can score at most {1e6 / total:,.0f} "
-            f"records/s ({1e6 / total / ceiling:.2f} x passthrough); the fastText call alone caps it at "
-            f"{1e6 / costs['fastText predict'] / ceiling:.2f} x passthrough"
+            f"records/s ({1e6 / total / ceiling:.2f} x passthrough); scoring alone caps it at "
+            f"{1e6 / costs['score'] / ceiling:.2f} x passthrough ({predictor_kind(model)})"
         )
         lat_env = {
             **base,

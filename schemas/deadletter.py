@@ -20,6 +20,9 @@ class DeadLetterReason(StrEnum):
     """Valid JSON, but not an object (a list, a string, a number...)."""
     SCHEMA_VIOLATION = "schema_violation"
     """A JSON object that breaks the `Mention` contract (missing/empty id or text, too long, wrong type)."""
+    UNSUPPORTED_LANGUAGE = "unsupported_language"
+    """A valid post whose `lang` is not one the model was trained for (setting `MODEL_LANGUAGES`): it is
+    not scored as if it were English. Replay it once a model for that language is published."""
 
 
 class DeadLetterHeader(StrEnum):

@@ -28,6 +28,11 @@ def _rfc3339(value: str) -> str:
     return value
 
 
+def primary_language(tag: str) -> str:
+    """``en-US``, ``EN``, ``en_GB`` -> ``en``: the primary subtag of a BCP 47 / POSIX language tag."""
+    return tag.strip().replace("_", "-").split("-", 1)[0].lower()
+
+
 NonBlankStr = Annotated[StrictStr, AfterValidator(_non_blank)]
 Rfc3339Str = Annotated[StrictStr, AfterValidator(_rfc3339)]
 

@@ -5,7 +5,7 @@ is asked about always go through the same :func:`normalize`.
 """
 
 from sentiment_model.errors import ModelError, ModelLoadError, ModelNotFoundError
-from sentiment_model.normalize import normalize
+from sentiment_model.normalize import normalize, normalize_batch
 from sentiment_model.predictor import Predictor, ScoredBatch
 from sentiment_model.resolve import ResolvedModel, resolve_model
 from sentiment_model.settings import ModelSettings
@@ -19,5 +19,6 @@ __all__ = [
     "ResolvedModel",
     "ScoredBatch",
     "normalize",
+    "normalize_batch",
     "resolve_model",
 ]

@@ -9,6 +9,7 @@ URL/user masking, elongation squashing and quote handling are neutral on val but
 import re
 import sys
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 
 from sentiment_model.lexicon import lexicon_tokens
@@ -78,6 +79,11 @@ def normalize(text: str) -> str:
     """:func:`clean` the text, then append its sentiment-lexicon tokens (:mod:`sentiment_model.lexicon`)."""
     tokens = clean(text).split()
     return " ".join(tokens + lexicon_tokens(tokens))
+
+
+def normalize_batch(texts: Sequence[str]) -> list[str]:
+    """:func:`normalize` of each text."""
+    return [normalize(text) for text in texts]
 
 
 def clean(text: str) -> str:

@@ -6,29 +6,33 @@ import logging
 import signal
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from confluent_kafka import TopicPartition
 
-from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize
+from schemas.times import rfc3339
+from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize_batch
 from sentiment_model.shadow import ShadowEvaluation
 from sentiment_model.watch import ModelWatcher
+from worker.batch import (
+    Decoded,
+    TimestampParser,
+    decode,
+    encode,
+    event_times,
+    last_per_partition,
+    offset_ranges,
+    result_keys,
+    route_languages,
+)
 from worker.checkpoint import Checkpoint
 from worker.drift import DriftMonitor
 from worker.kafka import Consumer, Producer, TopicNotFoundError, client_config, redact
 from worker.metrics import Heartbeat, WorkerMetrics
-from worker.processing import (
-    TRANSACTION_HEADER,
-    Rejected,
-    Valid,
-    dead_letter_headers,
-    model_headers,
-    result_documents,
-    result_key,
-    split_batch,
-)
+from worker.processing import TRANSACTION_HEADER, Rejected, dead_letter_headers, model_headers
 from worker.reputation import Reputation
 from worker.settings import WorkerSettings
 
@@ -85,6 +89,8 @@ class Worker:
             timeout_seconds=settings.shutdown_timeout_seconds,
         )
         self._last_timestamp: dict[int, float] = {}
+        self._timestamps = TimestampParser()
+        self._languages = frozenset(settings.language_list)
         self._lag_refreshed = 0.0
         self._stats = Counter[str]()
         self._stats_logged = time.monotonic()
@@ -206,28 +212,35 @@ class Worker:
     # --- the hot path --------------------------------------------------------------------------------------
 
     def process(self, records: list[Any]) -> None:
-        """Validate, score and produce one batch; track every offset in the checkpoint."""
+        """One batch through the stages: decode -> route languages -> normalise -> score -> encode ->
+        produce; then the checkpoint tracks each partition's offsets and the observers take the batch."""
         started = time.perf_counter()
         self._maybe_start_shadow()  # between batches: a batch is scored by one model only
-        valid, rejected = split_batch(records)
-        lines = [normalize(v.mention.text) for v in valid]
-        scored = self._predict(lines) if valid else None
-        now = datetime.now(UTC)
-        if scored is not None:
-            self._produce_results(valid, scored, now)
-            per_label: Counter[tuple[str, str]] = Counter(
-                (label, self.metrics.brand_label(item.mention.brand))
-                for item, label in zip(valid, scored.labels, strict=True)
+        decoded = decode(records, [r.value() for r in records], self._timestamps)
+        routed = route_languages(decoded, records, self._languages)
+        now = time.time()
+        lines: list[str] = []
+        scored: ScoredBatch | None = None
+        per_label: Counter[tuple[str, str]] = Counter()
+        if decoded.documents:
+            lines = normalize_batch(decoded.texts())
+            scored = self._predict(lines)
+            label_ids = scored.label_ids
+            self._produce_results(records, decoded, scored, label_ids, now)
+            per_label = self.metrics.count_predictions(
+                self.metrics.brand_indices(decoded.column("brand")), label_ids
             )
-            self.reputation.observe(per_label, now.timestamp())
-            self._emit_reputation(now.timestamp())
-        else:
-            per_label = Counter()
-        if rejected:
-            self._produce_dead_letters(rejected)
-        for record in records:
-            self.checkpoint.track(record.topic(), record.partition(), record.offset())
-        self._observe(records, valid, rejected, per_label, now, time.perf_counter() - started)
+            self.reputation.observe(per_label, now)
+            self._emit_reputation(now)
+        if decoded.rejected:
+            self._produce_dead_letters(decoded.rejected)
+        partitions = [r.partition() for r in records]
+        topic = self.settings.input_topic  # the only topic subscribed to
+        for partition, (first, last, count) in offset_ranges(
+            partitions, [r.offset() for r in records]
+        ).items():
+            self.checkpoint.track_batch(topic, partition, first, last, count)
+        self._observe(records, partitions, decoded, routed, now, time.perf_counter() - started)
         if scored is not None:
             self.drift.observe(scored.label_ids, lines)
             self._shadow_step(lines, scored)
@@ -303,15 +316,24 @@ class Worker:
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _produce_results(self, valid: list[Valid], scored: ScoredBatch, now: datetime) -> None:
-        topic = self.settings.output_topic
-        documents = result_documents(valid, scored, self.model.ref, now)
+    def _produce_results(
+        self,
+        records: list[Any],
+        decoded: Decoded,
+        scored: ScoredBatch,
+        label_ids: npt.NDArray[np.intp],
+        now: float,
+    ) -> None:
+        model = self.model.ref
+        model_doc = {"repo": model.repo, "revision": model.revision, "sha256": model.sha256}
+        documents = encode(decoded.documents, scored.probabilities, label_ids, model_doc, rfc3339(now))
         headers = self._headers
         if self.checkpoint.exactly_once:
             label = f"{self.settings.client_id}/{self.checkpoint.transactions}"
             headers = [*headers, (TRANSACTION_HEADER, label.encode())]
-        for item, document in zip(valid, documents, strict=True):
-            self.producer.produce(topic, document, result_key(item.record, item.mention), headers)
+        self.producer.produce_batch(
+            self.settings.output_topic, documents, result_keys(records, decoded), headers
+        )
 
     def _produce_dead_letters(self, rejected: list[Rejected]) -> None:
         topic = self.settings.dlq_topic
@@ -338,35 +360,32 @@ class Worker:
     def _observe(
         self,
         records: list[Any],
-        valid: list[Valid],
-        rejected: list[Rejected],
-        per_label: Counter[tuple[str, str]],
-        now: datetime,
+        partitions: list[int],
+        decoded: Decoded,
+        routed: list[tuple[Rejected, str]],
+        now: float,
         seconds: float,
     ) -> None:
+        """Metrics and stats of one batch: per batch, never per record."""
         m = self.metrics
         m.consumed.inc(len(records))
         m.batch_size.observe(len(records))
         m.batch_seconds.observe(seconds)
-        now_ts = now.timestamp()
-        m.last_processed.set(now_ts)
-        for dead in rejected:
-            m.dead_letters.labels(dead.reason.value).inc()
+        m.last_processed.set(now)
+        for reason, n in Counter(dead.reason.value for dead in decoded.rejected).items():
+            m.dead_letters.labels(reason).inc(n)
+        for language, n in Counter(language for _, language in routed).items():
+            m.unsupported_language.labels(m.language_label(language)).inc(n)
+        valid = len(decoded.documents)
         if valid:
-            m.produced.inc(len(valid))
-            for (label, brand), count in per_label.items():  # one labelled increment per pair, not per post
-                m.predictions.labels(label, brand).inc(count)
-            for item in valid:
-                created = item.mention.created_at_datetime()
-                if created is not None:
-                    m.event_to_result.observe(max(0.0, now_ts - created.timestamp()))
-                else:
-                    m.event_to_result.observe(max(0.0, now_ts - item.record.timestamp()[1] / 1000))
-        for record in records:
-            self._last_timestamp[record.partition()] = record.timestamp()[1] / 1000
+            m.produced.inc(valid)
+            ages = now - event_times(records, decoded, self._timestamps)
+            m.event_to_result.observe_many(np.maximum(ages, 0.0))
+        for partition, i in last_per_partition(partitions).items():
+            self._last_timestamp[partition] = records[i].timestamp()[1] / 1000
         self._stats["consumed"] += len(records)
-        self._stats["results"] += len(valid)
-        self._stats["dead_letters"] += len(rejected)
+        self._stats["results"] += valid
+        self._stats["dead_letters"] += len(decoded.rejected)
 
     # --- observability -------------------------------------------------------------------------------------
 

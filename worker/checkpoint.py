@@ -84,6 +84,16 @@ class Checkpoint:
             self._offsets[key] = offset + 1
         self._records += 1
 
+    def track_batch(
+        self, topic: str, partition: int, first_offset: int, last_offset: int, records: int
+    ) -> None:
+        """:meth:`track` for ``records`` records of one partition whose offsets span first..last."""
+        key = (topic, partition)
+        self._restart_from.setdefault(key, first_offset)
+        if last_offset + 1 > self._offsets.get(key, -1):
+            self._offsets[key] = last_offset + 1
+        self._records += records
+
     def due(self) -> bool:
         """Whether the interval elapsed or enough records were processed since the last commit."""
         if not self._records:

@@ -1,16 +1,15 @@
-"""Batch processing: raw records in, output records (results and dead letters) out. No Kafka I/O here."""
+"""The per-record path of a special record: the contract's verdict on one record, and dead-letter and
+model headers. The batch stages are in :mod:`worker.batch`. No Kafka I/O here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from schemas import DeadLetterHeader, DeadLetterReason, Mention, ModelRef
-from sentiment_model import ScoredBatch
 
 MODEL_REPO_HEADER = "model-repo"
 MODEL_REVISION_HEADER = "model-revision"
@@ -65,45 +64,6 @@ def validate(record: Any) -> Valid | Rejected:
         return Valid(record, Mention.model_validate(payload))
     except ValidationError as exc:
         return Rejected(record, DeadLetterReason.SCHEMA_VIOLATION, _describe(exc))
-
-
-def split_batch(records: list[Any]) -> tuple[list[Valid], list[Rejected]]:
-    """Validate many: the valid records and the rejected ones, each in consumption order."""
-    valid: list[Valid] = []
-    rejected: list[Rejected] = []
-    for record in records:
-        outcome = validate(record)
-        (valid if isinstance(outcome, Valid) else rejected).append(outcome)  # type: ignore[arg-type]
-    return valid, rejected
-
-
-def result_documents(valid: list[Valid], scored: ScoredBatch, model: ModelRef, now: datetime) -> list[bytes]:
-    """Serialised result events (see :class:`schemas.SentimentResult`), one per valid record."""
-    processed_at = now.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    model_doc = {"repo": model.repo, "revision": model.revision, "sha256": model.sha256}
-    out: list[bytes] = []
-    for item, label, row in zip(valid, scored.labels, scored.probabilities.tolist(), strict=True):
-        mention = item.mention
-        document: dict[str, Any] = dict(mention.model_extra or {})  # extra fields first: ours win on clashes
-        document.update(
-            id=mention.id,
-            label=label,
-            score=max(row),
-            scores={"negative": row[0], "neutral": row[1], "positive": row[2]},
-            model=model_doc,
-            brand=mention.brand,
-            source=mention.source,
-            created_at=mention.created_at,
-            processed_at=processed_at,
-        )
-        out.append(orjson.dumps(document))
-    return out
-
-
-def result_key(record: Any, mention: Mention) -> bytes:
-    """The input's key, or the post id when the input had none: one post's results stay in one partition."""
-    key = record.key()
-    return key if key is not None else mention.id.encode("utf-8")
 
 
 def model_headers(model: ModelRef) -> list[tuple[str, str | bytes | None]]:

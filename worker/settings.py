@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from schemas.mention import primary_language
 from sentiment_model import ModelSettings
 from worker.kafka.config import properties_from_env, properties_from_file
 
@@ -64,6 +65,11 @@ class WorkerSettings(ModelSettings):
         500, ge=1, description="drift gauges are set once the window has this many"
     )
     drift_oov_sample: int = Field(10, ge=1, description="measure the OOV rate on every N-th post")
+    model_languages: str = Field(
+        "en",
+        description="comma-separated languages the model scores (primary tags); a post whose `lang` "
+        "is another one goes to the dead-letter topic (reason unsupported_language); untagged: scored",
+    )
     reputation_topic: str | None = Field(
         None,
         description="compacted topic of per-brand window aggregates; default: `reputation` if it exists; "
@@ -86,6 +92,19 @@ class WorkerSettings(ModelSettings):
         if not all(w.isdigit() and int(w) > 0 for w in windows):
             raise ValueError(f"expected comma-separated positive seconds, e.g. 300,3600; got {value!r}")
         return ",".join(windows)
+
+    @field_validator("model_languages")
+    @classmethod
+    def _tidy_languages(cls, value: str) -> str:
+        languages = [primary_language(v) for v in value.split(",") if v.strip()]
+        if not languages:
+            raise ValueError("name at least one language, e.g. en")
+        return ",".join(languages)
+
+    @property
+    def language_list(self) -> list[str]:
+        """The languages the model scores (primary subtags, lower-case)."""
+        return self.model_languages.split(",")
 
     @property
     def brand_list(self) -> list[str]:

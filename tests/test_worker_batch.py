@@ -1,0 +1,219 @@
+"""The worker's batch stages, each alone on small batches (no broker, no model)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
+
+from schemas import DeadLetterReason, Mention, SentimentResult
+from tests.test_worker_e2e import POISON
+from worker.batch import (
+    TimestampParser,
+    decode,
+    encode,
+    event_times,
+    last_per_partition,
+    offset_ranges,
+    result_keys,
+    route_languages,
+)
+from worker.metrics import BatchHistogram, WorkerMetrics
+from worker.processing import Rejected, validate
+
+
+@dataclass(frozen=True)
+class Record:
+    """Just enough of a confluent_kafka.Message."""
+
+    _value: bytes | None
+    _key: bytes | None = None
+    _timestamp_ms: int = 1_700_000_000_000
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._timestamp_ms)
+
+    def topic(self) -> str:
+        return "mentions"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+    def headers(self) -> None:
+        return None
+
+
+def run_decode(values: list[bytes | None]) -> tuple[list[Record], Any]:
+    records = [Record(v, f"k{i}".encode()) for i, v in enumerate(values)]
+    return records, decode(records, [r.value() for r in records], TimestampParser())
+
+
+def good(i: int, **extra: Any) -> bytes:
+    return orjson.dumps({"id": f"p{i}", "text": f"post number {i}", **extra})
+
+
+def test_a_poison_mix_gets_exactly_the_contracts_reasons_and_details() -> None:
+    values: list[bytes | None] = []
+    for i, (poison, _reason) in enumerate(POISON):
+        values += [good(i), poison]
+    records, decoded = run_decode(values)
+    assert decoded.index == list(range(0, len(values), 2)), "valid records keep consumption order"
+    assert [d["id"] for d in decoded.documents] == [f"p{i}" for i in range(len(POISON))]
+    assert len(decoded.rejected) == len(POISON)
+    for dead, (poison, reason) in zip(decoded.rejected, POISON, strict=True):
+        reference = validate(Record(poison))
+        assert isinstance(reference, Rejected)
+        assert dead.reason.value == reason == reference.reason.value
+        assert dead.detail == reference.detail
+        assert dead.record.value() == poison
+
+
+def test_records_the_fast_checks_leave_to_the_contract_are_still_judged_by_it() -> None:
+    # A created_at the fast parser has never seen, and a brand null: both valid for the contract.
+    values = [good(0, created_at="2026-11-26T10:15:00+02:00", brand=None), good(1)]
+    _records, decoded = run_decode(values)
+    assert decoded.index == [0, 1] and not decoded.rejected
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+field_values = (
+    st.text(max_size=20)
+    | st.sampled_from(
+        ["", "   ", "\u2028", "2026-11-26T10:15:00Z", "2026-11-26 10:15:00", "2026-11-26T10:15"]
+    )
+    | json_values
+)
+documents = st.dictionaries(
+    st.sampled_from(["id", "text", "brand", "source", "author", "lang", "url", "created_at", "extra"]),
+    field_values,
+    max_size=9,
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(documents | json_values, min_size=1, max_size=8))
+def test_decode_accepts_exactly_what_the_contract_accepts(payloads: list[Any]) -> None:
+    values = [json.dumps(p).encode() for p in payloads]
+    records, decoded = run_decode(list(values))
+    verdicts = [validate(r) for r in records]
+    assert decoded.index == [i for i, v in enumerate(verdicts) if not isinstance(v, Rejected)]
+    expected = [(v.reason, v.detail) for v in verdicts if isinstance(v, Rejected)]
+    assert [(r.reason, r.detail) for r in decoded.rejected] == expected
+
+
+def test_encode_writes_the_result_schema_with_extra_fields_first_and_ours_winning() -> None:
+    docs = [
+        {"id": "a", "text": "t", "brand": "acme", "created_at": "2026-11-26T10:15:00Z", "campaign": {"n": 1}},
+        {"id": "b", "text": "t", "author": "x", "lang": "en", "url": "u", "label": "spoofed", "z": 1},
+    ]
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    label_ids = probabilities.argmax(axis=1)
+    model = {"repo": "org/model", "revision": "abc", "sha256": "0" * 64}
+    out = encode(docs, probabilities, label_ids, model, "2026-12-01T00:00:00Z")
+    first, second = (orjson.loads(o) for o in out)
+    assert list(first)[0] == "campaign" and first["campaign"] == {"n": 1}
+    assert (first["label"], first["score"], first["brand"]) == ("negative", 0.7, "acme")
+    assert second["label"] == "positive", "ours win on a clash"
+    assert second["z"] == 1 and "author" not in second and "lang" not in second and "url" not in second
+    for raw, doc in zip(out, docs, strict=True):
+        result = SentimentResult.model_validate_json(raw)
+        mention = Mention.model_validate(doc)
+        assert result.model_extra == {
+            k: v for k, v in (mention.model_extra or {}).items() if k not in SentimentResult.model_fields
+        }
+        assert result.scores.model_dump() == pytest.approx(
+            dict(zip(("negative", "neutral", "positive"), probabilities[out.index(raw)], strict=True))
+        )
+
+
+def test_result_keys_fall_back_to_the_post_id() -> None:
+    records = [Record(good(0), b"k0"), Record(good(1), None)]
+    decoded = decode(records, [r.value() for r in records], TimestampParser())
+    assert result_keys(records, decoded) == [b"k0", b"p1"]
+
+
+def test_event_times_use_created_at_else_the_record_timestamp() -> None:
+    records = [Record(good(0, created_at="2026-11-26T10:15:00Z")), Record(good(1), None, 1_000)]
+    decoded = decode(records, [r.value() for r in records], TimestampParser())
+    assert event_times(records, decoded, TimestampParser()).tolist() == [1795688100.0, 1.0]
+
+
+def test_foreign_language_posts_are_routed_with_a_reason_and_untagged_ones_stay() -> None:
+    tags = ["es", "en-US", None, "EN_gb", "", "pt-BR", "xx-weird"]
+    values: list[bytes | None] = [good(i, lang=t) if t is not None else good(i) for i, t in enumerate(tags)]
+    records, decoded = run_decode(values)
+    routed = route_languages(decoded, records, frozenset({"en"}))
+    assert [d["id"] for d in decoded.documents] == ["p1", "p2", "p3", "p4"]
+    assert [language for _, language in routed] == ["es", "pt", "xx"]
+    assert all(r.reason is DeadLetterReason.UNSUPPORTED_LANGUAGE for r, _ in routed)
+    assert "'es'" in routed[0][0].detail and "MODEL_LANGUAGES" in routed[0][0].detail
+    assert decoded.rejected == [r for r, _ in routed]
+
+
+def test_offsets_are_tracked_once_per_partition() -> None:
+    partitions = [0, 1, 0, 2, 1, 0]
+    offsets = [10, 5, 11, 7, 6, 13]
+    assert offset_ranges(partitions, offsets) == {0: (10, 13, 3), 1: (5, 6, 2), 2: (7, 7, 1)}
+    assert last_per_partition(partitions) == {0: 5, 1: 4, 2: 3}
+
+
+def test_batch_histogram_exposes_what_a_histogram_of_the_same_values_does() -> None:
+    buckets = (0.001, 0.01, 0.1, 1, 10)
+    values = np.array([0.0, 0.001, 0.0011, 0.05, 0.1, 3.0, 10.0, 11.0, 500.0])
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = BatchHistogram("lag_seconds", "doc", buckets, ours_registry)
+    theirs = Histogram("lag_seconds", "doc", buckets=buckets, registry=theirs_registry)
+    ours.observe_many(values[:4])
+    ours.observe_many(values[4:])
+    ours.observe_many(np.array([]))
+    for v in values.tolist():
+        theirs.observe(v)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(ours_registry) == pytest.approx(samples(theirs_registry))
+
+
+def test_predictions_are_counted_per_brand_and_label_once_per_batch() -> None:
+    metrics = WorkerMetrics(["Acme", "globex"])
+    brands = metrics.brand_indices(["acme", "ACME", None, "initech", "globex", "acme"])
+    assert [metrics.brand_names[i] for i in brands.tolist()] == [
+        "acme", "acme", "other", "other", "globex", "acme",
+    ]  # fmt: skip
+    tally = metrics.count_predictions(brands, np.array([0, 0, 2, 1, 2, 1]))
+    assert tally == {
+        ("negative", "acme"): 2,
+        ("neutral", "acme"): 1,
+        ("positive", "other"): 1,
+        ("neutral", "other"): 1,
+        ("positive", "globex"): 1,
+    }
+    assert metrics.predictions.labels("negative", "acme")._value.get() == 2
