@@ -72,7 +72,7 @@ def test_a_poison_mix_gets_exactly_the_contracts_reasons_and_details() -> None:
     values: list[bytes | None] = []
     for i, (poison, _reason) in enumerate(POISON):
         values += [good(i), poison]
-    records, decoded = run_decode(values)
+    _records, decoded = run_decode(values)
     assert decoded.index == list(range(0, len(values), 2)), "valid records keep consumption order"
     assert [d["id"] for d in decoded.documents] == [f"p{i}" for i in range(len(POISON))]
     assert len(decoded.rejected) == len(POISON)
@@ -133,7 +133,7 @@ def test_encode_writes_the_result_schema_with_extra_fields_first_and_ours_winnin
     model = {"repo": "org/model", "revision": "abc", "sha256": "0" * 64}
     out = encode(docs, probabilities, label_ids, model, "2026-12-01T00:00:00Z")
     first, second = (orjson.loads(o) for o in out)
-    assert list(first)[0] == "campaign" and first["campaign"] == {"n": 1}
+    assert next(iter(first)) == "campaign" and first["campaign"] == {"n": 1}
     assert (first["label"], first["score"], first["brand"]) == ("negative", 0.7, "acme")
     assert second["label"] == "positive", "ours win on a clash"
     assert second["z"] == 1 and "author" not in second and "lang" not in second and "url" not in second
