@@ -84,16 +84,23 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def run_phase(
-    name: str, module: str, env: dict[str, str], n: int, bootstrap: str, copies: int = 1
+    name: str,
+    module: str,
+    env: dict[str, str],
+    n: int,
+    bootstrap: str,
+    copies: int = 1,
+    core: int | None = None,
 ) -> tuple[float, float]:
     """Start ``copies`` processes of ``module`` (one consumer group), time first..n-th output record;
-    returns (records/s, peak RSS MB of the largest process)."""
+    returns (records/s, peak RSS MB of the largest process). ``core``: pin the processes to that core."""
     out = env["OUTPUT_TOPIC"]
     probe = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115 - kept for the user to read
+    pin = ["taskset", "-c", str(core)] if core is not None else []
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", module], cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
+            [*pin, sys.executable, "-m", module], cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
         )
         for _ in range(copies)
     ]
@@ -272,7 +279,20 @@ def main() -> int:
             source,
             *(
                 f"bench-{k}-{run}"
-                for k in ("pass", "alo", "eos", "pass2", "alo2", "dlq", "lat-in", "lat-out")
+                for k in (
+                    "pass",
+                    "alo",
+                    "eos",
+                    "plain",
+                    "pass1c",
+                    "alo1c",
+                    "eos1c",
+                    "pass2",
+                    "alo2",
+                    "dlq",
+                    "lat-in",
+                    "lat-out",
+                )
             ),
         )
         print(
@@ -296,30 +316,37 @@ def main() -> int:
             "METRICS_PORT": "0",
             "BRANDS": "acme,globex",
         }
+        if cluster is not None:  # the broker on core 1, so that "pinned to core 0" means one whole core
+            os.sched_setaffinity(cluster.pid, {1})
+        eos = {"PROCESSING_GUARANTEE": "exactly_once"}
         results = {}
-        for name, module, extra, copies in (
-            ("passthrough", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass-{run}"}, 1),
-            ("worker at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo-{run}"}, 1),
-            (
-                "worker exactly-once",
-                "worker",
-                {"OUTPUT_TOPIC": f"bench-eos-{run}", "PROCESSING_GUARANTEE": "exactly_once"},
-                1,
-            ),
-            ("2 passthroughs", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass2-{run}"}, 2),
-            ("2 workers at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo2-{run}"}, 2),
+        for name, module, extra, copies, core in (
+            ("passthrough", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass-{run}"}, 1, None),
+            ("worker at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo-{run}"}, 1, None),
+            ("worker exactly-once", "worker", {"OUTPUT_TOPIC": f"bench-eos-{run}", **eos}, 1, None),
+            ("plain loop (peer)", "bench.plain_loop", {"OUTPUT_TOPIC": f"bench-plain-{run}"}, 1, None),
+            ("passthrough, core 0", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass1c-{run}"}, 1, 0),
+            ("worker alo, core 0", "worker", {"OUTPUT_TOPIC": f"bench-alo1c-{run}"}, 1, 0),
+            ("worker eos, core 0", "worker", {"OUTPUT_TOPIC": f"bench-eos1c-{run}", **eos}, 1, 0),
+            ("2 passthroughs", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass2-{run}"}, 2, None),
+            ("2 workers at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo2-{run}"}, 2, None),
         ):
             env = {**base, **extra, "CONSUMER_GROUP": f"bench-{name.replace(' ', '-')}-{run}"}
-            results[name] = run_phase(name, module, env, args.posts, bootstrap, copies)
+            results[name] = run_phase(name, module, env, args.posts, bootstrap, copies, core)
             print(
                 f"{name:<24} {results[name][0]:>9,.0f} records/s   peak RSS {results[name][1]:.0f} MB",
                 flush=True,
             )
         ceiling = results["passthrough"][0]
-        alo, eos = results["worker at-least-once"][0], results["worker exactly-once"][0]
+        alo, eos_rate = results["worker at-least-once"][0], results["worker exactly-once"][0]
         two = results["2 workers at-least-once"][0]
+        pinned = results["passthrough, core 0"][0]
         print(
-            f"\nworker / passthrough: at-least-once {alo / ceiling:.2f}, exactly-once {eos / ceiling:.2f}; "
+            f"\nworker / passthrough: at-least-once {alo / ceiling:.2f}, "
+            f"exactly-once {eos_rate / ceiling:.2f}; "
+            f"worker / plain loop {alo / results['plain loop (peer)'][0]:.2f}; "
+            f"pinned to one core: at-least-once {results['worker alo, core 0'][0] / pinned:.2f}, "
+            f"exactly-once {results['worker eos, core 0'][0] / pinned:.2f}; "
             f"2 workers / 2 passthroughs {two / results['2 passthroughs'][0]:.2f}, "
             f"2 workers / 1 passthrough {two / ceiling:.2f}"
         )

@@ -161,15 +161,24 @@ POISON: list[tuple[bytes | None, str]] = [
 ]
 
 
+#: Valid posts in languages the model does not score (MODEL_LANGUAGES defaults to en), and their label.
+FOREIGN = [("es", "es"), ("pt-BR", "pt"), ("de_DE", "de"), ("es", "es"), ("tlh", "other")]
+
+
 def test_poison_mix_goes_to_the_dead_letter_topic(
     kafka: str, worker_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path, val_split: Dataset
 ) -> None:
     good = posts(val_split, 60)
+    for i, post in enumerate(good[:6]):  # tagged English (any region) is scored
+        post["lang"] = ["en", "EN-us", "en_GB"][i % 3]
     records: list[tuple[bytes | None, bytes | None]] = []
     for i, post in enumerate(good):
         records.append((None, orjson.dumps(post)))
         if i < len(POISON):
             records.append((f"poison{i}".encode(), POISON[i][0]))
+        if i < len(FOREIGN):
+            foreign = {"id": f"f{i}", "text": "¡Qué servicio tan malo!", "lang": FOREIGN[i][0]}
+            records.append((f"foreign{i}".encode(), orjson.dumps(foreign)))
     create_worker_topics(kafka, worker_env)
     produce(kafka, worker_env["INPUT_TOPIC"], records)
     worker = start_worker(workers, worker_env, tmp_path / "worker.log")
@@ -178,8 +187,15 @@ def test_poison_mix_goes_to_the_dead_letter_topic(
     assert sorted(SentimentResult.model_validate_json(r.value()).id for r in results) == sorted(
         str(p["id"]) for p in good
     )
-    dead = read_all(kafka, worker_env["DLQ_TOPIC"], len(POISON), timeout=60, settle=1.0)
-    assert len(dead) == len(POISON)
+    everything = read_all(kafka, worker_env["DLQ_TOPIC"], len(POISON) + len(FOREIGN), timeout=60, settle=1.0)
+    foreign = [r for r in everything if r.key().startswith(b"foreign")]
+    dead = [r for r in everything if r.key().startswith(b"poison")]
+    assert len(dead) == len(POISON) and len(foreign) == len(FOREIGN)
+    for record in foreign:
+        headers = dict(record.headers())
+        assert headers[DeadLetterHeader.REASON.value] == b"unsupported_language"
+        lang = orjson.loads(record.value())["lang"]
+        assert repr(lang).encode() in headers[DeadLetterHeader.ERROR.value], "the detail names the language"
     for record in dead:
         i = int(record.key().decode().removeprefix("poison"))
         original, reason = POISON[i]
@@ -199,5 +215,13 @@ def test_poison_mix_goes_to_the_dead_letter_topic(
         assert metric_sum(samples, "sentiment_dead_letters_total", reason=reason) == sum(
             1 for _, r in POISON if r == reason
         )
+    assert metric_sum(samples, "sentiment_dead_letters_total", reason="unsupported_language") == len(FOREIGN)
+    for label in {label for _, label in FOREIGN}:
+        assert metric_sum(samples, "sentiment_unsupported_language_posts_total", lang=label) == sum(
+            1 for _, known in FOREIGN if known == label
+        )
+    assert not any(  # never scored as if they were English
+        SentimentResult.model_validate_json(r.value()).id.startswith("f") for r in results
+    )
     assert "dead-lettered" in worker.log
     assert worker.process is not None and worker.process.poll() is None, "bad input never stops the worker"

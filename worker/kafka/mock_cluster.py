@@ -63,6 +63,13 @@ class MockCluster:
         self.bootstrap_servers = line
         return self
 
+    @property
+    def pid(self) -> int:
+        """The broker process (SIGSTOP/SIGCONT of it is a real broker stall; affinity pins it)."""
+        if self._process is None:
+            raise RuntimeError("the mock cluster is not running")
+        return self._process.pid
+
     def stop(self) -> None:
         """Stop the child (closing stdin asks it to exit; terminate if it does not)."""
         if self._process is None:
