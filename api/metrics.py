@@ -7,7 +7,7 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match
@@ -15,10 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.model_state import ModelState
 from schemas import LABELS, Label
-
-#: ``outcome`` values of ``sentiment_model_reloads_total`` (what :class:`sentiment_model.watch.ModelWatcher`
-#: reports): a new model loaded and went into shadow, was promoted, was rejected in shadow, failed to load.
-RELOAD_OUTCOMES = ("candidate", "promoted", "rejected", "failed")
+from sentiment_model.operations import ModelOpsMetrics
 
 #: Label value for requests that matched no route: keeps the label set bounded whatever paths clients try.
 UNMATCHED = "unmatched"
@@ -86,38 +83,12 @@ class ApiMetrics:
         for label in LABELS:  # present from the start, so rate() sees the first prediction
             self.predictions.labels(label)
         self.registry.register(_ModelCollector(state))
-        # Hot reload and shadow evaluation: the worker exports the same names with the same meaning.
-        self.reloads = Counter(
-            "sentiment_model_reloads",
-            "New models found: candidate (in shadow), promoted, rejected in shadow, failed to load",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self._reload_outcomes = {outcome: self.reloads.labels(outcome) for outcome in RELOAD_OUTCOMES}
-        self.shadow_records = Gauge(
-            "sentiment_shadow_records",
-            "Texts the current candidate scored in shadow (0: none)",
-            registry=self.registry,
-        )
-        self.shadow_agreement = Gauge(
-            "sentiment_shadow_agreement_ratio",
-            "Share of shadow texts where candidate and current model agree (last evaluation)",
-            registry=self.registry,
-        )
-        self.shadow_jsd = Gauge(
-            "sentiment_shadow_label_jsd",
-            "Jensen-Shannon divergence (bits) of candidate vs current label distribution (last evaluation)",
-            registry=self.registry,
-        )
+        self.model_ops = ModelOpsMetrics(self.registry)  # hot reload and shadow: shared with the worker
 
         # Children looked up once per label set: ``.labels()`` takes a lock and builds a tuple every call,
         # a noticeable share of a request that costs ~100 µs.
         self._predicted = {label: self.predictions.labels(label) for label in LABELS}
         self._per_request: dict[tuple[str, str, int], _RequestSeries] = {}
-
-    def count_reload(self, outcome: str) -> None:
-        """Add one to ``sentiment_model_reloads_total{outcome}`` (one of :data:`RELOAD_OUTCOMES`)."""
-        self._reload_outcomes[outcome].inc()
 
     def count_predictions(self, labels: Iterable[Label]) -> None:
         """Add scored texts to ``sentiment_api_predictions_total``."""

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.auth import declare_api_key
+from api.auth import require_api_key
 from api.bodies import Health, Problem, Ready, Unavailable, ValidationProblem
 from api.context import api_context
 from api.direct_route import DirectRoute
@@ -41,7 +41,6 @@ _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
 async def predict(request: Request) -> Response:
     """Score one text."""
     api = api_context(request)
-    api.authorize(request)
     body = await read_json(request, PredictRequest)
     api.model.require()  # a 503 with the reason before queueing, when there is no model
     batch, model = await api.scorer().score([body.text])  # the model that scored it (hot reload)
@@ -53,7 +52,6 @@ async def predict(request: Request) -> Response:
 async def predict_batch(request: Request) -> Response:
     """Score up to ``MAX_BATCH_TEXTS`` texts in one model call; results come in request order."""
     api = api_context(request)
-    api.authorize(request)
     body = await read_json(request, BatchPredictRequest)
     api.model.require()
     batch, model = await api.scorer().score(body.texts)
@@ -120,9 +118,10 @@ async def root() -> RedirectResponse:
 def add_routes(router: APIRouter, settings: ApiSettings) -> None:
     """Add every route to ``router`` (the app's own, so its route list stays flat for the metrics).
 
-    The scoring routes require the API key when ``API_KEY`` is set.
+    The scoring routes require the API key when ``API_KEY`` is set (the dependency enforces it; a
+    :class:`DirectRoute` runs it before the endpoint).
     """
-    guard = [Depends(declare_api_key)] if settings.api_key is not None else []
+    guard = [Depends(require_api_key)] if settings.api_key is not None else []
     scoring_errors = {**_SCORING_ERRORS, **(_UNAUTHORIZED if guard else {})}
     router.add_api_route("/", root, methods=["GET"], include_in_schema=False)
     router.add_api_route(
