@@ -17,6 +17,9 @@ from api.model_state import ModelState
 from schemas import LABELS, Label
 from sentiment_model.operations import ModelOpsMetrics
 
+#: Routes that score texts: the ``endpoint`` values of ``sentiment_predictions_total``.
+PREDICT, PREDICT_BATCH = "/predict", "/predict/batch"
+
 #: Label value for requests that matched no route: keeps the label set bounded whatever paths clients try.
 UNMATCHED = "unmatched"
 
@@ -74,30 +77,35 @@ class ApiMetrics:
             ["endpoint", "status"],
             registry=self.registry,
         )
+        # The seed's name, so dashboards built on it keep working. The worker exports the same name with a
+        # ``brand`` label; ``endpoint`` (the scoring route) keeps the API's series apart from the worker's.
         self.predictions = Counter(
-            "sentiment_api_predictions",
-            "Texts scored for clients, by predicted label",
-            ["sentiment"],
+            "sentiment_predictions",
+            "Texts scored for clients, by predicted label and scoring route",
+            ["sentiment", "endpoint"],
             registry=self.registry,
         )
-        for label in LABELS:  # present from the start, so rate() sees the first prediction
-            self.predictions.labels(label)
         self.registry.register(_ModelCollector(state))
         self.model_ops = ModelOpsMetrics(self.registry)  # hot reload and shadow: shared with the worker
 
         # Children looked up once per label set: ``.labels()`` takes a lock and builds a tuple every call,
         # a noticeable share of a request that costs ~100 µs.
-        self._predicted = {label: self.predictions.labels(label) for label in LABELS}
+        # Present from the start, so rate() sees the first prediction.
+        self._predicted = {
+            (endpoint, label): self.predictions.labels(label, endpoint)
+            for endpoint in (PREDICT, PREDICT_BATCH)
+            for label in LABELS
+        }
         self._per_request: dict[tuple[str, str, int], _RequestSeries] = {}
 
     def count_predictions(self, labels: Iterable[Label]) -> None:
-        """Add scored texts to ``sentiment_api_predictions_total``."""
+        """Add the texts one ``/predict/batch`` scored to ``sentiment_predictions_total``."""
         for label, count in Tally(labels).items():
-            self._predicted[label].inc(count)
+            self._predicted[PREDICT_BATCH, label].inc(count)
 
     def count_prediction(self, label: Label) -> None:
-        """Add one scored text to ``sentiment_api_predictions_total``."""
-        self._predicted[label].inc()
+        """Add the text one ``/predict`` scored to ``sentiment_predictions_total``."""
+        self._predicted[PREDICT, label].inc()
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Record one finished request."""
