@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -324,6 +325,23 @@ def test_bodies_over_the_limit_get_413(small_model: Path) -> None:
             sample(metrics, "sentiment_requests_total", endpoint="/predict", method="POST", status="413") == 1
         )
         assert sample(metrics, "sentiment_request_errors_total", endpoint="/predict/batch", status="413") == 1
+
+
+def test_fastapi_body_limit_still_answers_a_bare_413() -> None:
+    """Why api/body_limit.py stays: FastAPI's built-in limit answers a declared over-limit body with
+    Starlette's plain text, even with a 413 handler of our own. When this fails, use FastAPI's limit."""
+    app = FastAPI(max_body_size=10)
+
+    async def worded(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "the body is over 10 bytes"}, status_code=413)
+
+    async def echo(request: Request) -> Response:
+        return Response(await request.body())
+
+    app.add_exception_handler(413, worded)
+    app.add_api_route("/echo", echo, methods=["POST"])
+    response = TestClient(app).post("/echo", content=b"x" * 100)
+    assert (response.status_code, response.text) == (413, "Content Too Large")
 
 
 # --- API key ---------------------------------------------------------------------------------------------
