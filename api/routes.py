@@ -20,9 +20,10 @@ from schemas import LABELS, Label, ModelInfo, PredictRequest, PredictResponse
 from schemas.api import BatchPrediction, BatchPredictRequest, BatchPredictResponse
 from schemas.sentiment import LabelScores
 from sentiment_model import ScoredBatch
+from sentiment_model.predictor import PROBE_TEXT
 
-#: Scored by ``GET /ready`` to prove the whole scoring path works, not just that a file was loaded.
-READY_PROBE = "what a lovely day, thank you all"
+#: ``GET /ready`` scores :data:`PROBE_TEXT` to prove the whole scoring path works, not just that a file
+#: was loaded; this long at most.
 READY_PROBE_TIMEOUT_SECONDS = 5.0
 
 _NOT_READY: dict[int | str, dict[str, Any]] = {
@@ -83,7 +84,7 @@ async def ready(request: Request) -> Ready | JSONResponse:
         return unavailable(api.model.status, api.model.reason or "the API has not finished starting")
     try:  # not live traffic: a candidate in shadow never sees the probe
         _, model = await asyncio.wait_for(
-            api.batcher.score([READY_PROBE], live=False), READY_PROBE_TIMEOUT_SECONDS
+            api.batcher.score([PROBE_TEXT], live=False), READY_PROBE_TIMEOUT_SECONDS
         )
     except TimeoutError:
         return unavailable("failing", f"a probe prediction took over {READY_PROBE_TIMEOUT_SECONDS:g}s")

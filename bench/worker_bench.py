@@ -28,6 +28,7 @@ import confluent_kafka as ck
 import orjson
 
 from schemas import ModelRef
+from schemas.timestamps import utc_rfc3339
 from sentiment_model import Predictor, normalize
 from tests.kafka_harness import produce
 from training.data import load_split
@@ -199,7 +200,7 @@ def latency_phase(
         due = started + i / rate
         while time.monotonic() < due:
             time.sleep(0.0005)
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = utc_rfc3339(datetime.now(UTC), "milliseconds")
         doc = {"id": f"l{i}", "text": texts[i % len(texts)], "created_at": stamp}
         producer.produce(env["INPUT_TOPIC"], orjson.dumps(doc), f"l{i}".encode())
         producer.poll(0)
