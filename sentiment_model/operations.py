@@ -53,20 +53,20 @@ class ModelOpsMetrics:
             registry=registry,
         )
         self._outcomes = {outcome: self.reloads.labels(outcome) for outcome in RELOAD_OUTCOMES}
-        self.shadow_records = Gauge(
-            "sentiment_shadow_records",
-            "Texts the current candidate scored in shadow (0: none)",
-            registry=registry,
+
+        def gauge(name: str, documentation: str) -> Gauge:
+            return Gauge(name, documentation, registry=registry)
+
+        self.shadow_records = gauge(
+            "sentiment_shadow_records", "Texts the current candidate scored in shadow (0: none)"
         )
-        self.shadow_agreement = Gauge(
+        self.shadow_agreement = gauge(
             "sentiment_shadow_agreement_ratio",
             "Share of shadow texts where candidate and current model agree (last evaluation)",
-            registry=registry,
         )
-        self.shadow_jsd = Gauge(
+        self.shadow_jsd = gauge(
             "sentiment_shadow_label_jsd",
             "Jensen-Shannon divergence (bits) of candidate vs current label distribution (last evaluation)",
-            registry=registry,
         )
 
     def count(self, outcome: str) -> None:
