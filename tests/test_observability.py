@@ -400,6 +400,16 @@ def test_readme_api_metric_table_matches_the_export() -> None:
     assert readme_table("API metrics on `GET /metrics`") == exported
 
 
+def test_readme_names_every_worker_metric() -> None:
+    readme = (REPO / "README.md").read_text()
+    names = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in WorkerMetrics(["acme"]).registry.collect()
+        if not family.name.startswith("process_")
+    }
+    assert {name for name in names if f"`{name}" not in readme} == set()
+
+
 def test_extraction_catches_mistakes(exported: dict[str, set[str]]) -> None:
     """The checks above would notice a wrong name, suffix or label."""
     assert check_expr("rate(sentiment_request_errors_total[5m])", exported) == []
