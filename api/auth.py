@@ -1,14 +1,21 @@
-"""Optional API key for the scoring routes: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``."""
+"""Optional API key for the scoring routes: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
+
+A route is protected by declaring :func:`require_api_key` as a dependency (on the route, its router or an
+``include_router``). FastAPI runs it on ordinary routes; :class:`api.direct_route.DirectRoute` runs its
+check itself and refuses any dependency it would not run, so a declared key is always an enforced key.
+"""
 
 from __future__ import annotations
 
 import hmac
 from typing import Annotated
 
-from fastapi import HTTPException, Security
+from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from starlette.datastructures import Headers
+
+from api.context import api_context
 
 # auto_error=False: a missing header is our 401 (with one message), not FastAPI's 403.
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key (API_KEY)")
@@ -37,12 +44,18 @@ class ApiKeyGuard:
             )
 
 
-async def declare_api_key(
+def check_api_key(request: Request) -> None:
+    """Raise a 401 unless ``request`` carries the app's API key (nothing to check without ``API_KEY``)."""
+    guard = api_context(request).api_key
+    if guard is not None:
+        guard.check(request.headers)
+
+
+async def require_api_key(
+    request: Request,
     api_key: Annotated[str | None, Security(api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_token)],
 ) -> None:
-    """Route dependency that makes OpenAPI declare both key schemes.
-
-    It checks nothing: the scoring routes are :class:`api.direct_route.DirectRoute` s, which do not run
-    dependencies, so the endpoints call :meth:`ApiKeyGuard.check` themselves (first thing, before the body).
-    """
+    """Route dependency: a 401 without the API key. The two ``Security`` parameters declare both key
+    schemes in OpenAPI; the check reads the headers itself (:func:`check_api_key`)."""
+    check_api_key(request)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from fastapi import FastAPI
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection
 
-from api.auth import ApiKeyGuard
 from api.batcher import MicroBatcher
 from api.metrics import ApiMetrics
 from api.model_state import LoadedModel, ModelNotReadyError, ModelState, PredictorLoader
-from api.reload import ModelReloader
 from api.settings import ApiSettings
+from sentiment_model.operations import ModelOperations
+
+if TYPE_CHECKING:  # api.auth reads the context of a request: import it at run time the other way round
+    from api.auth import ApiKeyGuard
 
 
 @dataclass
@@ -29,14 +31,9 @@ class ApiContext:
     """Checks the API key on scoring requests; None when ``API_KEY`` is unset."""
     batcher: MicroBatcher[LoadedModel] | None = None
     """Created when the app starts serving (lifespan), so it belongs to the serving event loop."""
-    reloader: ModelReloader | None = None
+    reloader: ModelOperations | None = None
     """Hot reload, while serving; None when polling is off (``MODEL_POLL_INTERVAL_SECONDS=0`` or a pinned
     ``MODEL_REVISION``)."""
-
-    def authorize(self, request: Request) -> None:
-        """Raise a 401 unless the request may use the scoring routes."""
-        if self.api_key is not None:
-            self.api_key.check(request.headers)
 
     def scorer(self) -> MicroBatcher[LoadedModel]:
         """The batcher, or :class:`ModelNotReadyError` when the app is not serving (yet)."""

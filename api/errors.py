@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.bodies import FieldProblem, Unavailable, ValidationProblem
 from api.model_state import ModelNotReadyError, ModelStatus
+from schemas.validation import describe_error, field_path
 
 #: How many problems the ``detail`` sentence spells out; ``errors`` always lists them all.
 _SPELLED_OUT = 3
@@ -42,53 +43,11 @@ def unavailable(status: ModelStatus | str, reason: str) -> JSONResponse:
 def summarize(errors: Sequence[Mapping[str, Any]], content_type: str | None) -> str:
     """One sentence for all the problems, e.g. ``Invalid request: 'text' must not be empty...``."""
     sent_json = content_type is not None and "json" in content_type.lower()
-    if not sent_json and any(_field(e["loc"]) is None and e["type"] != "missing" for e in errors):
+    if not sent_json and any(field_path(e["loc"]) is None and e["type"] != "missing" for e in errors):
         # FastAPI only parses bodies declared as JSON; anything else reaches validation as raw bytes.
         return "Invalid request: the body must be JSON, sent with Content-Type: application/json."
-    said = [describe(error) for error in errors[:_SPELLED_OUT]]
+    said = [describe_error(error) for error in errors[:_SPELLED_OUT]]
     more = len(errors) - len(said)
     if more:
         said.append(f"and {more} more problem{'s' if more > 1 else ''} (see 'errors')")
     return "Invalid request: " + "; ".join(said) + "."
-
-
-def describe(error: Mapping[str, Any]) -> str:
-    """One pydantic/FastAPI validation error in words."""
-    kind: str = error["type"]
-    loc: Sequence[str | int] = error["loc"]
-    ctx: Mapping[str, Any] = error.get("ctx") or {}
-    where = _field(loc)
-    if kind == "json_invalid":
-        position = f" at character {loc[-1]}" if len(loc) > 1 else ""
-        return f"the body is not valid JSON ({ctx.get('error', 'decode error')}{position})"
-    if where is None:
-        if kind == "missing":
-            return "the body is missing: send a JSON object"
-        return "the body must be a JSON object"
-    match kind:
-        case "missing":
-            return f"'{where}' is required"
-        case "extra_forbidden":
-            return f"'{where}' is not an accepted field"
-        case "string_type":
-            return f"'{where}' must be a string"
-        case "list_type":
-            return f"'{where}' must be a list of strings"
-        case "string_too_long":
-            return f"'{where}' is too long: at most {ctx.get('max_length', 0):,} characters are accepted"
-        case "too_long" if ctx.get("field_type") != "List":
-            return f"'{where}' is too long: at most {ctx.get('max_length', 0):,} characters are accepted"
-        case "too_long":
-            return f"'{where}' has too many items: at most {ctx.get('max_length', 0):,} are accepted"
-        case "too_short":
-            return f"'{where}' needs at least {ctx.get('min_length', 1):,} item(s)"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"'{where}' {message}" if kind == "value_error" else f"'{where}': {message}"
-
-
-def _field(loc: Sequence[str | int]) -> str | None:
-    """``("body", "texts", 3)`` -> ``texts[3]``; None for the body itself."""
-    path = ""
-    for part in loc[1:] if loc and loc[0] == "body" else loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or None

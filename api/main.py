@@ -20,10 +20,10 @@ from api.context import ApiContext, context_of
 from api.errors import model_not_ready_handler, validation_error_handler
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.model_state import ModelNotReadyError, ModelState, PredictorLoader
-from api.reload import ModelReloader
 from api.routes import add_routes
 from api.settings import ApiSettings
 from sentiment_model import Predictor, resolve_model
+from sentiment_model.operations import ModelOperations
 
 DESCRIPTION = """Ad-hoc sentiment scoring with the same fastText model the Kafka workers use.
 
@@ -43,11 +43,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batcher = MicroBatcher(api.model.score, settings.max_texts_per_call, settings.inline_scoring_chars)
     api.batcher = batcher
     reloader = None
-    if ModelReloader.enabled(settings):
-        reloader = api.reloader = ModelReloader(api.model, settings, api.metrics)
-        reloader.start()  # the watcher starts once the model has loaded
-    else:
-        log.info("hot reload off (MODEL_REVISION pinned or MODEL_POLL_INTERVAL_SECONDS=0)")
+    if ModelOperations.enabled(settings):
+        operations = ModelOperations(
+            settings, api.metrics.model_ops, api.model.promote, scored_by="model call"
+        )
+        reloader = api.reloader = api.model.operations = operations
+        api.model.when_loaded(lambda loaded: operations.start(loaded.resolved))  # never, if it fails to load
     # Everything imported so far lives as long as the process: take it out of the cyclic GC's sight. A full
     # collection otherwise walks those ~100k objects, a 30-60 ms pause that was the whole p99 (bench/).
     gc.collect()
@@ -57,6 +58,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if reloader is not None:
             reloader.stop()
+            if api.model.operations is reloader:
+                api.model.operations = None
             if api.reloader is reloader:
                 api.reloader = None
         if api.batcher is batcher:  # serve one app from one event loop at a time: the batcher is per loop

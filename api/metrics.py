@@ -7,7 +7,7 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match
@@ -15,10 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.model_state import ModelState
 from schemas import LABELS, Label
+from sentiment_model.operations import ModelOpsMetrics
 
-#: ``outcome`` values of ``sentiment_model_reloads_total`` (what :class:`sentiment_model.watch.ModelWatcher`
-#: reports): a new model loaded and went into shadow, was promoted, was rejected in shadow, failed to load.
-RELOAD_OUTCOMES = ("candidate", "promoted", "rejected", "failed")
+#: Routes that score texts: the ``endpoint`` values of ``sentiment_predictions_total``.
+PREDICT, PREDICT_BATCH = "/predict", "/predict/batch"
 
 #: Label value for requests that matched no route: keeps the label set bounded whatever paths clients try.
 UNMATCHED = "unmatched"
@@ -77,56 +77,35 @@ class ApiMetrics:
             ["endpoint", "status"],
             registry=self.registry,
         )
+        # The seed's name, so dashboards built on it keep working. The worker exports the same name with a
+        # ``brand`` label; ``endpoint`` (the scoring route) keeps the API's series apart from the worker's.
         self.predictions = Counter(
-            "sentiment_api_predictions",
-            "Texts scored for clients, by predicted label",
-            ["sentiment"],
+            "sentiment_predictions",
+            "Texts scored for clients, by predicted label and scoring route",
+            ["sentiment", "endpoint"],
             registry=self.registry,
         )
-        for label in LABELS:  # present from the start, so rate() sees the first prediction
-            self.predictions.labels(label)
         self.registry.register(_ModelCollector(state))
-        # Hot reload and shadow evaluation: the worker exports the same names with the same meaning.
-        self.reloads = Counter(
-            "sentiment_model_reloads",
-            "New models found: candidate (in shadow), promoted, rejected in shadow, failed to load",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self._reload_outcomes = {outcome: self.reloads.labels(outcome) for outcome in RELOAD_OUTCOMES}
-        self.shadow_records = Gauge(
-            "sentiment_shadow_records",
-            "Texts the current candidate scored in shadow (0: none)",
-            registry=self.registry,
-        )
-        self.shadow_agreement = Gauge(
-            "sentiment_shadow_agreement_ratio",
-            "Share of shadow texts where candidate and current model agree (last evaluation)",
-            registry=self.registry,
-        )
-        self.shadow_jsd = Gauge(
-            "sentiment_shadow_label_jsd",
-            "Jensen-Shannon divergence (bits) of candidate vs current label distribution (last evaluation)",
-            registry=self.registry,
-        )
+        self.model_ops = ModelOpsMetrics(self.registry)  # hot reload and shadow: shared with the worker
 
         # Children looked up once per label set: ``.labels()`` takes a lock and builds a tuple every call,
         # a noticeable share of a request that costs ~100 µs.
-        self._predicted = {label: self.predictions.labels(label) for label in LABELS}
+        # Present from the start, so rate() sees the first prediction.
+        self._predicted = {
+            (endpoint, label): self.predictions.labels(label, endpoint)
+            for endpoint in (PREDICT, PREDICT_BATCH)
+            for label in LABELS
+        }
         self._per_request: dict[tuple[str, str, int], _RequestSeries] = {}
 
-    def count_reload(self, outcome: str) -> None:
-        """Add one to ``sentiment_model_reloads_total{outcome}`` (one of :data:`RELOAD_OUTCOMES`)."""
-        self._reload_outcomes[outcome].inc()
-
     def count_predictions(self, labels: Iterable[Label]) -> None:
-        """Add scored texts to ``sentiment_api_predictions_total``."""
+        """Add the texts one ``/predict/batch`` scored to ``sentiment_predictions_total``."""
         for label, count in Tally(labels).items():
-            self._predicted[label].inc(count)
+            self._predicted[PREDICT_BATCH, label].inc(count)
 
     def count_prediction(self, label: Label) -> None:
-        """Add one scored text to ``sentiment_api_predictions_total``."""
-        self._predicted[label].inc()
+        """Add the text one ``/predict`` scored to ``sentiment_predictions_total``."""
+        self._predicted[PREDICT, label].inc()
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Record one finished request."""

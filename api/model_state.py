@@ -3,8 +3,9 @@
 Until the load settles, and forever if it fails, requests that need the model get a 503 carrying
 :attr:`ModelState.reason`; nothing ever answers with a made-up label.
 
-With hot reload (:mod:`api.reload`) the model can later be replaced by a promoted candidate: one
-reference swap, so every model call, and the response that names its model, sees one model or the other.
+With hot reload (:mod:`sentiment_model.operations`) the model can later be replaced by a promoted
+candidate: one reference swap, so every model call, and the response that names its model, sees one
+model or the other.
 """
 
 from __future__ import annotations
@@ -17,18 +18,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-
 from schemas import ModelRef
 from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize
+from sentiment_model.operations import ModelOperations
 
 log = logging.getLogger(__name__)
 
 PredictorLoader = Callable[[Path], Predictor]
 Resolver = Callable[[], ResolvedModel]
-ShadowHook = Callable[[list[str], npt.NDArray[np.intp]], None]
-"""Gets the normalized live texts of each model call and the current model's label ids for them."""
 
 
 class ModelStatus(StrEnum):
@@ -74,8 +71,8 @@ class ModelState:
         self._lock = threading.Lock()
         self._on_loaded: list[Callable[[LoadedModel], None]] = []
         self.loading_started = False
-        self.shadow: ShadowHook | None = None
-        """Set while a candidate model is in shadow: :meth:`score` then feeds it every live text."""
+        self.operations: ModelOperations | None = None
+        """Hot reload, when on: while a candidate is in shadow, :meth:`score` feeds it every live text."""
 
     @property
     def status(self) -> ModelStatus:
@@ -106,25 +103,23 @@ class ModelState:
     def score(self, texts: list[str], live: int) -> tuple[ScoredBatch, LoadedModel]:
         """Score ``texts`` with the current model, in one call; returns the scores and that model.
 
-        While a candidate is in shadow, the first ``live`` texts (client texts, not probes) also go to the
-        :attr:`shadow` hook, normalized once for both models. The hook may promote the candidate: the
+        While a candidate is in shadow, the first ``live`` texts (client texts, not probes) also go to
+        :attr:`operations`, normalized once for both models. That may promote the candidate: the
         next call is then scored by it, this one never is. Blocking (a thread or, for small calls, the
         event loop: see :mod:`api.batcher`).
         """
         loaded = self.require()
-        shadow = self.shadow
-        if shadow is None or live == 0:
+        operations = self.operations
+        if operations is None or live == 0 or not operations.shadowing:
             return loaded.predictor.predict(texts), loaded
         lines = [normalize(text) for text in texts]
         batch = loaded.predictor.predict_normalized(lines)
-        shadow(lines[:live], batch.label_ids[:live])
+        operations.after_batch(lines[:live], batch.label_ids[:live])
         return batch, loaded
 
-    def promote(self, predictor: Predictor, resolved: ResolvedModel) -> LoadedModel:
+    def promote(self, predictor: Predictor, resolved: ResolvedModel) -> None:
         """Serve ``predictor`` from now on (the hot-reload swap: one reference assignment)."""
-        loaded = LoadedModel(predictor, resolved, datetime.now(UTC))
-        self._loaded = loaded
-        return loaded
+        self._loaded = LoadedModel(predictor, resolved, datetime.now(UTC))
 
     def when_loaded(self, callback: Callable[[LoadedModel], None]) -> None:
         """Call ``callback(model)`` once a model is loaded: now if it is, else from the loader thread.

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.auth import declare_api_key
+from api.auth import require_api_key
 from api.bodies import Health, Problem, Ready, Unavailable, ValidationProblem
 from api.context import api_context
 from api.direct_route import DirectRoute
@@ -20,9 +20,10 @@ from schemas import LABELS, Label, ModelInfo, PredictRequest, PredictResponse
 from schemas.api import BatchPrediction, BatchPredictRequest, BatchPredictResponse
 from schemas.sentiment import LabelScores
 from sentiment_model import ScoredBatch
+from sentiment_model.predictor import PROBE_TEXT
 
-#: Scored by ``GET /ready`` to prove the whole scoring path works, not just that a file was loaded.
-READY_PROBE = "what a lovely day, thank you all"
+#: ``GET /ready`` scores :data:`PROBE_TEXT` to prove the whole scoring path works, not just that a file
+#: was loaded; this long at most.
 READY_PROBE_TIMEOUT_SECONDS = 5.0
 
 _NOT_READY: dict[int | str, dict[str, Any]] = {
@@ -41,7 +42,6 @@ _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
 async def predict(request: Request) -> Response:
     """Score one text."""
     api = api_context(request)
-    api.authorize(request)
     body = await read_json(request, PredictRequest)
     api.model.require()  # a 503 with the reason before queueing, when there is no model
     batch, model = await api.scorer().score([body.text])  # the model that scored it (hot reload)
@@ -53,7 +53,6 @@ async def predict(request: Request) -> Response:
 async def predict_batch(request: Request) -> Response:
     """Score up to ``MAX_BATCH_TEXTS`` texts in one model call; results come in request order."""
     api = api_context(request)
-    api.authorize(request)
     body = await read_json(request, BatchPredictRequest)
     api.model.require()
     batch, model = await api.scorer().score(body.texts)
@@ -85,7 +84,7 @@ async def ready(request: Request) -> Ready | JSONResponse:
         return unavailable(api.model.status, api.model.reason or "the API has not finished starting")
     try:  # not live traffic: a candidate in shadow never sees the probe
         _, model = await asyncio.wait_for(
-            api.batcher.score([READY_PROBE], live=False), READY_PROBE_TIMEOUT_SECONDS
+            api.batcher.score([PROBE_TEXT], live=False), READY_PROBE_TIMEOUT_SECONDS
         )
     except TimeoutError:
         return unavailable("failing", f"a probe prediction took over {READY_PROBE_TIMEOUT_SECONDS:g}s")
@@ -120,9 +119,10 @@ async def root() -> RedirectResponse:
 def add_routes(router: APIRouter, settings: ApiSettings) -> None:
     """Add every route to ``router`` (the app's own, so its route list stays flat for the metrics).
 
-    The scoring routes require the API key when ``API_KEY`` is set.
+    The scoring routes require the API key when ``API_KEY`` is set (the dependency enforces it; a
+    :class:`DirectRoute` runs it before the endpoint).
     """
-    guard = [Depends(declare_api_key)] if settings.api_key is not None else []
+    guard = [Depends(require_api_key)] if settings.api_key is not None else []
     scoring_errors = {**_SCORING_ERRORS, **(_UNAUTHORIZED if guard else {})}
     router.add_api_route("/", root, methods=["GET"], include_in_schema=False)
     router.add_api_route(

@@ -27,7 +27,7 @@ from pathlib import Path
 import confluent_kafka as ck
 import orjson
 
-from schemas.times import rfc3339
+from schemas.timestamps import utc_rfc3339
 from sentiment_model import Predictor, normalize_batch
 from tests.kafka_harness import produce
 from training.data import load_split
@@ -167,7 +167,9 @@ def stage_costs(model: Path, sample: list[tuple[bytes, bytes]], repeats: int = 5
             scored = predictor.predict_normalized(lines)
             costs["score"] += time.perf_counter() - started
             started = time.perf_counter()
-            encode(decoded.documents, scored.probabilities, scored.label_ids, model_doc, rfc3339(time.time()))
+            encode(
+                decoded.documents, scored.probabilities, scored.label_ids, model_doc, utc_rfc3339(time.time())
+            )
             costs["encode"] += time.perf_counter() - started
         for stage, seconds in costs.items():
             passes.setdefault(stage, []).append(seconds / len(records) * 1e6)
@@ -219,7 +221,7 @@ def latency_phase(
         due = started + i / rate
         while time.monotonic() < due:
             time.sleep(0.0005)
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = utc_rfc3339(datetime.now(UTC), "milliseconds")
         doc = {"id": f"l{i}", "text": texts[i % len(texts)], "created_at": stamp}
         producer.produce(env["INPUT_TOPIC"], orjson.dumps(doc), f"l{i}".encode())
         producer.poll(0)

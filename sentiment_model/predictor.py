@@ -20,7 +20,8 @@ from sentiment_model.preflight import check_in_child
 LABEL_PREFIX = "__label__"
 _EXPECTED_LABELS = frozenset(LABEL_PREFIX + label for label in LABELS)
 _COLUMN = {LABEL_PREFIX + label: i for i, label in enumerate(LABELS)}
-_PROBE = "what a lovely day, thank you all"
+#: A text any working model scores: checked on every load, and by the API's ``GET /ready``.
+PROBE_TEXT = "what a lovely day, thank you all"
 
 # fastText's Python wrapper prints a deprecation notice on every load_model; it says nothing useful here.
 fasttext.FastText.eprint = lambda *_args, **_kwargs: None
@@ -103,7 +104,7 @@ class Predictor:
             )
         predictor = cls(model, path)
         # A truncated file loads without complaint but predicts nothing: score a probe to be sure.
-        probe = predictor._raw_predict([_PROBE])
+        probe = predictor._raw_predict([PROBE_TEXT])
         if len(probe[0][0]) != len(LABELS) or not all(math.isfinite(p) for p in probe[1][0]):
             raise ModelLoadError(f"model file {path} is truncated or corrupt: a probe prediction failed")
         return predictor

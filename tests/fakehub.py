@@ -5,7 +5,6 @@ faked. Supported routes (model repos only):
 
 * ``GET /api/models/{repo}[/revision/{rev}]``: ``model_info`` / ``repo_info``
 * ``GET /api/models/{repo}/tree/{rev}[/{path}]``: ``list_repo_tree`` / ``list_repo_files``
-* ``GET /api/models/{repo}/refs`` and ``.../commits/{rev}``: ``list_repo_refs`` / ``list_repo_commits``
 * ``HEAD|GET /{repo}/resolve/{rev}/{path}``: ``hf_hub_download`` (served directly, no redirect, no Xet)
 * ``POST /api/repos/create``: ``create_repo``
 * ``POST /api/models/{repo}/preupload/{rev}``: always answers ``uploadMode: regular``
@@ -33,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from schemas.timestamps import utc_rfc3339
 
 __all__ = ["DEFAULT_LFS_SUFFIXES", "FakeCommit", "FakeHub"]
 
@@ -135,10 +136,7 @@ def _git_hash(data: bytes) -> str:
 
 def _iso(date: datetime) -> str:
     """Format a date like the Hub does (``2024-01-02T03:04:05.000Z``); naive dates are taken as UTC."""
-    if date.tzinfo is None:
-        date = date.replace(tzinfo=UTC)
-    date = date.astimezone(UTC)
-    return date.strftime("%Y-%m-%dT%H:%M:%S.") + f"{date.microsecond // 1000:03d}Z"
+    return utc_rfc3339(date if date.tzinfo is not None else date.replace(tzinfo=UTC), "milliseconds")
 
 
 class FakeHub:
@@ -432,35 +430,6 @@ class FakeHub:
                 snapshot, repo, "/".join(rest[2:]), _flag(query, "recursive"), _flag(query, "expand")
             )
             return _json(entries)
-        if rest == ["refs"]:
-            return _json(
-                {
-                    "branches": [
-                        {"name": b, "ref": f"refs/heads/{b}", "targetCommit": s}
-                        for b, s in repo.branches.items()
-                    ],
-                    "tags": [
-                        {"name": t, "ref": f"refs/tags/{t}", "targetCommit": s} for t, s in repo.tags.items()
-                    ],
-                    "converts": [],
-                }
-            )
-        if len(rest) == 2 and rest[0] == "commits":
-            history = []
-            current: str | None = self._resolve(repo, rest[1]).commit.sha
-            while current is not None:
-                commit = repo.snapshots[current].commit
-                history.append(
-                    {
-                        "id": commit.sha,
-                        "title": commit.message,
-                        "message": "",
-                        "authors": [{"user": self.username}],
-                        "date": _iso(commit.date),
-                    }
-                )
-                current = commit.parent
-            return _json(history)
         raise _HttpError(501, f"FakeHub does not implement GET /api/models/{repo_id}/{'/'.join(rest)}")
 
     def _model_info(self, repo: _Repo, snapshot: _Snapshot, blobs: bool) -> dict[str, Any]:

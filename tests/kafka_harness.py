@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import confluent_kafka as ck
 from prometheus_client.parser import text_string_to_metric_families
+
+from worker.demo.processes import Child
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -181,60 +179,29 @@ def metric_sum(
     )
 
 
-@dataclass
-class WorkerProcess:
-    """``python -m worker`` as a child process with its own environment and log file."""
+class WorkerProcess(Child):
+    """``python -m worker`` as a child process with its own environment, metrics on a free port, and one log
+    file appended across restarts. ``stop()`` (test teardown) kills it at once."""
 
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    metrics_port: int = field(default_factory=free_port)
-
-    def start(self) -> WorkerProcess:
-        """Start it (logs go to ``log_path``, appended across restarts)."""
-        env = {**os.environ, **self.env, "METRICS_PORT": str(self.metrics_port), "METRICS_HOST": "127.0.0.1"}
-        env.pop("KAFKA_CONFIG_FILE", None)
-        handle = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker"], env=env, stdout=handle, stderr=handle, cwd=REPO
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        port = free_port()
+        super().__init__(
+            "worker",
+            "worker",
+            {**env, "METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.1"},
+            log_path,
+            port,
+            append_log=True,
+            unset=("KAFKA_CONFIG_FILE",),
+            cwd=REPO,
         )
-        return self
 
     @property
-    def log(self) -> str:
-        """Everything the worker logged so far."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def metrics_port(self) -> int:
+        """Where it serves /metrics."""
+        return self.port
 
-    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
-        """Wait until ``text`` appears in the log (fails if the process died)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log:
-                return
-            if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(
-                    f"worker exited ({self.process.returncode}) before {text!r}:\n{self.log}"
-                )
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.log}")
-
-    def signal(self, signum: int) -> None:
-        """Send a signal."""
-        assert self.process is not None
-        self.process.send_signal(signum)
-
-    def kill(self) -> None:
-        """``kill -9``: no flush, no commit, no goodbye."""
-        self.signal(signal.SIGKILL)
-        self.wait(10)
-
-    def wait(self, timeout: float) -> int:
-        """Wait for exit; returns the exit code."""
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def stop(self) -> None:
-        """Make sure it is gone (test teardown)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+    def start(self) -> WorkerProcess:
+        """Start it (again, after a kill or an exit)."""
+        super().start()
+        return self

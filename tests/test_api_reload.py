@@ -29,10 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.context import context_of
 from api.main import create_app
-from api.metrics import RELOAD_OUTCOMES
 from api.settings import ApiSettings
 from sentiment_model import Predictor
 from sentiment_model.drift import js_divergence, shares
+from sentiment_model.operations import RELOAD_OUTCOMES
 from sentiment_model.resolve import file_sha256
 from tests.conftest import train_small_model
 from training.data import Dataset, load_split

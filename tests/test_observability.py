@@ -378,6 +378,38 @@ def test_dashboard_only_queries_exported_metrics(exported: dict[str, set[str]]) 
         assert name in used, name
 
 
+def readme_table(heading: str) -> dict[str, set[str]]:
+    """``{metric: label names}`` from the README's table that follows the paragraph starting ``heading``."""
+    text = (REPO / "README.md").read_text()
+    after = text[text.index(heading) :]
+    rows = re.findall(r"^\| `(\w+)` \|([^|]*)\|", after[: after.index("\n\n", after.index("| metric"))], re.M)
+    return {name: set(re.findall(r"`(\w+)`", labels)) for name, labels in rows}
+
+
+def test_readme_api_metric_table_matches_the_export() -> None:
+    api = ApiMetrics(ModelState())
+    exported: dict[str, set[str]] = {}
+    for family in api.registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        exported[name] = set()
+    for collector in list(api.registry._collector_to_names):
+        for family in collector.collect():
+            name = family.name + ("_total" if family.type == "counter" else "")
+            exported[name] |= set(getattr(collector, "_labelnames", ()))
+    exported["sentiment_model_info"] = {"repo", "revision", "sha256"}  # no sample before a model loads
+    assert readme_table("API metrics on `GET /metrics`") == exported
+
+
+def test_readme_names_every_worker_metric() -> None:
+    readme = (REPO / "README.md").read_text()
+    names = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in WorkerMetrics(["acme"]).registry.collect()
+        if not family.name.startswith("process_")
+    }
+    assert {name for name in names if f"`{name}" not in readme} == set()
+
+
 def test_extraction_catches_mistakes(exported: dict[str, set[str]]) -> None:
     """The checks above would notice a wrong name, suffix or label."""
     assert check_expr("rate(sentiment_request_errors_total[5m])", exported) == []
@@ -662,7 +694,7 @@ def test_prometheus_scrapes_the_real_worker_and_api(
             "prometheus to scrape the final counts",
             lambda: (
                 prometheus.scalar('sum(sentiment_predictions_total{job="worker"})') == len(items)
-                and prometheus.scalar('sum(sentiment_api_predictions_total{job="api"})') == len(API_TEXTS) + 2
+                and prometheus.scalar('sum(sentiment_predictions_total{job="api"})') == len(API_TEXTS) + 2
                 and prometheus.scalar("sum(sentiment_dead_letters_total)") == len(POISON)
             ),
             30,
@@ -681,10 +713,12 @@ def test_prometheus_scrapes_the_real_worker_and_api(
             assert prometheus.scalar(f'sum({name}{{job="worker"}})') == metric_sum(own, name), name
         assert prometheus.scalar("sum(sentiment_results_produced_total)") == len(items)
 
-        api_series = prometheus.values('sentiment_api_predictions_total{job="api"}')
+        api_series = prometheus.values('sum by (sentiment) (sentiment_predictions_total{job="api"})')
         assert {dict(k)["sentiment"]: v for k, v in api_series.items()} == {
             label: float(api_labels[label]) for label in ("negative", "neutral", "positive")
         }
+        # the API's series carry the scoring route, never a brand: a brand panel counts the worker only
+        assert prometheus.scalar('sum(sentiment_predictions_total{brand=~".+"})') == len(items)
         assert prometheus.scalar('sum(sentiment_request_errors_total{job="api", status="422"})') == 2
         sha = file_sha256(small_model)
         assert prometheus.values("count by (job, sha256) (sentiment_model_info)") == {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from schemas import MAX_TEXT_CHARS, BatchPredictRequest, Mention, PredictRequest, SentimentResult
 from schemas.api import MAX_BATCH_TEXTS
+from schemas.timestamps import utc_rfc3339
 
 
 def test_minimal_mention_is_valid() -> None:
@@ -84,3 +85,16 @@ def test_api_requests_reject_blank_and_oversized_input() -> None:
         BatchPredictRequest.model_validate({"texts": ["ok"] * (MAX_BATCH_TEXTS + 1)})
     with pytest.raises(ValidationError):
         BatchPredictRequest.model_validate({"texts": []})
+
+
+def test_timestamps_are_utc_rfc3339_with_z() -> None:
+    paris = datetime(2026, 11, 26, 11, 15, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
+    assert utc_rfc3339(paris) == "2026-11-26T10:15:00.123456Z"
+    assert utc_rfc3339(paris, "milliseconds") == "2026-11-26T10:15:00.123Z"
+    assert utc_rfc3339(paris.timestamp(), "seconds") == "2026-11-26T10:15:00Z"
+    assert (
+        Mention.model_validate(
+            {"id": "1", "text": "hi", "created_at": utc_rfc3339(paris)}
+        ).created_at_datetime()
+        == paris
+    )

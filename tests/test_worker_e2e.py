@@ -208,7 +208,7 @@ def test_poison_mix_goes_to_the_dead_letter_topic(
     schema_errors = {
         record.key(): dict(record.headers())[DeadLetterHeader.ERROR.value].decode() for record in dead
     }
-    assert "text" in schema_errors[b"poison13"] and "10000" in schema_errors[b"poison13"]
+    assert "'text' is too long" in schema_errors[b"poison13"] and "10,000" in schema_errors[b"poison13"]
 
     samples = scrape(worker.metrics_port)
     for reason in {r for _, r in POISON}:

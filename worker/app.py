@@ -13,10 +13,9 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import TopicPartition
 
-from schemas.times import rfc3339
+from schemas.timestamps import utc_rfc3339
 from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize_batch
-from sentiment_model.shadow import ShadowEvaluation
-from sentiment_model.watch import ModelWatcher
+from sentiment_model.operations import ModelOperations
 from worker.batch import (
     Decoded,
     TimestampParser,
@@ -102,8 +101,7 @@ class Worker:
             metrics, settings.gauge_windows, settings.reputation_window_seconds, settings.client_id
         )
         self.reputation_topic: str | None = None  # decided in start()
-        self.watcher: ModelWatcher | None = None
-        self.shadow: ShadowEvaluation | None = None
+        self.model_ops = ModelOperations(settings, metrics.model_ops, self._promote, scored_by="batch")
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -135,13 +133,8 @@ class Worker:
         )
         log.info("topics: %s", ", ".join(f"{t} ({n} partitions)" for t, n in partitions.items()))
         self.reputation_topic = self._reputation_topic()
-        if ModelWatcher.enabled(s, s.model_poll_interval_seconds):
-            self.watcher = ModelWatcher(
-                s, self.model, s.model_poll_interval_seconds, lambda o: self.metrics.reloads.labels(o).inc()
-            ).start()
-            log.info("hot-reload on: looking for a newer model every %gs", s.model_poll_interval_seconds)
-        else:
-            log.info("hot-reload off (MODEL_REVISION pinned or MODEL_POLL_INTERVAL_SECONDS=0)")
+        if ModelOperations.enabled(s):
+            self.model_ops.start(self.model)
         if s.exactly_once:
             self.producer.init_transactions(s.startup_timeout_seconds)
         self.consumer.subscribe([s.input_topic], self._on_assign, self._on_revoke, self._on_lost)
@@ -165,8 +158,7 @@ class Worker:
             self._emit_reputation(time.time(), everything=True)  # nothing more will be added to them
             self._commit()
         finally:
-            if self.watcher is not None:
-                self.watcher.stop()
+            self.model_ops.stop()
             self.consumer.close()  # leaves the group: the others get our partitions at once
         log.info("stopped cleanly after %d checkpoints", self.checkpoint.commits)
 
@@ -215,7 +207,6 @@ class Worker:
         """One batch through the stages: decode -> route languages -> normalise -> score -> encode ->
         produce; then the checkpoint tracks each partition's offsets and the observers take the batch."""
         started = time.perf_counter()
-        self._maybe_start_shadow()  # between batches: a batch is scored by one model only
         decoded = decode(records, [r.value() for r in records], self._timestamps)
         routed = route_languages(decoded, records, self._languages)
         now = time.time()
@@ -243,62 +234,17 @@ class Worker:
         self._observe(records, partitions, decoded, routed, now, time.perf_counter() - started)
         if scored is not None:
             self.drift.observe(scored.label_ids, lines)
-            self._shadow_step(lines, scored)
+            self.model_ops.after_batch(lines, scored.label_ids)  # may promote: from the next batch on
 
     # --- hot-reload ----------------------------------------------------------------------------------------
 
-    def _maybe_start_shadow(self) -> None:
-        if self.watcher is None or self.shadow is not None:
-            return
-        pending = self.watcher.take()
-        if pending is not None:
-            predictor, model = pending
-            self.shadow = ShadowEvaluation(predictor, model, self.settings.shadow_policy)
-            self.metrics.shadow_records.set(0)
-
-    def _shadow_step(self, lines: list[str], scored: ScoredBatch) -> None:
-        """Score the batch with the candidate too (its results are not published); decide when done."""
-        shadow = self.shadow
-        if shadow is None or self.watcher is None:
-            return
-        try:
-            shadow.observe(lines, scored.label_ids)
-        except Exception as exc:  # a candidate that fails on live data is rejected, the worker goes on
-            log.error(
-                "candidate %s failed in shadow: %s; keeping the current model", shadow.model.describe(), exc
-            )
-            self.watcher.rejected(shadow.model)
-            self.shadow = None
-            return
-        self.metrics.shadow_records.set(shadow.records)
-        if not shadow.done:
-            return
-        verdict = shadow.verdict()
-        self.metrics.shadow_agreement.set(verdict.agreement)
-        self.metrics.shadow_jsd.set(verdict.label_jsd)
-        self.shadow = None
-        self.metrics.shadow_records.set(0)
-        if not verdict.promote:
-            log.warning(
-                "candidate %s rejected after %d texts in shadow: %s; keeping %s",
-                shadow.model.describe(),
-                verdict.records,
-                verdict.reason,
-                self.model.describe(),
-            )
-            self.watcher.rejected(shadow.model)
-            return
-        log.info(
-            "promoting %s after %d texts in shadow (%s); it scores from the next batch on",
-            shadow.model.describe(),
-            verdict.records,
-            verdict.reason,
-        )
-        self.predictor, self.model = shadow.candidate, shadow.model
-        self._headers = model_headers(self.model.ref)
-        self.metrics.set_model(self.model.repo, self.model.revision, self.model.sha256)
-        self.drift.set_model((self.model.metrics or {}).get("reference"), self.predictor.vocabulary())
-        self.watcher.promoted(self.model)
+    def _promote(self, predictor: Predictor, model: ResolvedModel) -> None:
+        """Score with ``predictor`` from the next batch on (called by :meth:`ModelOperations.after_batch`,
+        between two batches: a batch is scored by one model only)."""
+        self.predictor, self.model = predictor, model
+        self._headers = model_headers(model.ref)
+        self.metrics.set_model(model.repo, model.revision, model.sha256)
+        self.drift.set_model((model.metrics or {}).get("reference"), predictor.vocabulary())
 
     def _predict(self, lines: list[str]) -> ScoredBatch:
         """Score normalised texts; a model error is retried with backoff, then fatal."""
@@ -326,7 +272,7 @@ class Worker:
     ) -> None:
         model = self.model.ref
         model_doc = {"repo": model.repo, "revision": model.revision, "sha256": model.sha256}
-        documents = encode(decoded.documents, scored.probabilities, label_ids, model_doc, rfc3339(now))
+        documents = encode(decoded.documents, scored.probabilities, label_ids, model_doc, utc_rfc3339(now))
         headers = self._headers
         if self.checkpoint.exactly_once:
             label = f"{self.settings.client_id}/{self.checkpoint.transactions}"

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from schemas import LABELS, DeadLetterReason
+from sentiment_model.operations import ModelOpsMetrics
 
 OTHER_BRAND = "other"
 OTHER_LANGUAGE = "other"
@@ -112,26 +113,7 @@ class WorkerMetrics:
             ["repo", "revision", "sha256"],
             registry=r,
         )
-        # Hot-reload and shadow evaluation (same names and meaning as the API's).
-        self.reloads = Counter(
-            "sentiment_model_reloads",
-            "New models found: candidate (in shadow), promoted, rejected in shadow, failed to load",
-            ["outcome"],
-            registry=r,
-        )
-        self.shadow_records = Gauge(
-            "sentiment_shadow_records", "Texts the current candidate scored in shadow (0: none)", registry=r
-        )
-        self.shadow_agreement = Gauge(
-            "sentiment_shadow_agreement_ratio",
-            "Share of shadow texts where candidate and current model agree (last evaluation)",
-            registry=r,
-        )
-        self.shadow_jsd = Gauge(
-            "sentiment_shadow_label_jsd",
-            "Jensen-Shannon divergence (bits) of candidate vs current label distribution (last evaluation)",
-            registry=r,
-        )
+        self.model_ops = ModelOpsMetrics(r)  # hot reload and shadow evaluation: shared with the API
         # Drift against the reference published in the model's metrics.json.
         self.drift_jsd = Gauge(
             "sentiment_label_drift_jsd",
@@ -186,8 +168,6 @@ class WorkerMetrics:
         self.reputation_records = Counter(
             "sentiment_reputation_records", "Windowed per-brand aggregates produced", registry=r
         )
-        for outcome in ("candidate", "promoted", "rejected", "failed"):
-            self.reloads.labels(outcome)
         for reason in DeadLetterReason:
             self.dead_letters.labels(reason.value)
         #: The bounded brand labels; a post's brand is an index into this tuple.

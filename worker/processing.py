@@ -10,6 +10,7 @@ import orjson
 from pydantic import ValidationError
 
 from schemas import DeadLetterHeader, DeadLetterReason, Mention, ModelRef
+from schemas.validation import describe_error
 
 MODEL_REPO_HEADER = "model-repo"
 MODEL_REVISION_HEADER = "model-revision"
@@ -36,11 +37,10 @@ class Rejected:
 
 
 def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors(include_url=False, include_input=False)[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
+    """The first five contract violations, in the same words as the API's 422s."""
+    return "; ".join(
+        describe_error(item) for item in error.errors(include_url=False, include_input=False)[:5]
+    )
 
 
 def validate(record: Any) -> Valid | Rejected:

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from schemas import LABELS
+from schemas.timestamps import utc_rfc3339
 
 # Share of negative / neutral / positive posts per brand: one loved, one in trouble, one boring.
 DEFAULT_MOODS: dict[str, tuple[float, float, float]] = {
@@ -127,7 +128,7 @@ class PostStream:
             "text": self.pool.draw(self.rng, label, brand),
             "brand": brand,
             "source": self.rng.choice(SOURCES),
-            "created_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "created_at": utc_rfc3339(datetime.now(UTC), "milliseconds"),
             "demo_run": self.run_id,
         }
         return Post(post_id.encode(), orjson.dumps(document), brand, None)

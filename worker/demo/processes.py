@@ -1,4 +1,5 @@
-"""Child processes of the demo (workers, API), each with its own log file, stopped in a known order."""
+"""Child processes (``python -m <module>``), each with its own log file: the demo's workers and API, and
+the test harness's workers (:class:`tests.kafka_harness.WorkerProcess`)."""
 
 from __future__ import annotations
 
@@ -60,17 +61,22 @@ class Child:
     log_path: Path
     port: int = 0  # the HTTP port it serves (metrics or API), for readiness and links
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    append_log: bool = False  # True: restarts add to one log file; False: one run per log file
+    unset: tuple[str, ...] = ()  # variables of this process's environment the child must not inherit
+    cwd: Path | None = None
 
     def start(self) -> Child:
         """Start the process."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:  # one run per log file
+        env = {name: value for name, value in os.environ.items() if name not in self.unset}
+        with self.log_path.open("ab" if self.append_log else "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.module],
-                env={**os.environ, **self.env},
+                env={**env, **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=self.cwd,
                 preexec_fn=_die_with_parent,
             )
         return self
@@ -79,10 +85,14 @@ class Child:
         """Whether it is still running."""
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def log(self) -> str:
+        """Everything it logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
     def tail(self, lines: int = 15) -> str:
         """The end of its log, for error messages."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self.log.splitlines()[-lines:])
 
     def wait_ready(self, url: str, timeout: float) -> None:
         """Wait until ``url`` answers 200; a clear error with the log tail if it dies or times out."""
@@ -95,18 +105,37 @@ class Child:
             time.sleep(0.2)
         raise RuntimeError(f"{self.name} not ready at {url} after {timeout:.0f}s; log:\n{self.tail()}")
 
-    def wait_for_log(self, text: str, timeout: float) -> None:
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
         """Wait until its log contains ``text``."""
         deadline = time.monotonic() + timeout
-        while text not in (self.log_path.read_text(errors="replace") if self.log_path.exists() else ""):
+        while text not in self.log:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited during start-up; its log ends with:\n{self.tail()}")
+                code = self.process.returncode if self.process is not None else None
+                raise RuntimeError(f"{self.name} exited ({code}) before logging {text!r}:\n{self.tail(40)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not log {text!r} within {timeout:.0f}s:\n{self.tail()}")
-            time.sleep(0.2)
+                raise RuntimeError(
+                    f"{self.name} did not log {text!r} within {timeout:.0f}s:\n{self.tail(40)}"
+                )
+            time.sleep(0.1)
 
-    def stop(self, timeout: float) -> int | None:
-        """SIGTERM, wait up to ``timeout`` for a clean exit, then SIGKILL. Returns the exit code."""
+    def signal(self, signum: int) -> None:
+        """Send a signal."""
+        assert self.process is not None, f"{self.name} was never started"
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for exit; returns the exit code."""
+        assert self.process is not None, f"{self.name} was never started"
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """``kill -9``: no flush, no commit, no goodbye."""
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def stop(self, timeout: float = 0.0) -> int | None:
+        """SIGTERM, wait up to ``timeout`` for a clean exit, then SIGKILL (0: at once). Returns the exit
+        code (None if it never started)."""
         if self.process is None:
             return None
         if self.process.poll() is None:
