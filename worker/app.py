@@ -31,6 +31,7 @@ from worker.processing import (
 )
 from worker.reputation import Reputation
 from worker.settings import WorkerSettings
+from worker.term_pull import token_pulls
 
 log = logging.getLogger("worker")
 
@@ -93,7 +94,11 @@ class Worker:
         )
         self.drift.set_model((model.metrics or {}).get("reference"), predictor.vocabulary())
         self.reputation = Reputation(
-            metrics, settings.gauge_windows, settings.reputation_window_seconds, settings.client_id
+            metrics,
+            settings.gauge_windows,
+            settings.reputation_window_seconds,
+            settings.client_id,
+            **settings.brand_detector_options,
         )
         self.reputation_topic: str | None = None  # decided in start()
         self.watcher: ModelWatcher | None = None
@@ -129,6 +134,7 @@ class Worker:
         )
         log.info("topics: %s", ", ".join(f"{t} ({n} partitions)" for t, n in partitions.items()))
         self.reputation_topic = self._reputation_topic()
+        self.reputation.publish = self.reputation_topic is not None
         if ModelWatcher.enabled(s, s.model_poll_interval_seconds):
             self.watcher = ModelWatcher(
                 s, self.model, s.model_poll_interval_seconds, lambda o: self.metrics.reloads.labels(o).inc()
@@ -220,6 +226,9 @@ class Worker:
                 for item, label in zip(valid, scored.labels, strict=True)
             )
             self.reputation.observe(per_label, now.timestamp())
+            tokens, pulls = token_pulls(self.predictor, lines)  # stand-in for the scorer's contributions
+            brands = [self.metrics.brand_label(item.mention.brand) for item in valid]
+            self.reputation.observe_terms(brands, scored.label_ids, tokens, pulls, now.timestamp())
             self._emit_reputation(now.timestamp())
         else:
             per_label = Counter()

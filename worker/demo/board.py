@@ -11,6 +11,13 @@ from schemas import LABELS
 
 _BAR_WIDTH = 20
 
+# The alert rules' thresholds (deploy/prometheus/alerts.yml; tests/test_crisis.py checks they agree), so
+# the board shows when a rule's condition is met without running Prometheus.
+DROP_ZSCORE = 3.0  # BrandSentimentDrop: negative share this many standard deviations above the baseline
+DROP_MIN_POSTS = 30  # ... in a window with at least this many posts
+SPIKE_RATIO = 3.0  # BrandNegativeSpike: this many times the usual negative posts per window
+SPIKE_MIN_NEGATIVES = 20  # ... and at least this many negative posts
+
 
 @dataclass
 class BrandTally:
