@@ -13,7 +13,8 @@ Counted after the warm-up, per brand-window, with the alert rules' thresholds (w
 checked against alerts.yml by tests/test_crisis.py): ``single`` = z over the threshold in a window with
 enough posts (a pending BrandSentimentDrop), ``fires`` = two windows in a row (what ``for: 90s`` fires
 on with 60 s windows); the same for BrandNegativeSpike. Without ``--model-path`` the small test-suite
-model is trained from the first 6,000 train rows (the stream then uses the rows after them).
+model is trained from the first 6,000 train rows (the stream then uses the rows after them); for a model
+trained on all of train, stream ``--split val`` (2,000 tweets, drawn with replacement).
 """
 
 from __future__ import annotations
@@ -96,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--split",
+        choices=("train", "val"),
+        default="train",
+        help="calm posts: train rows after the first 6,000 (default; for the small model trained on those "
+        "6,000), or val (for a model trained on all of train)",
+    )
     args = parser.parse_args(argv)
     data_dir = Path(os.environ.get("TWEETEVAL_DIR", "../shared/data/tweeteval-sentiment"))
     train = load_split("train", data_dir)
@@ -105,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tempfile.mkdtemp(prefix="crisis-bench-"))
         args.model_path = train_small_model(train.head(6_000), folder)
     predictor = Predictor.load(args.model_path)
-    pool = scored_pool(predictor, train.texts[6_000:])
+    texts = train.texts[6_000:] if args.split == "train" else load_split("val", data_dir).texts
+    pool = scored_pool(predictor, texts)
     print(
         f"model {args.model_path}; {len(pool)} distinct calm posts; thresholds: z > {board.DROP_ZSCORE} "
         f"(>= {board.DROP_MIN_POSTS} posts), ratio > {board.SPIKE_RATIO} (>= {board.SPIKE_MIN_NEGATIVES})"
