@@ -14,10 +14,11 @@ import yaml
 
 from schemas import LABELS, ReputationWindow
 from sentiment_model import Predictor, normalize
-from tests.kafka_harness import REPO
+from tests.kafka_harness import REPO, WorkerProcess, produce, read_all, unique
+from tests.test_worker_e2e import create_topics
 from training.data import Dataset, load_split
 from worker.demo import board
-from worker.demo.posts import CRISIS_MOOD, CRISIS_PHRASES, CRISIS_SHARE
+from worker.demo.posts import CRISIS_MOOD, CRISIS_PHRASES, CRISIS_SHARE, PostStream
 from worker.metrics import WorkerMetrics
 from worker.reputation import BrandBaseline, Reputation, TermTally, is_term
 from worker.term_pull import TokenPull, token_pulls
@@ -256,7 +257,7 @@ def test_term_tallies_stay_bounded_and_keep_the_heavy_hitters() -> None:
         tally.add(f"rare{i}", 0.01)
         if i % 10 == 0:
             tally.add("outage", 1.0)
-        assert len(tally.pull) <= 1000
+        assert len(tally.terms) <= 1000
     top = tally.strongest()
     assert top[0] == {"term": "outage", "pull": pytest.approx(5000.0), "count": 5000}
     assert len(top) == 10
@@ -296,3 +297,49 @@ def test_the_demo_board_uses_the_alert_rules_thresholds() -> None:
     assert re.search(rf">=\s*{board.DROP_MIN_POSTS}\b", drop), drop
     assert re.search(rf"\)\s*>\s*{board.SPIKE_RATIO:g}\s*$", spike), spike
     assert re.search(rf">=\s*{board.SPIKE_MIN_NEGATIVES}\b", spike), spike
+
+
+# --- end to end: a real worker writes the terms to the reputation topic ------------------------------------
+
+
+def test_the_reputation_topic_explains_a_scripted_crisis_with_its_words(
+    tmp_path: Path, kafka: str, small_model: Path, data_dir: Path, workers: list[WorkerProcess]
+) -> None:
+    """A real worker scores the demo's stream with acme in its scripted crisis; the windows it writes to
+    the reputation topic (schema-valid) put the crisis phrases' words at the top of acme's negative
+    terms."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "INPUT_TOPIC": unique("mentions"),
+        "OUTPUT_TOPIC": unique("sentiment"),
+        "DLQ_TOPIC": unique("dlq"),
+        "REPUTATION_TOPIC": unique("reputation"),
+        "CONSUMER_GROUP": unique("group"),
+        "MODEL_PATH": str(small_model),
+        "BRANDS": ",".join(BRANDS),
+        "REPUTATION_WINDOW_SECONDS": "2",
+        "MODEL_POLL_INTERVAL_SECONDS": "0",
+    }
+    create_topics(kafka, env["INPUT_TOPIC"], env["OUTPUT_TOPIC"], env["DLQ_TOPIC"], env["REPUTATION_TOPIC"])
+    stream = PostStream(list(BRANDS), unique("run"), data_dir, bad_share=0, seed=11)
+    stream.start_crisis("acme")
+    posts = [next(stream) for _ in range(2000)]
+    produce(kafka, env["INPUT_TOPIC"], [(post.key, post.value) for post in posts])
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    workers.append(worker)
+    read_all(kafka, env["OUTPUT_TOPIC"], len(posts), timeout=90, distinct=lambda r: r.key())
+    worker.signal(15)  # a clean stop emits the windows still open
+    assert worker.wait(30) == 0, worker.log
+
+    records = read_all(kafka, env["REPUTATION_TOPIC"], 1, timeout=30, settle=3.0)
+    windows = [ReputationWindow.model_validate_json(r.value()) for r in records]
+    assert sum(w.total for w in windows) == len(posts)
+    pull: dict[str, float] = {}
+    for window in windows:
+        if window.brand == "acme":
+            for term in window.top_negative_terms:
+                pull[term.term] = pull.get(term.term, 0.0) + term.pull
+    top = sorted(pull, key=lambda t: -pull[t])[:5]
+    expected = crisis_words()
+    assert top and top[0] in expected, (top, expected)
+    assert len(expected & set(top)) >= 3, (top, expected)

@@ -79,6 +79,10 @@ STOP_WORDS = frozenset(
 )
 _MASKED = frozenset({"url", "@user"})
 _HAS_LETTER = re.compile(r"[^\W\d_]")
+# is_term's answers: a dict lookup instead of four checks and a regex per token took about a third off
+# observe_terms (0.42 -> 0.26 x the time of fastText predict on the same 2,000 val posts; loaded machine).
+_TERM_CACHE: dict[str, bool] = {}
+_TERM_CACHE_LIMIT = 200_000
 
 
 def net_sentiment(counts: list[int]) -> float:
@@ -93,12 +97,18 @@ def _iso(ts: float) -> str:
 
 def is_term(token: str) -> bool:
     """Whether a normalised token may explain a mood (see the module docstring for what is left out)."""
-    return (
-        token not in STOP_WORDS
-        and token.lower() not in _MASKED
-        and not (token.startswith("__") and token.endswith("__"))
-        and _HAS_LETTER.search(token) is not None
-    )
+    known = _TERM_CACHE.get(token)
+    if known is None:
+        known = (
+            token not in STOP_WORDS
+            and token.lower() not in _MASKED
+            and not (token.startswith("__") and token.endswith("__"))
+            and _HAS_LETTER.search(token) is not None
+        )
+        if len(_TERM_CACHE) >= _TERM_CACHE_LIMIT:  # unseen words are unbounded: start over
+            _TERM_CACHE.clear()
+        _TERM_CACHE[token] = known
+    return known
 
 
 # --- crisis detection ------------------------------------------------------------------------------------
@@ -174,25 +184,27 @@ class TermTally:
 
     def __init__(self, top: int) -> None:
         self.top = top
-        self.pull: dict[str, float] = {}
-        self.count: Counter[str] = Counter()
+        self.limit = _PRUNE_FACTOR * top
+        self.terms: dict[str, list[float]] = {}  # term -> [summed pull, occurrences]
 
     def add(self, term: str, pull: float) -> None:
         """One occurrence of ``term`` pulling by ``pull`` (> 0) towards this side."""
-        self.pull[term] = self.pull.get(term, 0.0) + pull
-        self.count[term] += 1
-        if len(self.pull) > _PRUNE_FACTOR * self.top:
-            self._prune(_KEEP_FACTOR * self.top)
+        entry = self.terms.get(term)
+        if entry is None:
+            self.terms[term] = [pull, 1.0]
+            if len(self.terms) > self.limit:
+                self._prune(_KEEP_FACTOR * self.top)
+        else:
+            entry[0] += pull
+            entry[1] += 1.0
 
     def _prune(self, keep: int) -> None:
-        strongest = sorted(self.pull.items(), key=lambda item: -item[1])[:keep]
-        self.pull = dict(strongest)
-        self.count = Counter({term: self.count[term] for term in self.pull})
+        self.terms = dict(sorted(self.terms.items(), key=lambda item: -item[1][0])[:keep])
 
     def strongest(self) -> list[dict[str, object]]:
         """The ``top`` terms by summed pull, strongest first."""
-        ranked = sorted(self.pull.items(), key=lambda item: (-item[1], item[0]))[: self.top]
-        return [{"term": t, "pull": round(p, 4), "count": self.count[t]} for t, p in ranked]
+        ranked = sorted(self.terms.items(), key=lambda item: (-item[1][0], item[0]))[: self.top]
+        return [{"term": t, "pull": round(p, 4), "count": int(n)} for t, (p, n) in ranked]
 
 
 @dataclass
@@ -279,9 +291,10 @@ class Reputation:
                 tally, sign = self._window(brand, start).positive_terms, -1.0
             else:
                 continue
+            add = tally.add
             for token, pull in zip(tokens, (sign * pulls).tolist(), strict=True):
-                if pull > _MIN_PULL and token != brand and is_term(token):
-                    tally.add(token, pull)
+                if pull > _MIN_PULL and is_term(token) and token != brand:
+                    add(token, pull)
 
     def refresh_gauges(self, now: float) -> None:
         """Recompute the sliding-window gauges and close finished windows (the worker calls this every
