@@ -19,10 +19,11 @@ with its own baseline, learned online from the windows before it:
   one-point wobble;
 - negative volume ``k`` has its own weighted mean ``c``; ``ratio = k / max(c, 1)``;
 - ``z`` is 0 and ``ratio`` 1 until the brand learned ``BRAND_BASELINE_WARMUP_WINDOWS`` windows;
-- the baseline then learns the window, clipped to ``m + 3 sd`` (share) and ``3 max(c, 1)`` (volume), so
+- the baseline then learns the window, clipped to ``m +- 3 sd`` (share) and ``3 max(c, 1)`` (volume), so
   a crisis does not become "normal" within a few windows: it is absorbed over the half-life;
-- the window the worker started in (partial) and windows emitted at shutdown are not learned; windows
-  skipped while the worker was idle are learned as empty (at most ``_MAX_GAP_WINDOWS`` of them).
+- the first window the worker counts posts in (it started part-way through it) and windows emitted at
+  shutdown are not learned; windows that passed while the worker was idle are learned as empty (at most
+  ``_MAX_GAP_WINDOWS`` of them).
 
 The thresholds (z, minimum posts, ratio) live in the alert rules, not here: the worker exports the
 deviation, Prometheus decides (``deploy/prometheus/alerts.yml``: BrandSentimentDrop, BrandNegativeSpike).
