@@ -32,7 +32,8 @@ deviation, Prometheus decides (``deploy/prometheus/alerts.yml``: BrandSentimentD
 token's pull (its contribution to the negative minus the positive logit; > 0 pulls negative). Per brand
 and window it sums the pull of every token in posts scored negative that pulls negative, and the
 opposite pull of every token in posts scored positive that pulls positive; stop words, masked URLs and
-handles, lexicon tokens (``__...__``), punctuation, numbers and the brand's own name are left out. The
+handles, lexicon tokens (``__...__``), punctuation, numbers, single letters and the brand's own name are
+left out. The
 tallies are pruned to their strongest entries when they grow, so memory is bounded; each closed window
 record carries the top ``BRAND_TOP_TERMS`` of each side.
 """
@@ -76,7 +77,7 @@ STOP_WORDS = frozenset(
     they'd they'll they're they've this those through to too u under until us very via was wasn't we
     we'd we'll we're we've were weren't what what's when when's where where's which while who who's whom
     why why's will with won't would wouldn't you you'd you'll you're you've your yours yourself yourselves
-    'll 're 's 've 'd 'm n't""".split()  # noqa: SIM905 - a word list reads better as text
+    'll 're 's 've 'd 'm n't dont cant wont didnt doesnt isnt ive youre thats""".split()  # noqa: SIM905
 )
 _MASKED = frozenset({"url", "@user"})
 _HAS_LETTER = re.compile(r"[^\W\d_]")
@@ -101,7 +102,8 @@ def is_term(token: str) -> bool:
     known = _TERM_CACHE.get(token)
     if known is None:
         known = (
-            token not in STOP_WORDS
+            len(token) > 1  # a lone letter ("f", "u") explains nothing
+            and token not in STOP_WORDS
             and token.lower() not in _MASKED
             and not (token.startswith("__") and token.endswith("__"))
             and _HAS_LETTER.search(token) is not None
