@@ -9,6 +9,7 @@ from schemas.deadletter import DeadLetterHeader, DeadLetterReason
 from schemas.labels import LABELS, Label
 from schemas.mention import MAX_TEXT_CHARS, Mention
 from schemas.model_info import ModelFile, ModelInfo, ModelRef
+from schemas.reputation import ReputationWindow, TermPull
 from schemas.sentiment import LabelScores, SentimentResult
 
 __all__ = [
@@ -26,5 +27,7 @@ __all__ = [
     "ModelRef",
     "PredictRequest",
     "PredictResponse",
+    "ReputationWindow",
     "SentimentResult",
+    "TermPull",
 ]

@@ -116,3 +116,53 @@ def test_demo_uses_a_given_cluster_and_stops_cleanly_on_ctrl_c(
     assert len({r.key() for r in results}) == scored
     assert all(orjson.loads(r.value())["label"] in ("negative", "neutral", "positive") for r in results)
     assert dead == bad
+
+
+def test_demo_scripts_a_crisis_and_the_board_shows_deviation_alert_and_complaints(
+    tmp_path: Path, small_model: Path, data_dir: Path
+) -> None:
+    """acme's mood turns sharply negative part-way through: its z-score rises past the alert threshold,
+    the board shows BrandSentimentDrop's condition met, and acme's complaint terms are the crisis's."""
+    from sentiment_model import normalize
+    from worker.demo.board import DROP_ZSCORE
+    from worker.demo.posts import CRISIS_PHRASES
+    from worker.reputation import is_term
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.demo",
+            *("--duration", "50", "--crisis-brand", "acme", "--crisis-after", "26"),
+            *("--window-seconds", "2", "--warmup-windows", "6", "--workers", "1", "--rate", "300"),
+            *("--refresh", "2", "--bad-share", "0.01"),
+        ],
+        env=demo_env(tmp_path, small_model, data_dir),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    assert "demo OK" in output
+    # acme's rows, table after table: last window's negative share, baseline, z, volume ratio, condition
+    row = re.compile(
+        r"^acme .*?(\d+)%\s+(\d+)%\s+([-+]\d+\.\d)\s+(\d+\.\d)\s+(ok|DROP SPIKE|DROP|SPIKE)", re.MULTILINE
+    )
+    crisis_at = output.index("acme in crisis since")
+    calm = [m for m in row.finditer(output) if m.start() < crisis_at]
+    crisis = [m for m in row.finditer(output) if m.start() > crisis_at]
+    assert calm and crisis, output[-4000:]
+    assert all(abs(float(m.group(3))) < DROP_ZSCORE and m.group(5) == "ok" for m in calm[-2:]), calm
+    peak = max(crisis, key=lambda m: float(m.group(3)))
+    assert float(peak.group(3)) > DROP_ZSCORE and "DROP" in peak.group(5), peak.group(0)
+    assert int(peak.group(1)) > int(peak.group(2)) + 20  # the window's negative share far above baseline
+    assert "alert conditions met during the run: acme: DROP" in output
+    table = final_table(output)
+    complaints = re.search(r"^acme\s+- (.+?)\s{3}\+", table, re.MULTILINE)
+    assert complaints, table
+    phrases = (normalize(phrase.format(b="Acme")).split() for phrase in CRISIS_PHRASES)
+    crisis_words = {token for tokens in phrases for token in tokens if is_term(token)}
+    shown = set(complaints.group(1).split(", "))
+    assert len(shown & crisis_words) >= 2, (shown, crisis_words)

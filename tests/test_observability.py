@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -51,8 +52,12 @@ ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
 GRAFANA_DIR = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA_DIR / "dashboards" / "online-reputation.json"
 
-#: Series Prometheus itself creates for every target, which rules and panels may query.
-PROMETHEUS_SERIES = {"up"}
+#: Series Prometheus itself creates, which rules and panels may query, with their label names: ``up`` for
+#: every target, ``ALERTS`` for every pending or firing alert (with the rule's labels).
+PROMETHEUS_SERIES: dict[str, set[str]] = {
+    "up": set(),
+    "ALERTS": {"alertname", "alertstate", "severity", "brand"},
+}
 #: Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance"}
 #: Grafana variables and what the live test substitutes for them ($brand: every brand, as "All" does).
@@ -175,7 +180,7 @@ def check_expr(expr: str, exported: dict[str, set[str]]) -> list[str]:
     """Problems of one expression: unknown metrics, matchers on labels the metric lacks, grouping by labels
     none of its metrics has."""
     problems = []
-    known = {**exported, **{name: set() for name in PROMETHEUS_SERIES}}
+    known = {**exported, **PROMETHEUS_SERIES}
     names = metric_names(expr)
     problems += [f"{name}: not exported by the worker or the API" for name in sorted(names - known.keys())]
     for name, matchers in SELECTOR.findall(expr):
@@ -328,7 +333,13 @@ def test_dashboard_is_well_formed() -> None:
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     rows = [p["title"] for p in panels if p["type"] == "row"]
-    assert rows == ["Brand reputation", "Pipeline health", "Model & API", "Model drift & hot-reload"]
+    assert rows == [
+        "Brand reputation",
+        "Crisis detection",
+        "Pipeline health",
+        "Model & API",
+        "Model drift & hot-reload",
+    ]
     cells: dict[tuple[int, int], str] = {}
     for panel in panels:
         pos = panel["gridPos"]
@@ -374,6 +385,10 @@ def test_dashboard_only_queries_exported_metrics(exported: dict[str, set[str]]) 
         "sentiment_requests_total",
         "sentiment_request_errors_total",
         "sentiment_request_latency_seconds_bucket",
+        "sentiment_brand_negative_share_zscore",
+        "sentiment_brand_negative_share_baseline",
+        "sentiment_brand_negative_volume_ratio",
+        "ALERTS",
     ):
         assert name in used, name
 
@@ -507,14 +522,16 @@ class Prometheus(LocalServer):
 
 @contextlib.contextmanager
 def running_prometheus(
-    tools: PrometheusTools, folder: Path, worker_port: int, api_port: int
+    tools: PrometheusTools, folder: Path, worker_port: int, api_port: int, rules: Path | None = None
 ) -> Iterator[Prometheus]:
     """The shipped config with the compose targets swapped for local ports, scraping and evaluating every
-    second, with the shipped alert rules loaded."""
+    second, with the shipped alert rules loaded (or ``rules``)."""
     port = free_port()
     config = load_yaml(PROMETHEUS_CONFIG)
     config["global"] = {**config["global"], "scrape_interval": "1s", "evaluation_interval": "1s"}
-    config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
+    config["rule_files"] = (
+        [str(rules)] if rules else [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
+    )
     targets = {"worker": worker_port, "api": api_port, "prometheus": port}
     for job in config["scrape_configs"]:
         job.pop("dns_sd_configs", None)  # no DNS here: the worker job gets a static target instead
@@ -779,3 +796,143 @@ def test_prometheus_scrapes_the_real_worker_and_api(
             checked += 1
         assert without_data == [], "dashboard queries without data after real traffic"
         assert checked >= 25
+
+
+# --- (e) crisis detection: a real Prometheus evaluates the brand rules on a real worker ---------------------
+
+#: The live test runs the shipped brand rules on 2 s windows instead of 60 s: their `for` (90 s, one and a
+#: half windows) shrinks by the same factor, so "two windows in a row" still means the same thing.
+CRISIS_WINDOW_SECONDS = 2
+BRAND_ALERTS = ("BrandSentimentDrop", "BrandNegativeSpike")
+
+
+def rules_for_windows_of(seconds: int, folder: Path) -> Path:
+    """alerts.yml with the brand rules' ``for`` scaled from 60 s windows to ``seconds``, else as shipped."""
+    config = load_yaml(ALERTS)
+    scaled = 0
+    for group in config["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") in BRAND_ALERTS:
+                assert rule["for"] == "90s", rule
+                rule["for"] = f"{90 * seconds // 60}s"
+                scaled += 1
+    assert scaled == len(BRAND_ALERTS)
+    path = folder / "alerts.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class PaceProducer:
+    """The demo's post stream (real TweetEval tweets, each brand its own mood) at a steady rate, on a
+    thread; :meth:`crisis` turns one brand into the demo's scripted crisis."""
+
+    def __init__(self, kafka: str, topic: str, data_dir: Path, rate: float) -> None:
+        from worker.demo.posts import PostStream
+
+        self.stream = PostStream(["acme", "globex", "initech"], unique("run"), data_dir, bad_share=0, seed=5)
+        self.producer = ck.Producer({"bootstrap.servers": kafka, "linger.ms": 20})
+        self.topic, self.rate = topic, rate
+        self.stopping = False
+        self.produced = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        owed, tick = 0.0, 0.05
+        while not self.stopping:
+            owed += self.rate * tick
+            while owed >= 1:
+                owed -= 1
+                post = next(self.stream)
+                self.producer.produce(self.topic, post.value, post.key)
+                self.produced += 1
+            self.producer.poll(0)
+            time.sleep(tick)
+        self.producer.flush(30)
+
+    def crisis(self, brand: str) -> None:
+        self.stream.start_crisis(brand)
+
+    def __enter__(self) -> PaceProducer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping = True
+        self.thread.join(40)
+
+
+def test_prometheus_fires_brand_sentiment_drop_for_the_brand_in_crisis_only(
+    prometheus_tools: PrometheusTools, kafka: str, small_model: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """A calm stream, then the scripted crisis for acme: on the calm stream no brand alert fires; in the
+    crisis BrandSentimentDrop fires for acme and nothing fires for any other brand."""
+    topics = {name: unique(name.lower()) for name in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DLQ_TOPIC")}
+    probe = ck.Producer({"bootstrap.servers": kafka})
+    for topic in topics.values():  # the mock cluster creates topics on a metadata request
+        probe.list_topics(topic, timeout=10)
+    warmup = 8
+    worker = WorkerProcess(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "MODEL_PATH": str(small_model),
+            "BRANDS": "acme,globex,initech",
+            "CONSUMER_GROUP": unique("group"),
+            "REPUTATION_TOPIC": "",  # the detector works without the topic
+            "REPUTATION_WINDOW_SECONDS": str(CRISIS_WINDOW_SECONDS),
+            "BRAND_BASELINE_WARMUP_WINDOWS": str(warmup),
+            "MODEL_POLL_INTERVAL_SECONDS": "0",
+            **topics,
+        },
+        tmp_path / "worker.log",
+    )
+    rules = rules_for_windows_of(CRISIS_WINDOW_SECONDS, tmp_path)
+    with contextlib.ExitStack() as stack:
+        stack.callback(worker.stop)
+        worker.start()
+        prometheus = stack.enter_context(
+            running_prometheus(prometheus_tools, tmp_path, worker.metrics_port, free_port(), rules)
+        )
+
+        def died() -> str | None:
+            if worker.process is not None and worker.process.poll() is not None:
+                return f"the worker exited ({worker.process.returncode}):\n{worker.log}"
+            return prometheus.died()
+
+        wait_for("the worker to join its group", lambda: "assigned partitions" in worker.log, 60, died)
+        wait_for("a scrape of the worker", lambda: prometheus.scalar('up{job="worker"}') == 1, 30, died)
+        stream = stack.enter_context(PaceProducer(kafka, topics["INPUT_TOPIC"], data_dir, rate=200))
+        calm_started = time.time()
+
+        def learned() -> float:
+            return prometheus.scalar('min(sentiment_brand_baseline_windows{brand="acme"})') or 0.0
+
+        calm_windows = warmup + 10
+        wait_for("the baselines to learn the calm stream", lambda: learned() >= calm_windows, 90, died)
+        calm_seconds = int(time.time() - calm_started) + 1
+        fired_calm = prometheus.query(
+            f'max_over_time(ALERTS{{alertname=~"{"|".join(BRAND_ALERTS)}"}}[{calm_seconds}s])'
+        )
+        assert [
+            (r["metric"]["alertname"], r["metric"]["brand"], r["metric"]["alertstate"])
+            for r in fired_calm
+            if r["metric"]["alertstate"] == "firing"
+        ] == []
+        # the calm stream had enough posts per window for the rule to judge it, and acme is calm
+        assert prometheus.scalar('sum(sentiment_brand_last_window_posts{brand="acme"})') >= 30
+        assert abs(prometheus.scalar('sentiment_brand_negative_share_zscore{brand="acme"}') or 0) < 3
+
+        stream.crisis("acme")
+        crisis_started = time.time()
+
+        def acme_fires() -> bool:
+            firing = prometheus.values('ALERTS{alertname="BrandSentimentDrop", alertstate="firing"}')
+            return any(dict(labels).get("brand") == "acme" for labels in firing)
+
+        wait_for("BrandSentimentDrop to fire for acme", acme_fires, 60, died)
+        took = time.time() - crisis_started
+        assert prometheus.scalar('sentiment_brand_negative_share_zscore{brand="acme"}') > 3
+        alerts = prometheus.values(f'ALERTS{{alertname=~"{"|".join(BRAND_ALERTS)}"}}')
+        assert {dict(labels)["brand"] for labels in alerts} == {"acme"}, alerts
+        print(
+            f"BrandSentimentDrop fired for acme {took:.1f}s into the crisis, {CRISIS_WINDOW_SECONDS}s windows"
+        )

@@ -34,6 +34,7 @@ from worker.metrics import Heartbeat, WorkerMetrics
 from worker.processing import TRANSACTION_HEADER, Rejected, dead_letter_headers, model_headers
 from worker.reputation import Reputation
 from worker.settings import WorkerSettings
+from worker.term_pull import token_pulls
 
 log = logging.getLogger("worker")
 
@@ -98,7 +99,11 @@ class Worker:
         )
         self.drift.set_model((model.metrics or {}).get("reference"), predictor.vocabulary())
         self.reputation = Reputation(
-            metrics, settings.gauge_windows, settings.reputation_window_seconds, settings.client_id
+            metrics,
+            settings.gauge_windows,
+            settings.reputation_window_seconds,
+            settings.client_id,
+            **settings.brand_detector_options,
         )
         self.reputation_topic: str | None = None  # decided in start()
         self.model_ops = ModelOperations(settings, metrics.model_ops, self._promote, scored_by="batch")
@@ -133,6 +138,7 @@ class Worker:
         )
         log.info("topics: %s", ", ".join(f"{t} ({n} partitions)" for t, n in partitions.items()))
         self.reputation_topic = self._reputation_topic()
+        self.reputation.publish = self.reputation_topic is not None
         if ModelOperations.enabled(s):
             self.model_ops.start(self.model)
         if s.exactly_once:
@@ -218,10 +224,12 @@ class Worker:
             scored = self._predict(lines)
             label_ids = scored.label_ids
             self._produce_results(records, decoded, scored, label_ids, now)
-            per_label = self.metrics.count_predictions(
-                self.metrics.brand_indices(decoded.column("brand")), label_ids
-            )
+            brand_ids = self.metrics.brand_indices(decoded.column("brand"))
+            per_label = self.metrics.count_predictions(brand_ids, label_ids)
             self.reputation.observe(per_label, now)
+            tokens, pulls = token_pulls(self.predictor, lines)  # stand-in for the scorer's contributions
+            brand_names = [self.metrics.brand_names[i] for i in brand_ids.tolist()]
+            self.reputation.observe_terms(brand_names, label_ids, tokens, pulls, now)
             self._emit_reputation(now)
         if decoded.rejected:
             self._produce_dead_letters(decoded.rejected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -79,6 +79,23 @@ class WorkerSettings(ModelSettings):
     reputation_gauge_windows: str = Field(
         "300,3600", description="sliding windows (seconds) of the per-brand net-sentiment gauges"
     )
+    # Crisis detection per brand (worker/reputation.py documents the math; alerts.yml holds the thresholds).
+    brand_baseline_half_life_windows: float = Field(
+        30.0, gt=0, description="half-life, in reputation windows, of each brand's learned baseline"
+    )
+    brand_baseline_warmup_windows: int = Field(
+        10, ge=1, description="windows a brand's baseline learns before its deviation gauges move"
+    )
+    brand_share_std_floor: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="smallest standard deviation of a brand's negative share: a very steady brand does "
+        "not page on a one-point wobble",
+    )
+    brand_top_terms: int = Field(
+        10, ge=0, le=10, description="terms pulling negative / positive per brand window (0: off)"
+    )
 
     @field_validator("brands")
     @classmethod
@@ -115,6 +132,17 @@ class WorkerSettings(ModelSettings):
     def gauge_windows(self) -> list[int]:
         """Sliding windows of the per-brand gauges, in seconds."""
         return [int(w) for w in self.reputation_gauge_windows.split(",") if w.strip()]
+
+    @property
+    def brand_detector_options(self) -> dict[str, Any]:
+        """The crisis detector's and term tally's settings, as :class:`worker.reputation.Reputation`
+        takes them."""
+        return {
+            "half_life_windows": self.brand_baseline_half_life_windows,
+            "warmup_windows": self.brand_baseline_warmup_windows,
+            "std_floor": self.brand_share_std_floor,
+            "top_terms": self.brand_top_terms,
+        }
 
     @property
     def exactly_once(self) -> bool:

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sentiment_model import ResolvedModel
 from sentiment_model.resolve import LOCAL_REPO
-from worker.demo.board import Board
+from worker.demo.board import Board, BrandDeviation
 from worker.demo.posts import DEFAULT_MOODS, Post, PostStream
 from worker.demo.processes import Child, port_or_free
 from worker.kafka.admin import ensure_topics
@@ -44,6 +44,16 @@ log = logging.getLogger("demo")
 
 DEMO_DIR = Path(os.environ.get("DEMO_MODEL_DIR", "models/demo"))
 DEMO_PARTITIONS = 4  # what the mock cluster auto-creates; also used for CreateTopics on a real cluster
+#: The workers' crisis gauges the board shows, and the field of BrandDeviation.from_workers each fills.
+_CRISIS_GAUGES = {
+    "sentiment_brand_negative_share_zscore": "zscore",
+    "sentiment_brand_negative_volume_ratio": "ratio",
+    "sentiment_brand_negative_share": "share",
+    "sentiment_brand_negative_share_baseline": "baseline",
+    "sentiment_brand_baseline_windows": "learned",
+    "sentiment_brand_last_window_posts": "posts",
+}
+_CRISIS_FIELDS = ("zscore", "ratio", "share", "baseline", "learned", "posts", "negatives")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,6 +84,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="share of deliberately bad records, to show the dead-letter topic (default 0.01)",
     )
     parser.add_argument(
+        "--crisis-brand",
+        default=os.environ.get("DEMO_CRISIS_BRAND", "acme"),
+        help="brand whose mood turns sharply negative part-way through (scripted crisis); '' for none",
+    )
+    parser.add_argument(
+        "--crisis-after",
+        type=float,
+        default=float(os.environ.get("DEMO_CRISIS_AFTER", "60")),
+        help="seconds of calm stream before the crisis starts (default 60)",
+    )
+    parser.add_argument(
+        "--window-seconds",
+        type=int,
+        default=int(os.environ.get("DEMO_WINDOW_SECONDS", "5")),
+        help="the workers' reputation window (REPUTATION_WINDOW_SECONDS; default 5, production 60)",
+    )
+    parser.add_argument(
+        "--warmup-windows",
+        type=int,
+        default=int(os.environ.get("DEMO_WARMUP_WINDOWS", "6")),
+        help="windows each brand's baseline learns before it can alert (default 6)",
+    )
+    parser.add_argument(
         "--refresh",
         type=float,
         default=None,
@@ -89,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     from training.demo import get_model  # training code only when the demo runs, not on worker import
 
     model = get_model()
-    settings = WorkerSettings(brands=os.environ.get("BRANDS") or ",".join(DEFAULT_MOODS))
+    settings = WorkerSettings(
+        brands=os.environ.get("BRANDS") or ",".join(DEFAULT_MOODS),
+        reputation_window_seconds=args.window_seconds,
+        brand_baseline_warmup_windows=args.warmup_windows,
+    )
     stop = _install_stop_handler()
     with ExitStack() as stack:
         bootstrap = stack.enter_context(_broker(settings))
@@ -131,7 +168,13 @@ def _start_services(
 ) -> tuple[list[Child], Child, int]:
     """Workers and the API, started together and awaited until ready (stopped by ``stack``)."""
     logs = DEMO_DIR / "logs"
-    common = {**_model_env(model), "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BRANDS": settings.brands}
+    common = {
+        **_model_env(model),
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "BRANDS": settings.brands,
+        "REPUTATION_WINDOW_SECONDS": str(settings.reputation_window_seconds),
+        "BRAND_BASELINE_WARMUP_WINDOWS": str(settings.brand_baseline_warmup_windows),
+    }
     workers = []
     for i in range(count):
         port = port_or_free(9108 + i)
@@ -191,17 +234,28 @@ class Demo:
         )
         self.tty = sys.stdout.isatty()
         self.refresh = args.refresh or (1.0 if self.tty else 5.0)
+        self.reputation_topic = (
+            None if settings.reputation_topic == "" else settings.reputation_topic or "reputation"
+        )
+        self.crisis_brand = args.crisis_brand.lower() or None
+        if self.crisis_brand:
+            self.board.crisis_line = (
+                f"scripted crisis: {self.crisis_brand}'s mood turns sharply negative after "
+                f"{args.crisis_after:.0f}s (an outage)"
+            )
 
     def run(self) -> int:
         """Stream until stopped, then drain and report. Returns the exit code."""
         reader = self._reader()  # positioned before the first post is produced
         producer = threading.Thread(target=self._produce, name="demo-producer", daemon=True)
         producer.start()
-        deadline = time.monotonic() + self.args.duration if self.args.duration > 0 else float("inf")
+        started = time.monotonic()
+        deadline = started + self.args.duration if self.args.duration > 0 else float("inf")
         next_draw = time.monotonic()
         try:
             while not self.stop.is_set() and time.monotonic() < deadline:
                 self._read(reader)
+                self._maybe_start_crisis(started)
                 if not all(w.alive() for w in self.workers):
                     dead = next(w for w in self.workers if not w.alive())
                     print(f"\n{dead.name} exited unexpectedly; its log ends with:\n{dead.tail()}", flush=True)
@@ -218,6 +272,17 @@ class Demo:
         codes = [w.stop(self.settings.shutdown_timeout_seconds + 5) for w in self.workers]
         self._draw(final=True)
         return self._verdict(codes)
+
+    def _maybe_start_crisis(self, started: float) -> None:
+        """Script the crisis once ``--crisis-after`` seconds have passed (the producer picks it up)."""
+        if not self.crisis_brand or self.stream.crisis_brand is not None:
+            return
+        if time.monotonic() - started >= self.args.crisis_after:
+            self.stream.start_crisis(self.crisis_brand)
+            self.board.crisis_line = (
+                f"scripted crisis: {self.crisis_brand} in crisis since {self.args.crisis_after:.0f}s "
+                "(an outage)"
+            )
 
     def _produce(self) -> None:
         """Produce posts at the configured rate (batched per tick; the producer is asynchronous)."""
@@ -262,7 +327,8 @@ class Demo:
             }
         )
         assignment = []
-        for topic in (self.settings.output_topic, self.settings.dlq_topic):
+        topics = [self.settings.output_topic, self.settings.dlq_topic]
+        for topic in topics + ([self.reputation_topic] if self.reputation_topic else []):
             metadata = consumer.list_topics(topic, timeout=10).topics[topic]
             for partition in metadata.partitions:
                 _, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, partition), timeout=10)
@@ -273,6 +339,9 @@ class Demo:
     def _read(self, consumer: ck.Consumer) -> None:
         prefix = f"{self.run_id}-".encode()
         for record in consumer.consume(1000, 0.2):
+            if record.error() is None and record.topic() == self.reputation_topic:
+                self.board.add_window(orjson.loads(record.value() or b"{}"))  # terms of a closed window
+                continue
             if record.error() is not None or not (record.key() or b"").startswith(prefix):
                 continue  # another run's records, on a shared cluster
             if record.topic() == self.settings.output_topic:
@@ -313,8 +382,9 @@ class Demo:
             self.api_line = f"API /predict failed: {exc}"
 
     def _lag(self) -> int | None:
-        """Consumer lag summed over the workers' /metrics."""
+        """Consumer lag summed over the workers' /metrics; the brands' crisis gauges go to the board."""
         total = 0.0
+        per_brand: dict[str, list[dict[str, float]]] = {}
         for worker in self.workers:
             try:
                 url = f"http://127.0.0.1:{worker.port}/metrics"
@@ -322,9 +392,22 @@ class Demo:
                     text = response.read().decode()
             except OSError:
                 return None
+            gauges: dict[str, dict[str, float]] = {}
             for family in text_string_to_metric_families(text):
                 if family.name == "sentiment_consumer_lag_records":
                     total += sum(sample.value for sample in family.samples)
+                field = _CRISIS_GAUGES.get(family.name)
+                for sample in family.samples if field else []:
+                    of = gauges.setdefault(sample.labels["brand"], dict.fromkeys(_CRISIS_FIELDS, 0.0))
+                    if field == "posts":
+                        of["posts"] += sample.value
+                        if sample.labels.get("sentiment") == "negative":
+                            of["negatives"] = sample.value
+                    elif field is not None:
+                        of[field] = sample.value
+            for brand, values in gauges.items():
+                per_brand.setdefault(brand, []).append(values)
+        self.board.set_deviations({b: BrandDeviation.from_workers(w) for b, w in per_brand.items()})
         return int(total)
 
     def _draw(self, final: bool = False) -> None:

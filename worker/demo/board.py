@@ -11,6 +11,13 @@ from schemas import LABELS
 
 _BAR_WIDTH = 20
 
+# The alert rules' thresholds (deploy/prometheus/alerts.yml; tests/test_crisis.py checks they agree), so
+# the board shows when a rule's condition is met without running Prometheus.
+DROP_ZSCORE = 3.0  # BrandSentimentDrop: negative share this many standard deviations above the baseline
+DROP_MIN_POSTS = 30  # ... in a window with at least this many posts
+SPIKE_RATIO = 3.0  # BrandNegativeSpike: this many times the usual negative posts per window
+SPIKE_MIN_NEGATIVES = 20  # ... and at least this many negative posts
+
 
 @dataclass
 class BrandTally:
@@ -30,6 +37,63 @@ class BrandTally:
 
 
 @dataclass
+class BrandDeviation:
+    """A brand's crisis gauges as the alert rules read them: over the workers that counted enough posts
+    in their last window, the lowest deviation (every one of them must see it)."""
+
+    zscore: float = 0.0
+    volume_ratio: float = 1.0
+    share: float = 0.0
+    baseline: float = 0.0
+    posts: int = 0
+    learned: int = 0
+    drop: bool = False  # BrandSentimentDrop's condition is met this window
+    spike: bool = False  # BrandNegativeSpike's
+
+    @classmethod
+    def from_workers(cls, per_worker: list[dict[str, float]]) -> BrandDeviation:
+        """``per_worker``: each worker's gauges of the brand (``zscore``, ``ratio``, ``posts``,
+        ``negatives``, ``share``, ``baseline``, ``learned``)."""
+        if not per_worker:
+            return cls()
+        judged = [w for w in per_worker if w["posts"] >= DROP_MIN_POSTS]
+        spiking = [w for w in per_worker if w["negatives"] >= SPIKE_MIN_NEGATIVES]
+        shown = judged or per_worker
+        z = min(w["zscore"] for w in shown)
+        ratio = min(w["ratio"] for w in (spiking or per_worker))
+        return cls(
+            zscore=z,
+            volume_ratio=ratio,
+            share=sum(w["share"] for w in shown) / len(shown),
+            baseline=sum(w["baseline"] for w in shown) / len(shown),
+            posts=int(sum(w["posts"] for w in per_worker)),
+            learned=int(min(w["learned"] for w in per_worker)),
+            drop=bool(judged) and z > DROP_ZSCORE,
+            spike=bool(spiking) and ratio > SPIKE_RATIO,
+        )
+
+    @property
+    def alert(self) -> str:
+        """What the board shows in the alert column."""
+        conditions = [name for name, met in (("DROP", self.drop), ("SPIKE", self.spike)) if met]
+        return " ".join(conditions) or "ok"
+
+
+@dataclass
+class WindowTerms:
+    """The newest closed window of one brand, summed over the workers' records."""
+
+    window_start: str = ""
+    negative: dict[str, float] = field(default_factory=dict)  # term -> summed pull
+    positive: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def strongest(side: dict[str, float], n: int) -> list[str]:
+        """The ``n`` terms with the largest summed pull."""
+        return [term for term, _ in sorted(side.items(), key=lambda item: (-item[1], item[0]))[:n]]
+
+
+@dataclass
 class Board:
     """Everything the demo shows, fed with results and dead letters as they are read back."""
 
@@ -43,6 +107,29 @@ class Board:
     revisions: Counter[str] = field(default_factory=Counter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
     started: float = field(default_factory=time.monotonic)
+    deviations: dict[str, BrandDeviation] = field(default_factory=dict)
+    terms: dict[str, WindowTerms] = field(default_factory=dict)
+    crisis_line: str = ""
+    alerts_seen: dict[str, set[str]] = field(default_factory=dict)  # brand -> conditions met at some point
+
+    def add_window(self, record: dict[str, object]) -> None:
+        """One record of the reputation topic: keep the newest window's terms per brand."""
+        brand, start = str(record["brand"]), str(record["window_start"])
+        current = self.terms.get(brand)
+        if current is None or start > current.window_start:
+            current = self.terms[brand] = WindowTerms(start)
+        elif start < current.window_start:
+            return  # an older window arriving late
+        for side, key in ((current.negative, "top_negative_terms"), (current.positive, "top_positive_terms")):
+            for entry in record.get(key) or []:  # type: ignore[attr-defined]
+                side[str(entry["term"])] = side.get(str(entry["term"]), 0.0) + float(entry["pull"])
+
+    def set_deviations(self, deviations: dict[str, BrandDeviation]) -> None:
+        """The crisis gauges of the latest scrape of the workers."""
+        self.deviations = deviations
+        for brand, deviation in deviations.items():
+            if deviation.drop or deviation.spike:
+                self.alerts_seen.setdefault(brand, set()).update(deviation.alert.split())
 
     def add_result(self, result: dict[str, object]) -> None:
         """Count one result record (duplicates, possible under at-least-once, are counted once)."""
@@ -81,15 +168,41 @@ class Board:
     def render(self, header: list[str], footer: list[str]) -> str:
         """The table as text (no colours: it must read the same in a CI log)."""
         lines = [*header, ""]
-        lines.append(f"{'brand':<10} {'posts':>7} {'neg':>6} {'neu':>6} {'pos':>6} {'net':>6}  mood")
-        for brand in sorted(self.brands, key=lambda b: (b == "other", -self.brands[b].total, b)):
+        lines.append(
+            f"{'brand':<10} {'posts':>7} {'neg':>6} {'neu':>6} {'pos':>6} {'net':>6}  "
+            f"{'mood':<{_BAR_WIDTH + 1}}  {'window neg':>10} {'baseline':>8} {'z':>6} {'neg x':>6}  alert"
+        )
+        ordered = sorted(self.brands, key=lambda b: (b == "other", -self.brands[b].total, b))
+        for brand in ordered:
             tally = self.brands[brand]
             shares = [tally.counts[label] / tally.total for label in LABELS]
+            d = self.deviations.get(brand)
+            crisis = (
+                f"  {d.share:>10.0%} {d.baseline:>8.0%} {d.zscore:>+6.1f} {d.volume_ratio:>6.1f}  {d.alert}"
+                + ("" if d.learned else "  (learning)")
+                if d is not None
+                else ""
+            )
             lines.append(
                 f"{brand:<10} {tally.total:>7} "
                 + " ".join(f"{share:>6.0%}" for share in shares)
-                + f" {tally.net:>+6.2f}  {_mood_bar(tally.net)}"
+                + f" {tally.net:>+6.2f}  {_mood_bar(tally.net):<{_BAR_WIDTH + 1}}"
+                + crisis
             )
+        if self.crisis_line:
+            lines += ["", self.crisis_line]
+        if self.terms:
+            lines += ["", "what people complain about / praise (newest closed window, top terms by pull):"]
+            for brand in ordered:
+                terms = self.terms.get(brand)
+                if terms is None:
+                    continue
+                negative = ", ".join(terms.strongest(terms.negative, 6)) or "-"
+                positive = ", ".join(terms.strongest(terms.positive, 4)) or "-"
+                lines.append(f"{brand:<10} - {negative}   + {positive}")
+        if self.alerts_seen:
+            seen = "; ".join(f"{b}: {' '.join(sorted(c))}" for b, c in sorted(self.alerts_seen.items()))
+            lines.append(f"alert conditions met during the run: {seen}")
         elapsed = max(time.monotonic() - self.started, 1e-9)
         p50, p99 = self.latency_quantile(0.5), self.latency_quantile(0.99)
         lines += [

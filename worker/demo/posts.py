@@ -26,6 +26,17 @@ DEFAULT_MOODS: dict[str, tuple[float, float, float]] = {
     "initech": (0.20, 0.60, 0.20),
     "umbrella": (0.35, 0.35, 0.30),
 }
+#: The scripted crisis: once started, the crisis brand's posts turn mostly negative and most of its
+#: negative posts tell of one incident (an outage), in these words; the rest stays a real tweet.
+CRISIS_MOOD: tuple[float, float, float] = (0.75, 0.20, 0.05)
+CRISIS_SHARE = 0.8  # of the crisis brand's negative posts that tell of the incident
+CRISIS_PHRASES: tuple[str, ...] = (
+    "{b} app outage again, still broken",
+    "waiting for hours, {b} outage and nobody answers",
+    "{b} cancelled my order during the outage. broken service",
+    "the {b} app has been broken all day, waiting for a fix",
+    "lost my data in the {b} outage",
+)
 OTHER_BRANDS = ("hooli", "stark")  # not configured: the worker labels them "other"
 SOURCES = ("twitter", "reddit", "news", "forum")
 BAD_KINDS = ("invalid_json", "missing_text", "blank_text", "not_an_object")
@@ -108,6 +119,19 @@ class PostStream:
         self.rng = random.Random(seed)
         self.pool = TextPool(data_dir)
         self._count = 0
+        self.crisis_brand: str | None = None
+
+    def start_crisis(self, brand: str) -> None:
+        """From the next post on, ``brand`` is in the scripted crisis (:data:`CRISIS_PHRASES`)."""
+        self.crisis_brand = brand.lower()
+        self.moods[self.crisis_brand] = CRISIS_MOOD
+
+    def _text(self, label: str, brand: str) -> str:
+        text = self.pool.draw(self.rng, label, brand)
+        if brand == self.crisis_brand and label == "negative" and self.rng.random() < CRISIS_SHARE:
+            phrase = self.rng.choice(CRISIS_PHRASES).format(b=brand.capitalize())
+            return f"{phrase} {text}" if self.rng.random() < 0.5 else f"{text} {phrase}"
+        return text
 
     def __iter__(self) -> Iterator[Post]:
         return self
@@ -125,7 +149,7 @@ class PostStream:
         label = self.rng.choices(LABELS, self.moods[brand])[0]
         document = {
             "id": post_id,
-            "text": self.pool.draw(self.rng, label, brand),
+            "text": self._text(label, brand),
             "brand": brand,
             "source": self.rng.choice(SOURCES),
             "created_at": utc_rfc3339(datetime.now(UTC), "milliseconds"),
