@@ -65,8 +65,8 @@ _FNV_OFFSET, _FNV_PRIME = 2166136261, 16777619
 _SIGMOID_TABLE_SIZE, _MAX_SIGMOID = 512, 8
 #: A dequantized/dense input table above this is not copied (the published one is 3.6 MB).
 _MAX_TABLE_BYTES = 512 << 20
-#: Rows x dim of one padded block (float32 values): bounds the scratch memory of a batch.
-_BLOCK_VALUES = 1 << 22
+#: The bucket -> row map of a pruned file takes 4 bytes per bucket (fastText's default is 2,000,000).
+_MAX_BUCKETS = 1 << 26
 #: Lines with more rows than this are summed on their own instead of widening the padded block.
 _LONG_LINE_ROWS = 256
 
@@ -316,7 +316,7 @@ class LinearScorer:
             raise UnsupportedModelError(f"loss {loss} (only softmax=3 and ova=4 are reproduced)")
         if maxn > 0:
             raise UnsupportedModelError(f"char n-grams (minn={minn}, maxn={maxn})")
-        if word_ngrams > 1 and bucket <= 0:
+        if word_ngrams > 1 and not 0 < bucket <= _MAX_BUCKETS:
             raise UnsupportedModelError(f"word n-grams with bucket={bucket}")
         if dim <= 0:
             raise _corrupt(path, f"dim {dim}")
