@@ -73,12 +73,19 @@ def _pack(
 def split_spaces(data: bytes) -> ByteTokens:
     """Maximal runs of non-space bytes (the caller already turned fastText's other separators into
     spaces)."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    inside = np.zeros(buf.size + 2, dtype=np.int8)  # a space on either side
-    np.not_equal(buf, 0x20, out=inside[1:-1], casting="unsafe")
-    edges = np.flatnonzero(np.diff(inside))  # run starts and ends alternate
-    starts = edges[0::2].astype(np.int64)
-    lengths = edges[1::2] - starts
+    # Tokens are what lies between consecutive spaces (one pass over the bytes, then token-sized
+    # arrays); two spaces in a row leave an empty gap, dropped.
+    spaces = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x20)
+    starts = np.empty(spaces.size + 1, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = spaces + 1
+    lengths = np.empty(spaces.size + 1, dtype=np.int64)
+    lengths[:-1] = spaces
+    lengths[-1] = len(data)
+    lengths -= starts
+    if lengths.size and int(lengths.min()) == 0:
+        nonempty = np.flatnonzero(lengths)
+        starts, lengths = starts[nonempty], lengths[nonempty]
     return ByteTokens(data, starts, lengths, _pack(data, starts, lengths))
 
 
@@ -180,7 +187,7 @@ class KeyTable:
         short = lengths <= KEY_BYTES
         everything = bool(short.all())
         pending = np.arange(len(tokens)) if everything else np.flatnonzero(short)
-        chunks = tokens.chunks if everything else tokens.chunks[:, pending]
+        chunks = tokens.chunks if everything else np.take(tokens.chunks, pending, axis=1)
         slot = ((_mix(chunks) * _MIX[3]) >> self._shift).astype(np.int64)
         # Bytes are never zero inside a key, so the three zero-padded chunks identify a key of up to
         # 24 bytes: equal chunks are an exact match, no length needed.
@@ -193,7 +200,7 @@ class KeyTable:
             codes[pending[hit]] = self._code[slot[hit]]
             again = np.flatnonzero(~hit & self._used[slot])
             pending, slot = pending[again], (slot[again] + 1) & self._mask
-            chunks = chunks[:, again]
+            chunks = np.take(chunks, again, axis=1)
         if self._long:
             for i in np.flatnonzero(lengths > KEY_BYTES).tolist():
                 codes[i] = self._long.get(tokens.text(i), MISSING)

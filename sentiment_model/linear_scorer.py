@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import math
 import struct
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +65,8 @@ _SIGMOID_TABLE_SIZE, _MAX_SIGMOID = 512, 8
 _MAX_TABLE_BYTES = 512 << 20
 #: The bucket -> row map of a pruned file takes 4 bytes per bucket (fastText's default is 2,000,000).
 _MAX_BUCKETS = 1 << 26
+#: Rows x dim gathered at once when summing (float32 values): bounds a batch's scratch memory.
+_BLOCK_VALUES = 1 << 21
 #: Lines with more rows than this are summed on their own instead of widening the padded block.
 _LONG_LINE_ROWS = 256
 
@@ -418,7 +418,7 @@ class LinearScorer:
         unknown = np.flatnonzero(w_code < 0)
         w_hash[unknown] = _sign_extend(fnv1a(tokens, word_pos[unknown]))  # ...replaced here
         features = _Features(n, tokens, word_pos)
-        features.add(w_line, w_code, np.arange(word_pos.size, dtype=np.int64), 1)  # -1 (unknown): no row
+        features.add(w_line, w_code, 0)  # an unknown word (-1) has no row
         # Then n-grams (i, i+k), ordered by i then k: one kind per k, interleaved by add_ngrams.
         grams: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
         current = w_hash
@@ -452,20 +452,29 @@ class LinearScorer:
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
         sums = np.zeros((n, self.dim), dtype=np.float32)
-        short = counts[line] <= _LONG_LINE_ROWS
+        long_lines = np.flatnonzero(counts > _LONG_LINE_ROWS)
+        short = counts[line] <= _LONG_LINE_ROWS if long_lines.size else slice(None)
         sorted_counts = np.minimum(counts[order], _LONG_LINE_ROWS)
         width = int(sorted_counts[0]) if n else 0
         if width:
             padded = np.full((width, n), self._pad_row, dtype=np.int64)
             padded[position[short], rank[line[short]]] = row[short]
-            active = np.searchsorted(-sorted_counts, -np.arange(width), side="left").tolist()
-            # Adding column after column is fastText's sequential float32 sum, line by line.
-            for j, k in enumerate(active):
-                sums[:k] += self._table[padded[j, :k]]
-        for long_line in np.flatnonzero(counts > _LONG_LINE_ROWS).tolist():  # rare: thousands of tokens
+            # Lines in blocks of similar length (they are sorted); a block's rows are gathered once,
+            # position-major, and summed over the position axis. numpy sums pairwise only along the
+            # fast axis in memory (np.sum notes); along axis 0 it adds position after position: the same
+            # sequential float32 sum as fastText's loop (the parity tests hold it to that). np.take:
+            # a 2-D row gather by fancy indexing measured 4x slower.
+            block = max(1, _BLOCK_VALUES // (width * self.dim))
+            for begin in range(0, n, block):
+                depth = int(sorted_counts[begin])
+                if depth == 0:
+                    break
+                rows_here = np.take(self._table, padded[:depth, begin : begin + block], axis=0)
+                sums[begin : begin + block] = np.add.reduce(rows_here, axis=0)
+        for long_line in long_lines.tolist():  # rare: thousands of tokens
             mine = np.flatnonzero(line == long_line)
             ordered = row[mine][np.argsort(position[mine])]
-            sums[rank[long_line]] = np.add.accumulate(self._table[ordered], axis=0)[-1]
+            sums[rank[long_line]] = np.add.accumulate(np.take(self._table, ordered, axis=0), axis=0)[-1]
         sums = sums[rank]
         has_rows = counts > 0
         scale = np.zeros(n, dtype=np.float32)
@@ -531,101 +540,65 @@ class LinearScorer:
 
 
 class _Features:
-    """The rows a batch reads, grouped by kind (words, then each n-gram order), with each row's
-    position inside its line: fastText's order is words in token order, then n-grams ``(i, i+k)`` by
-    ``i`` then ``k``."""
+    """The rows a batch reads, grouped by kind (words, then word n-grams), with each row's position
+    inside its line: fastText's order is words in token order, then n-grams ``(i, i+k)`` by ``i`` then
+    ``k``. Which tokens a row spans is decoded only when asked (:meth:`token_rows`)."""
 
     def __init__(self, n: int, tokens: ByteTokens, word_pos: npt.NDArray[np.int64]) -> None:
         self.n, self.tokens, self.word_pos = n, tokens, word_pos
         self.counts = np.zeros(n, dtype=np.int64)
-        self._parts: list[tuple[npt.NDArray[np.int64], ...]] = []
+        # (line, position, row, entry index, n-gram orders: 0 for words)
+        self._parts: list[
+            tuple[
+                npt.NDArray[np.int64],
+                npt.NDArray[np.int64],
+                npt.NDArray[np.int64],
+                npt.NDArray[np.int64],
+                int,
+            ]
+        ] = []
 
-    def add(
-        self,
-        line: npt.NDArray[np.int64],
-        row: npt.NDArray[np.int64],
-        start: npt.NDArray[np.int64],
-        length: int,
-    ) -> None:
-        """One kind of entry, in order within each line; rows < 0 are dropped."""
+    def add(self, line: npt.NDArray[np.int64], row: npt.NDArray[np.int64], orders: int) -> None:
+        """One kind of entry, in order within each line; rows < 0 are dropped. Entry ``e`` is word
+        ``e`` (``orders == 0``) or the n-gram from word ``e // orders`` over ``e % orders + 2`` words."""
         kept = np.flatnonzero(row >= 0)
         kept_line = line[kept]
         count = np.bincount(kept_line, minlength=self.n)
         first = np.cumsum(count) - count  # index of each line's first kept entry
-        position = self.counts[kept_line] + np.arange(kept.size) - first[kept_line]
-        self._parts.append((kept_line, position, row[kept], start[kept], np.full(kept.size, length)))
+        position = np.arange(kept.size) - first[kept_line]
+        if self._parts:
+            position += self.counts[kept_line]
+        self._parts.append((kept_line, position, row[kept], kept, orders))
         self.counts += count
 
     def add_ngrams(self, grams: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]) -> None:
         """The n-grams of every order, interleaved as fastText lists them: (i, i+1), (i, i+2), ..."""
-        if not grams:
-            return
         if len(grams) == 1:
-            line, row = grams[0]
-            self.add(line, row, np.arange(line.size, dtype=np.int64), 2)
-            return
-        total, width = grams[0][0].size + 1, len(grams)
-        lines = np.full((total, width), -1, dtype=np.int64)
-        rows = np.full((total, width), -1, dtype=np.int64)
-        for k, (line, row) in enumerate(grams):
-            lines[: line.size, k], rows[: row.size, k] = line, row
-        starts = np.repeat(np.arange(total, dtype=np.int64), width)
-        lengths = np.tile(np.arange(2, width + 2, dtype=np.int64), total)
-        keep = rows.ravel() >= 0
-        line_flat, row_flat = lines.ravel()[keep], rows.ravel()[keep]
-        kept_line = line_flat
-        count = np.bincount(kept_line, minlength=self.n)
-        first = np.cumsum(count) - count
-        position = self.counts[kept_line] + np.arange(kept_line.size) - first[kept_line]
-        self._parts.append((kept_line, position, row_flat, starts[keep], lengths[keep]))
-        self.counts += count
+            self.add(grams[0][0], grams[0][1], 1)
+        elif grams:
+            total, orders = grams[0][0].size + 1, len(grams)
+            lines = np.zeros((total, orders), dtype=np.int64)
+            rows = np.full((total, orders), -1, dtype=np.int64)
+            for k, (line, row) in enumerate(grams):
+                lines[: line.size, k], rows[: row.size, k] = line, row
+            self.add(lines.reshape(-1), rows.reshape(-1), orders)
 
     def flat(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(line, position in line, row) of every kept entry."""
         if len(self._parts) == 1:
             return self._parts[0][0], self._parts[0][1], self._parts[0][2]
-        return tuple(np.concatenate([part[i] for part in self._parts]) for i in range(3))  # type: ignore[return-value]
+        line, position, row = (np.concatenate([part[i] for part in self._parts]) for i in range(3))
+        return line, position, row
 
     def token_rows(self) -> TokenRows:
         """The entries laid out line by line (see :class:`TokenRows`)."""
         offsets = np.zeros(self.n + 1, dtype=np.int64)
         np.cumsum(self.counts, out=offsets[1:])
         total = int(offsets[-1])
-        arrays = [np.empty(total, dtype=np.int64) for _ in range(3)]
-        for line, position, row, start, length in self._parts:
+        row_ids, starts, lengths = (np.empty(total, dtype=np.int64) for _ in range(3))
+        for line, position, row, entry, orders in self._parts:
             place = offsets[line] + position
-            arrays[0][place], arrays[1][place], arrays[2][place] = row, start, length
-        return TokenRows(row_ids=arrays[0], offsets=offsets, starts=arrays[1], lengths=arrays[2])
-
-
-def _benchmark(path: Path, data_dir: Path, batch: int = 2_000, repeats: int = 5) -> None:
-    """Print µs/record of this scorer and of fastText's predict + repack, same lines, same process."""
-    from sentiment_model.normalize import normalize
-    from sentiment_model.predictor import Predictor
-
-    texts = (data_dir / "val_text.txt").read_text(encoding="utf-8").splitlines()[:batch]
-    lines = [normalize(t) for t in texts]
-    predictor = Predictor.load(path)
-    scorer = predictor.scorer
-    if scorer is None:
-        print(f"the scorer declined this file: {predictor.scorer_reason}")
-        return
-    timings: dict[str, float] = {}
-    for name, run in (
-        ("numpy scorer (fastText-exact probabilities)", lambda: scorer.fasttext_probabilities(lines)),
-        ("Predictor.predict_normalized via numpy", lambda: predictor.predict_normalized(lines)),
-        ("Predictor.predict_normalized via fastText", lambda: predictor.predict_normalized_fasttext(lines)),
-    ):
-        best = math.inf
-        for _ in range(repeats):
-            began = time.perf_counter()
-            run()
-            best = min(best, time.perf_counter() - began)
-        timings[name] = best
-        print(f"{name}: {best / len(lines) * 1e6:.2f} µs/record (best of {repeats}, {len(lines)} lines)")
-
-
-if __name__ == "__main__":
-    _benchmark(
-        Path(sys.argv[1]), Path(sys.argv[2] if len(sys.argv) > 2 else "/work/shared/data/tweeteval-sentiment")
-    )
+            row_ids[place] = row
+            starts[place] = entry if orders == 0 else entry // orders
+            lengths[place] = 1 if orders == 0 else entry % orders + 2
+        return TokenRows(row_ids=row_ids, offsets=offsets, starts=starts, lengths=lengths)
