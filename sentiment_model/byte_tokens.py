@@ -63,10 +63,13 @@ def _pack(
     for shift in range(8):
         words[shift] = np.frombuffer(padded, dtype="<u8", count=rows, offset=shift)
     flat, where = words.reshape(-1), (starts & 7) * rows + (starts >> 3)
-    out = np.empty((CHUNKS, starts.size), dtype=np.uint64)
-    for c in range(CHUNKS):
-        keep = np.clip(lengths - 8 * c, 0, 8)
-        np.bitwise_and(flat[where + c], _MASKS[keep], out=out[c])
+    out = np.zeros((CHUNKS, starts.size), dtype=np.uint64)
+    np.bitwise_and(flat[where], _MASKS[np.minimum(lengths, 8)], out=out[0])
+    longer = np.flatnonzero(lengths > 8)  # most tokens fit the first chunk: the others only for these
+    if longer.size:
+        where, lengths = where[longer], lengths[longer]
+        for c in range(1, CHUNKS):
+            out[c, longer] = flat[where + c] & _MASKS[np.clip(lengths - 8 * c, 0, 8)]
     return out
 
 
@@ -97,15 +100,6 @@ def pack_words(words: Sequence[bytes]) -> ByteTokens:
         np.cumsum(lengths[:-1] + 1, out=starts[1:])
     data = b" ".join(words)
     return ByteTokens(data, starts, lengths, _pack(data, starts, lengths))
-
-
-def _mix(chunks: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """Multiplicative hashing of the packed bytes (the table uses the high bits)."""
-    h = chunks[0] * _MIX[0]
-    for c in range(1, CHUNKS):
-        h += chunks[c] * _MIX[c]
-    mixed: npt.NDArray[np.uint64] = h ^ (h >> np.uint64(31))
-    return mixed
 
 
 def fnv1a(tokens: ByteTokens, which: npt.NDArray[np.int64]) -> npt.NDArray[np.uint32]:
@@ -142,33 +136,23 @@ def fnv1a(tokens: ByteTokens, which: npt.NDArray[np.int64]) -> npt.NDArray[np.ui
     return out
 
 
-class KeyTable:
-    """Exact byte-string -> code lookups for a whole :class:`ByteTokens` at once.
+class _Probe:
+    """One open-addressing table (linear probing, load <= 1/4) of packed keys of ``chunks`` chunks."""
 
-    Keys of up to 24 bytes live in an open-addressing table (linear probing, load <= 1/4) of packed
-    chunks; longer keys in a dict. A later duplicate key replaces an earlier one, as in fastText.
-    """
-
-    def __init__(self, keys: Sequence[bytes], codes: Sequence[int]) -> None:
-        unique = dict(zip(keys, codes, strict=True))
-        self._long = {k: c for k, c in unique.items() if len(k) > KEY_BYTES}
-        short = [k for k in unique if len(k) <= KEY_BYTES]
+    def __init__(self, chunks: int, keys: npt.NDArray[np.uint64], codes: npt.NDArray[np.int64]) -> None:
+        count = int(keys.shape[1])
         size = 64
-        while size < 4 * len(short):
+        while size < 4 * count:
             size *= 2
         self._shift = np.uint64(64 - size.bit_length() + 1)
         self._mask = size - 1
         self._used = np.zeros(size, dtype=bool)
-        self._chunks = np.zeros((CHUNKS, size), dtype=np.uint64)
+        self._keys = np.zeros((chunks, size), dtype=np.uint64)
         self._code = np.full(size, MISSING, dtype=np.int64)
         self._max_probe = 0
-        if not short:
-            return
-        packed = pack_words(short)
-        home = ((_mix(packed.chunks) * _MIX[3]) >> self._shift).astype(np.int64).tolist()
         taken = bytearray(size)
         slots = []
-        for slot in home:
+        for slot in self._home(keys).tolist():
             probe = 0
             while taken[(slot + probe) & self._mask]:
                 probe += 1
@@ -177,31 +161,66 @@ class KeyTable:
             self._max_probe = max(self._max_probe, probe)
         where = np.array(slots, dtype=np.int64)
         self._used[where] = True
-        self._chunks[:, where] = packed.chunks
-        self._code[where] = np.array([unique[k] for k in short], dtype=np.int64)
+        self._keys[:, where] = keys
+        self._code[where] = codes
+
+    def _home(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+        h = keys[0] * _MIX[0]
+        for c in range(1, keys.shape[0]):
+            h += keys[c] * _MIX[c]
+        h ^= h >> np.uint64(31)
+        h *= _MIX[3]
+        home: npt.NDArray[np.int64] = (h >> self._shift).astype(np.int64)
+        return home
+
+    def find(
+        self, keys: npt.NDArray[np.uint64], into: npt.NDArray[np.int64], which: npt.NDArray[np.int64]
+    ) -> None:
+        """``into[which[i]] = code of keys[:, i]`` for every key found (bytes are never zero inside a
+        key, so equal zero-padded chunks are an exact match)."""
+        slot = self._home(keys)
+        pending = which
+        for _ in range(self._max_probe + 1):
+            if pending.size == 0:
+                break
+            hit = self._keys[0][slot] == keys[0]
+            for c in range(1, keys.shape[0]):
+                hit &= self._keys[c][slot] == keys[c]
+            into[pending[hit]] = self._code[slot[hit]]
+            again = np.flatnonzero(~hit & self._used[slot])
+            pending, slot = pending[again], (slot[again] + 1) & self._mask
+            keys = np.take(keys, again, axis=1)
+
+
+class KeyTable:
+    """Exact byte-string -> code lookups for a whole :class:`ByteTokens` at once.
+
+    Keys of up to 8 bytes (most tokens) are one uint64 in their own table, keys of 9 to 24 bytes three
+    in another, longer keys sit in a dict. A later duplicate key replaces an earlier one, as in fastText.
+    """
+
+    def __init__(self, keys: Sequence[bytes], codes: Sequence[int]) -> None:
+        unique = dict(zip(keys, codes, strict=True))
+        self._long = {k: c for k, c in unique.items() if len(k) > KEY_BYTES}
+        tables = []
+        for low, high in ((1, 8), (9, KEY_BYTES)):
+            chosen = [k for k in unique if low <= len(k) <= high]
+            packed = pack_words(chosen).chunks[: 1 if high == 8 else CHUNKS]
+            tables.append(
+                _Probe(packed.shape[0], packed, np.array([unique[k] for k in chosen], dtype=np.int64))
+            )
+        self._short, self._mid = tables
 
     def lookup(self, tokens: ByteTokens) -> npt.NDArray[np.int64]:
         """The code of every token, :data:`MISSING` where the key is unknown."""
         codes = np.full(len(tokens), MISSING, dtype=np.int64)
         lengths = tokens.lengths
-        short = lengths <= KEY_BYTES
-        everything = bool(short.all())
-        pending = np.arange(len(tokens)) if everything else np.flatnonzero(short)
-        chunks = tokens.chunks if everything else np.take(tokens.chunks, pending, axis=1)
-        slot = ((_mix(chunks) * _MIX[3]) >> self._shift).astype(np.int64)
-        # Bytes are never zero inside a key, so the three zero-padded chunks identify a key of up to
-        # 24 bytes: equal chunks are an exact match, no length needed.
-        for _ in range(self._max_probe + 1):
-            if pending.size == 0:
-                break
-            hit = self._chunks[0][slot] == chunks[0]
-            for c in range(1, CHUNKS):
-                hit &= self._chunks[c][slot] == chunks[c]
-            codes[pending[hit]] = self._code[slot[hit]]
-            again = np.flatnonzero(~hit & self._used[slot])
-            pending, slot = pending[again], (slot[again] + 1) & self._mask
-            chunks = np.take(chunks, again, axis=1)
-        if self._long:
-            for i in np.flatnonzero(lengths > KEY_BYTES).tolist():
-                codes[i] = self._long.get(tokens.text(i), MISSING)
+        short = np.flatnonzero(lengths <= 8)
+        self._short.find(tokens.chunks[0:1, short], codes, short)
+        if short.size < len(tokens):
+            mid = np.flatnonzero((lengths > 8) & (lengths <= KEY_BYTES))
+            self._mid.find(np.take(tokens.chunks, mid, axis=1), codes, mid)
+            if self._long:
+                for i in np.flatnonzero(lengths > KEY_BYTES).tolist():
+                    codes[i] = self._long.get(tokens.text(i), MISSING)
         return codes

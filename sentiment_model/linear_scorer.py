@@ -22,9 +22,20 @@ Anything it cannot reproduce exactly (char n-grams, hierarchical softmax or nega
 quantized output matrix, an unknown version, a table too large to hold) raises
 :class:`UnsupportedModelError` and the caller keeps using fastText.
 
-Measured on this machine (2 shared cores, noisy), 2,000 normalised TweetEval lines per call, the
-published-recipe model: see :data:`MEASURED` (``python -m sentiment_model.linear_scorer MODEL`` repeats
-the measurement side by side).
+Measured (``python -m bench.scorer_bench``: 2,000 normalised TweetEval val lines per call, numpy and
+fastText alternately in one process, 30 rounds; a 2-core machine shared with ~6 other agents, load
+average 5, so wall times are inflated and only CPU times compare; figures are noisy):
+
+* a published-recipe ``.ftz`` (66,032 words, 1M buckets, 300,000 rows): numpy 7.4 µs/record,
+  fastText 13.7 (ratio 0.54), same 59,899 TweetEval labels, probabilities within 7e-8;
+* the tests' recipe-shaped model (6,000 train rows, cutoff 20,000): numpy 9.0, fastText 11.2 (0.80).
+
+(best process CPU time of a call; fastText's figure includes the per-row repacking that
+``Predictor.predict_normalized_fasttext`` has always done.) So numpy alone does not reach 3 µs/record:
+with every stage on whole-batch arrays, about 60 numpy passes over token-sized arrays remain (find
+tokens, pack, probe, hash unknown words, n-grams, place rows, gather, sum), a few ns per token each, plus
+per-call overhead. numpy releases the GIL inside those calls; fastText's predict does not. Going under
+3 µs needs the per-token loop compiled (a small C extension), which is a decision left to the project.
 """
 
 from __future__ import annotations
@@ -42,13 +53,6 @@ import numpy.typing as npt
 from schemas import LABELS
 from sentiment_model.byte_tokens import MISSING, ByteTokens, KeyTable, fnv1a, pack_words, split_spaces
 from sentiment_model.errors import ModelLoadError
-
-#: Filled in from a side-by-side run of ``python -m sentiment_model.linear_scorer`` (see module doc).
-MEASURED: Final = "see the comment below"
-# 2026-12-01, published-recipe model (ova, dim 3, wordNgrams 2, cutoff 300,000, dsub 1), batches of
-# 2,000 normalised TweetEval val lines, best of 5, same process, machine shared with ~6 other agents:
-#   numpy scorer:   (filled in below at commit time)
-#   fastText predict + repack: (filled in below at commit time)
 
 LABEL_PREFIX: Final = "__label__"
 EOS: Final = "</s>"
