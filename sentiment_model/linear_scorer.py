@@ -96,9 +96,10 @@ class UnsupportedModelError(Exception):
 class TokenRows:
     """The input rows a batch reads: text ``i`` uses ``row_ids[offsets[i]:offsets[i + 1]]``.
 
-    Rows are in fastText's order (word rows in token order, then word n-gram rows). ``spans`` gives, per
-    row, ``(first word token, number of word tokens)`` into the text's word tokens (a word has 1, a
-    bigram 2), for naming the row.
+    Rows are in fastText's order (word rows in token order, then word n-gram rows); a row id indexes the
+    model's input matrix (word id, or ``nwords +`` bucket / pruned bucket index), so the same id in two
+    texts is the same word or n-gram. Row ``r`` spans word tokens ``starts[r] .. starts[r] + lengths[r]
+    - 1`` of the batch (word tokens numbered across the whole batch; a word has length 1, a bigram 2).
     """
 
     row_ids: npt.NDArray[np.int64]
