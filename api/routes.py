@@ -14,12 +14,20 @@ from api.bodies import Health, Problem, Ready, Unavailable, ValidationProblem
 from api.context import api_context
 from api.direct_route import DirectRoute
 from api.errors import unavailable
+from api.explain import CANNOT_EXPLAIN_STATUS, cannot_explain, explain
 from api.json_io import json_response, read_json, request_body_openapi
 from api.settings import ApiSettings
 from schemas import LABELS, Label, ModelInfo, PredictRequest, PredictResponse
-from schemas.api import BatchPrediction, BatchPredictRequest, BatchPredictResponse
+from schemas.api import (
+    BatchPrediction,
+    BatchPredictRequest,
+    BatchPredictResponse,
+    ExplainedBatchPrediction,
+    ExplainedBatchPredictResponse,
+    ExplainedPredictResponse,
+)
 from schemas.sentiment import LabelScores
-from sentiment_model import ScoredBatch
+from sentiment_model import ModelCannotExplainError, ScoredBatch
 from sentiment_model.predictor import PROBE_TEXT
 
 #: ``GET /ready`` scores :data:`PROBE_TEXT` to prove the whole scoring path works, not just that a file
@@ -34,6 +42,9 @@ _SCORING_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ValidationProblem, "description": "Invalid body; `detail` says what is wrong"},
     **_NOT_READY,
 }
+_CANNOT_EXPLAIN: dict[int | str, dict[str, Any]] = {
+    CANNOT_EXPLAIN_STATUS: {"model": Problem, "description": '`"explain": true` but the model cannot explain'}
+}
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Missing or wrong API key"}
 }
@@ -47,6 +58,16 @@ async def predict(request: Request) -> Response:
     batch, model = await api.scorer().score([body.text])  # the model that scored it (hot reload)
     label, score, scores = _rows(batch)[0]
     api.metrics.count_prediction(label)
+    if body.explain:
+        try:
+            (explanation,) = await asyncio.to_thread(explain, model.predictor, [body.text], [label])
+        except ModelCannotExplainError as exc:
+            return cannot_explain(exc)
+        return json_response(
+            ExplainedPredictResponse(
+                label=label, score=score, scores=scores, model=model.ref, explanation=explanation
+            )
+        )
     return json_response(PredictResponse(label=label, score=score, scores=scores, model=model.ref))
 
 
@@ -58,6 +79,17 @@ async def predict_batch(request: Request) -> Response:
     batch, model = await api.scorer().score(body.texts)
     rows = _rows(batch)
     api.metrics.count_predictions(label for label, _, _ in rows)
+    if body.explain:
+        labels = [label for label, _, _ in rows]
+        try:
+            explanations = await asyncio.to_thread(explain, model.predictor, body.texts, labels)
+        except ModelCannotExplainError as exc:
+            return cannot_explain(exc)
+        explained = [
+            ExplainedBatchPrediction(label=label, score=score, scores=scores, explanation=explanation)
+            for (label, score, scores), explanation in zip(rows, explanations, strict=True)
+        ]
+        return json_response(ExplainedBatchPredictResponse(model=model.ref, results=explained))
     results = [BatchPrediction(label=label, score=score, scores=scores) for label, score, scores in rows]
     return json_response(BatchPredictResponse(model=model.ref, results=results))
 
@@ -123,7 +155,7 @@ def add_routes(router: APIRouter, settings: ApiSettings) -> None:
     :class:`DirectRoute` runs it before the endpoint).
     """
     guard = [Depends(require_api_key)] if settings.api_key is not None else []
-    scoring_errors = {**_SCORING_ERRORS, **(_UNAUTHORIZED if guard else {})}
+    scoring_errors = {**_SCORING_ERRORS, **_CANNOT_EXPLAIN, **(_UNAUTHORIZED if guard else {})}
     router.add_api_route("/", root, methods=["GET"], include_in_schema=False)
     router.add_api_route(
         "/predict",
@@ -132,7 +164,7 @@ def add_routes(router: APIRouter, settings: ApiSettings) -> None:
         tags=["scoring"],
         route_class_override=DirectRoute,
         dependencies=guard,
-        response_model=PredictResponse,
+        response_model=PredictResponse | ExplainedPredictResponse,
         responses=scoring_errors,
         openapi_extra=request_body_openapi(PredictRequest),
     )
@@ -143,7 +175,7 @@ def add_routes(router: APIRouter, settings: ApiSettings) -> None:
         tags=["scoring"],
         route_class_override=DirectRoute,
         dependencies=guard,
-        response_model=BatchPredictResponse,
+        response_model=BatchPredictResponse | ExplainedBatchPredictResponse,
         responses=scoring_errors,
         openapi_extra=request_body_openapi(BatchPredictRequest),
     )

@@ -4,13 +4,14 @@ Training, the worker and the API all import from here, so the text a model is tr
 is asked about always go through the same :func:`normalize`.
 """
 
-from sentiment_model.errors import ModelError, ModelLoadError, ModelNotFoundError
+from sentiment_model.errors import ModelCannotExplainError, ModelError, ModelLoadError, ModelNotFoundError
 from sentiment_model.normalize import normalize, normalize_batch
 from sentiment_model.predictor import Predictor, ScoredBatch
 from sentiment_model.resolve import ResolvedModel, resolve_model
 from sentiment_model.settings import ModelSettings
 
 __all__ = [
+    "ModelCannotExplainError",
     "ModelError",
     "ModelLoadError",
     "ModelNotFoundError",

@@ -11,3 +11,7 @@ class ModelNotFoundError(ModelError):
 
 class ModelLoadError(ModelError):
     """A model file was found but is not a usable sentiment model (corrupt, truncated, wrong labels)."""
+
+
+class ModelCannotExplainError(ModelError):
+    """The loaded model is scored by fastText, which cannot say how each token contributed."""

@@ -1,7 +1,13 @@
-"""Load a fastText model once and score many texts per call."""
+"""Load a fastText model once and score many texts per call.
+
+Scoring goes through :class:`sentiment_model.linear_scorer.LinearScorer` (numpy, the whole batch at once,
+fastText-exact) when the file is one it reproduces, else through fastText's own ``predict``;
+:attr:`Predictor.scorer_name` says which. Both feed the same clip-and-renormalise step.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas import LABELS, Label
-from sentiment_model.errors import ModelLoadError, ModelNotFoundError
+from sentiment_model.errors import ModelCannotExplainError, ModelLoadError, ModelNotFoundError
+from sentiment_model.linear_scorer import Explanation, LinearScorer, UnsupportedModelError
 from sentiment_model.normalize import normalize
 from sentiment_model.preflight import check_in_child
 
@@ -22,6 +29,17 @@ _EXPECTED_LABELS = frozenset(LABEL_PREFIX + label for label in LABELS)
 _COLUMN = {LABEL_PREFIX + label: i for i, label in enumerate(LABELS)}
 #: A text any working model scores: checked on every load, and by the API's ``GET /ready``.
 PROBE_TEXT = "what a lovely day, thank you all"
+#: Scored both ways at load: the numpy scorer is used only if it agrees with fastText on these.
+_AGREEMENT_PROBES = (
+    PROBE_TEXT,
+    "",
+    "worst service ever , never again __lexneg__",
+    "__label__positive ok </s> ignored",
+    "unseenwordxyz in a bigram with 😀 and ünïcödé",
+)
+_AGREEMENT_TOLERANCE = 1e-5
+
+log = logging.getLogger(__name__)
 
 # fastText's Python wrapper prints a deprecation notice on every load_model; it says nothing useful here.
 fasttext.FastText.eprint = lambda *_args, **_kwargs: None
@@ -64,10 +82,20 @@ class ScoredBatch:
 class Predictor:
     """A loaded sentiment model. Thread-safe for prediction (fastText's predict does not mutate)."""
 
-    def __init__(self, model: Any, path: Path) -> None:
+    def __init__(
+        self, model: Any, path: Path, scorer: LinearScorer | None = None, scorer_reason: str = ""
+    ) -> None:
         self._model = model
         self.path = path
         self._vocabulary: frozenset[str] | None = None
+        self.scorer = scorer
+        """The numpy scorer, or None when the file needs fastText (then :attr:`scorer_reason` says why)."""
+        self.scorer_reason = scorer_reason if scorer is None else ""
+
+    @property
+    def scorer_name(self) -> str:
+        """``"numpy"`` or ``"fasttext"``: which code scores (for logs and metrics)."""
+        return LinearScorer.name if self.scorer is not None else "fasttext"
 
     def vocabulary(self) -> frozenset[str]:
         """The words the model has vectors for (to measure the out-of-vocabulary rate)."""
@@ -107,7 +135,8 @@ class Predictor:
         probe = predictor._raw_predict([PROBE_TEXT])
         if len(probe[0][0]) != len(LABELS) or not all(math.isfinite(p) for p in probe[1][0]):
             raise ModelLoadError(f"model file {path} is truncated or corrupt: a probe prediction failed")
-        return predictor
+        scorer, reason = _numpy_scorer(predictor, path)
+        return cls(model, path, scorer, reason)
 
     def save(self, path: Path) -> None:
         """Write the model to ``path`` (same format it was loaded from)."""
@@ -118,20 +147,63 @@ class Predictor:
         return labels, probs
 
     def predict_normalized(self, lines: Sequence[str]) -> ScoredBatch:
-        """Score texts that already went through :func:`normalize` (one fastText call for all)."""
+        """Score texts that already went through :func:`normalize` (one model call for all)."""
+        if self.scorer is None:
+            return self.predict_normalized_fasttext(lines)
+        return _distribution(self.scorer.fasttext_probabilities(lines))
+
+    def predict_normalized_fasttext(self, lines: Sequence[str]) -> ScoredBatch:
+        """:meth:`predict_normalized` through fastText's own predict, whatever :attr:`scorer_name` is."""
+        return _distribution(self._fasttext_probabilities(lines))
+
+    def _fasttext_probabilities(self, lines: Sequence[str]) -> npt.NDArray[np.float64]:
         out = np.zeros((len(lines), len(LABELS)), dtype=np.float64)
         if not lines:
-            return ScoredBatch(out)
+            return out
         labels, probs = self._raw_predict(list(lines))
         column = _COLUMN
         for row, (row_labels, row_probs) in enumerate(zip(labels, probs, strict=True)):
             for label, prob in zip(row_labels, row_probs.tolist(), strict=True):
                 out[row, column[label]] = prob
-        np.clip(out, 0.0, 1.0, out=out)
-        totals = out.sum(axis=1, keepdims=True)
-        np.divide(out, totals, out=out, where=totals > 0)
-        return ScoredBatch(out)
+        return out
+
+    def explain_normalized(self, line: str) -> Explanation:
+        """Per-token contributions to the logits of one normalised text (see :class:`Explanation`);
+        :class:`ModelCannotExplainError` when this model is scored by fastText."""
+        if self.scorer is None:
+            raise ModelCannotExplainError(
+                f"this model cannot explain its scores: {self.scorer_reason or 'it is scored by fastText'}"
+            )
+        return self.scorer.explain(line)
 
     def predict(self, texts: Sequence[str]) -> ScoredBatch:
         """Normalise and score a batch of raw texts in one model call."""
         return self.predict_normalized([normalize(text) for text in texts])
+
+
+def _distribution(raw: npt.NDArray[np.float64]) -> ScoredBatch:
+    """fastText's probabilities as distributions: softmax can say 1.00001, ova's three sigmoids do
+    not sum to 1; a row without any prediction stays zeros."""
+    np.clip(raw, 0.0, 1.0, out=raw)
+    totals = raw.sum(axis=1, keepdims=True)
+    np.divide(raw, totals, out=raw, where=totals > 0)
+    return ScoredBatch(raw)
+
+
+def _numpy_scorer(predictor: Predictor, path: Path) -> tuple[LinearScorer | None, str]:
+    """The numpy scorer for ``path`` if it reproduces fastText on the probes; else None and why."""
+    try:
+        scorer = LinearScorer.from_file(path)
+    except UnsupportedModelError as exc:
+        reason = f"the numpy scorer does not support this file ({exc}); scoring with fastText"
+        log.info("%s: %s", path, reason)
+        return None, reason
+    ours = scorer.fasttext_probabilities(_AGREEMENT_PROBES)
+    theirs = predictor._fasttext_probabilities(_AGREEMENT_PROBES)
+    gap = float(np.abs(ours - theirs).max())
+    if gap > _AGREEMENT_TOLERANCE:
+        reason = f"the numpy scorer differs from fastText by {gap:.2g} on the load probes; using fastText"
+        log.warning("%s: %s", path, reason)
+        return None, reason
+    log.info("%s: scored by the numpy scorer (%s loss)", path, scorer.loss)
+    return scorer, ""
