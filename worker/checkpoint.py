@@ -329,12 +329,13 @@ class Checkpoint:
         self._forget(partitions)
 
     def abandon(self) -> None:
-        """Partitions were lost: drop the open work without committing (exactly-once: abort it)."""
+        """Partitions were lost: drop the open work without committing (exactly-once: abort it).
+
+        A checkpoint that was waiting goes on waiting (same outage budget) for the outputs it already
+        handed to the producer: the broker is no more reachable for having taken the partitions away."""
         self._reset()
         self._restart_from.clear()
-        self._waiting_since = None
         self._offsets_sent = self._committing = False
-        self._resume()
         if self.exactly_once and self._in_transaction:
             self._aborting = True  # until the abort went through, no new transaction (waiting is True)
             try:
