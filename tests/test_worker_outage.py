@@ -26,6 +26,7 @@ import pytest
 from tests.kafka_harness import (
     WorkerProcess,
     committed_offsets,
+    free_port,
     metric_sum,
     produce,
     read_all,
@@ -35,6 +36,7 @@ from tests.kafka_harness import (
 from tests.test_worker_e2e import create_worker_topics, posts
 from tests.test_worker_resilience import progress, result_id, result_ids, wait_progress
 from training.data import Dataset
+from worker.kafka import DeliveryFailedError, Producer
 from worker.kafka.mock_cluster import MockCluster
 
 # Per mode: enough that neither worker is through the stream when the broker freezes (a worker scored
@@ -275,3 +277,24 @@ def test_sigterm_during_a_freeze_exits_within_the_shutdown_timeout(
     for pipeline in pipelines.values():
         assert "gave up committing" in pipeline.log.read_text()
         assert_committed_only_acknowledged(broker, pipeline)
+
+
+def test_a_full_producer_queue_waits_no_longer_than_the_budget_then_fails_loudly() -> None:
+    # Nothing listens on the port: no record can leave the one-record local queue.
+    config = {"bootstrap.servers": f"127.0.0.1:{free_port()}", "queue.buffering.max.messages": 1}
+    beats: list[float] = []
+    producer = Producer(
+        config, buffer_wait_seconds=1.0, on_wait=lambda: beats.append(time.monotonic()) or True
+    )
+    producer.produce("out", b"first", None)
+    started = time.monotonic()
+    with pytest.raises(DeliveryFailedError, match="queue stayed full for 1s"):
+        producer.produce("out", b"second", None)
+    assert 1.0 <= time.monotonic() - started < 3.0
+    assert len(beats) >= 10, "the caller's liveness was kept up while waiting"
+    stopped = Producer(config, buffer_wait_seconds=60.0, on_wait=lambda: False)  # a stop was requested
+    stopped.produce("out", b"first", None)
+    started = time.monotonic()
+    with pytest.raises(DeliveryFailedError):
+        stopped.produce("out", b"second", None)
+    assert time.monotonic() - started < 1.0
