@@ -298,3 +298,16 @@ def test_a_full_producer_queue_waits_no_longer_than_the_budget_then_fails_loudly
     with pytest.raises(DeliveryFailedError):
         stopped.produce("out", b"second", None)
     assert time.monotonic() - started < 1.0
+
+
+def test_an_output_that_times_out_is_reported_as_a_time_out() -> None:
+    # Only failed deliveries are reported (delivery.report.only.error): this one must still be seen.
+    config = {"bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": 300}
+    producer = Producer(config)
+    producer.produce("out", b"lost?", None)
+    assert producer.wait_for_acks(10) == 0
+    with pytest.raises(DeliveryFailedError, match="not acknowledged") as failure:
+        producer.raise_on_failure()
+    assert failure.value.timed_out
+    producer.forget_failures()
+    producer.raise_on_failure()

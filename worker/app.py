@@ -178,12 +178,15 @@ class Worker:
                 self._report_outage()
                 self._refresh_lag()
                 self._log_stats()
-            self._finish()
+            final = self._finish()
         finally:
             if self.watcher is not None:
                 self.watcher.stop()
             self._close_consumer()
-        log.info("stopped after %d checkpoints", self.checkpoint.commits)
+        if final is Outcome.WAITING:
+            log.warning("stopped after %d checkpoints, the last one uncommitted", self.checkpoint.commits)
+        else:
+            log.info("stopped cleanly after %d checkpoints", self.checkpoint.commits)
 
     def _keep_alive(self) -> bool:
         """Beat liveness; whether to keep going (False once a stop was requested)."""
@@ -204,14 +207,15 @@ class Worker:
         self.metrics.broker_unreachable.set(self.checkpoint.waited_seconds)
         self.metrics.outputs_unacknowledged.set(self.producer.outstanding)
 
-    def _finish(self) -> None:
+    def _finish(self) -> Outcome:
         """Stop requested: commit what the broker acknowledges within the shutdown timeout, nothing else."""
         if not self.checkpoint.waiting:
             self._emit_reputation(time.time(), everything=True)  # nothing more will be added to them
         budget = max(1.0, self.settings.shutdown_timeout_seconds - _CLOSE_ALLOWANCE_SECONDS)
-        self.checkpoint.finish(budget)
+        outcome = self.checkpoint.finish(budget)
         self._count_commits()
         self._report_outage()
+        return outcome
 
     def _close_consumer(self) -> None:
         self._closing = True
@@ -481,6 +485,7 @@ class Worker:
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         if self._closing:  # the final commit was tried already (or failed): do not wait a second time
+            log.info("partitions %s revoked: leaving the group", sorted(tp.partition for tp in partitions))
             self.checkpoint.abandon()
             return
         log.info("partitions %s revoked: committing first", sorted(tp.partition for tp in partitions))

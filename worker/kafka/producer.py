@@ -71,7 +71,10 @@ class Producer:
         buffer_wait_seconds: float = 300.0,
         on_wait: Callable[[], bool] | None = None,
     ) -> None:
-        settings = {**config, "enable.idempotence": True, "acks": "all"}
+        # Success reports are never read (failures are, and flush() counts what is unacknowledged):
+        # without them a producer of 200,000 300-byte records to the mock cluster ran at 117-159k/s
+        # instead of 94-115k/s (two rounds each, a loaded 2-core machine).
+        settings = {"delivery.report.only.error": True, **config, "enable.idempotence": True, "acks": "all"}
         if transactional_id:
             settings["transactional.id"] = transactional_id
         self.transactional = bool(transactional_id)
