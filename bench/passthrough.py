@@ -54,7 +54,7 @@ def main() -> int:
         if checkpoint.due():
             checkpoint.commit()
     checkpoint.finish(s.shutdown_timeout_seconds)
-    consumer.close()
+    consumer.close(s.shutdown_timeout_seconds)
     return 0
 
 

@@ -34,9 +34,9 @@ from tests.kafka_harness import (
     unique,
 )
 from tests.test_worker_e2e import create_worker_topics, posts
-from tests.test_worker_resilience import progress, result_id, result_ids, wait_progress
+from tests.test_worker_resilience import progress, result_id, result_ids, run_to_exit, wait_progress
 from training.data import Dataset
-from worker.kafka import DeliveryFailedError, Producer
+from worker.kafka import Consumer, DeliveryFailedError, Producer
 from worker.kafka.mock_cluster import MockCluster
 
 # Per mode: enough that neither worker is through the stream when the broker freezes (a worker scored
@@ -311,3 +311,38 @@ def test_an_output_that_times_out_is_reported_as_a_time_out() -> None:
     assert failure.value.timed_out
     producer.forget_failures()
     producer.raise_on_failure()
+
+
+def test_a_property_librdkafka_rejects_is_a_clear_cannot_start(
+    broker: StallableBroker, small_model: Path, tmp_path: Path
+) -> None:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "MODEL_PATH": str(small_model),
+        "KAFKA_FETCH_WAIT_MAX_MSS": "100",  # a typo: librdkafka has no fetch.wait.max.mss
+    }
+    code, log = run_to_exit(env, tmp_path)
+    assert code == 2, log
+    assert "cannot start: invalid consumer configuration" in log and "fetch.wait.max.mss" in log
+    assert "Traceback" not in log
+
+
+def test_closing_the_consumer_is_bounded_while_a_commit_waits_for_a_frozen_broker(
+    broker: StallableBroker,
+) -> None:
+    topic = unique("close")
+    produce(broker.bootstrap, topic, ((str(i).encode(), b"x") for i in range(100)))
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": unique("close"), "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic], lambda _p: None, lambda _p: None, lambda _p: None)
+    records: list[ck.Message] = []
+    deadline = time.monotonic() + 30
+    while len(records) < 100 and time.monotonic() < deadline:
+        records += consumer.consume(100, 0.5)
+    assert len(records) == 100
+    with broker.frozen():
+        consumer.commit([ck.TopicPartition(topic, r.partition(), r.offset() + 1) for r in records[-1:]])
+        started = time.monotonic()
+        assert consumer.close(2.0) is False  # librdkafka's close waits for the commit in flight
+        assert time.monotonic() - started < 3.0

@@ -60,6 +60,7 @@ class Worker:
         self._stopping = False
         self._started = False
         self._closing = False
+        self._shutdown_deadline: float | None = None
         self._commits_counted = 0
         self._headers = model_headers(model.ref)
         base = client_config(
@@ -209,6 +210,7 @@ class Worker:
 
     def _finish(self) -> Outcome:
         """Stop requested: commit what the broker acknowledges within the shutdown timeout, nothing else."""
+        self._shutdown_deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         if not self.checkpoint.waiting:
             self._emit_reputation(time.time(), everything=True)  # nothing more will be added to them
         budget = max(1.0, self.settings.shutdown_timeout_seconds - _CLOSE_ALLOWANCE_SECONDS)
@@ -218,11 +220,20 @@ class Worker:
         return outcome
 
     def _close_consumer(self) -> None:
+        """Leave the group (the others get our partitions at once), within the shutdown timeout."""
         self._closing = True
+        deadline = self._shutdown_deadline
+        timeout = _CLOSE_ALLOWANCE_SECONDS if deadline is None else deadline - time.monotonic() - 0.5
         try:
-            self.consumer.close()  # leaves the group: the others get our partitions at once
+            left = self.consumer.close(max(1.0, timeout))
         except KafkaLayerError as exc:  # we are leaving anyway: the session time-out does the rest
             log.warning("%s", exc)
+            return
+        if not left:
+            log.warning(
+                "leaving the group did not finish in time (broker unreachable): the group drops this "
+                "member after its session time-out"
+            )
 
     def _reputation_topic(self) -> str | None:
         """The explicit REPUTATION_TOPIC (must exist), else ``reputation`` when it exists, else off."""

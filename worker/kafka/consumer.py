@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -201,11 +202,26 @@ class Consumer:
         except KafkaException as exc:
             raise ConsumerFailedError(f"assignment unknown: {exc.args[0].str()}") from exc
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> bool:
         """Leave the group now (a clean rebalance for the others instead of a session time-out).
 
-        librdkafka bounds the LeaveGroup request at 5 s (measured with the broker frozen: 5.0 s)."""
-        try:
-            self._consumer.close()
-        except KafkaException as exc:
-            raise ConsumerFailedError(f"closing the consumer failed: {exc.args[0].str()}") from exc
+        Waits ``timeout`` at most; False if the close goes on in the background. librdkafka gives the
+        LeaveGroup request 5 s, but first waits for offset commits in flight, and with the coordinator
+        frozen one of those held the close until the broker answered again (25 s, measured). The group
+        drops a member that did not leave after its ``session.timeout.ms``."""
+        failures: list[KafkaException] = []
+
+        def close() -> None:
+            try:
+                self._consumer.close()
+            except KafkaException as exc:
+                failures.append(exc)
+
+        closing = threading.Thread(target=close, name="kafka-close", daemon=True)
+        closing.start()
+        closing.join(timeout)
+        if closing.is_alive():
+            return False
+        if failures:
+            raise ConsumerFailedError(f"closing the consumer failed: {failures[0].args[0].str()}")
+        return True
