@@ -498,6 +498,7 @@ class Worker:
         if self._closing:  # the final commit was tried already (or failed): do not wait a second time
             log.info("partitions %s revoked: leaving the group", sorted(tp.partition for tp in partitions))
             self.checkpoint.abandon()
+            self.metrics.forget_partitions(self.settings.input_topic, (tp.partition for tp in partitions))
             return
         log.info("partitions %s revoked: committing first", sorted(tp.partition for tp in partitions))
         self.checkpoint.revoke(partitions)
