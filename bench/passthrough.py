@@ -28,6 +28,7 @@ def main() -> int:
         interval_seconds=s.commit_interval_seconds,
         max_records=s.commit_max_records,
         timeout_seconds=s.shutdown_timeout_seconds,
+        outage_budget_seconds=s.broker_outage_budget_seconds,
     )
     stopping = False
 
@@ -38,15 +39,22 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     consumer.subscribe([s.input_topic], lambda _p: None, checkpoint.revoke, lambda _p: checkpoint.abandon())
     while not stopping:
+        if checkpoint.waiting:  # the broker has not acknowledged yet: take no new input
+            checkpoint.commit()
+            continue
         records: list[Any] = consumer.consume(s.batch_size, s.poll_timeout_seconds)
+        spans: dict[tuple[str, int], list[int]] = {}  # (topic, partition) -> [first, last, count]
         for record in records:
             producer.produce(s.output_topic, record.value() or b"", record.key())
-            checkpoint.track(record.topic(), record.partition(), record.offset())
+            span = spans.setdefault((record.topic(), record.partition()), [record.offset(), 0, 0])
+            span[1], span[2] = record.offset(), span[2] + 1
+        for (topic, partition), (first, last, count) in spans.items():
+            checkpoint.track_batch(topic, partition, first, last, count)
         producer.poll()
         if checkpoint.due():
             checkpoint.commit()
-    checkpoint.commit()
-    consumer.close()
+    checkpoint.finish(s.shutdown_timeout_seconds)
+    consumer.close(s.shutdown_timeout_seconds)
     return 0
 
 

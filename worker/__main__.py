@@ -1,8 +1,9 @@
 """``python -m worker`` / ``sentiment-worker``.
 
-Exit codes: 0 stopped on request (SIGTERM/SIGINT) after committing; 1 a runtime failure (a delivery or
-model error persisted: nothing past it was committed); 2 could not start (configuration, broker, topic,
-model).
+Exit codes: 0 stopped on request (SIGTERM/SIGINT) after committing what the broker acknowledged; 1 a
+runtime failure (a delivery or model error persisted, or the broker stayed unreachable past
+BROKER_OUTAGE_BUDGET_SECONDS: nothing past it was committed); 2 could not start (configuration, broker,
+topic, model).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 
 from sentiment_model import ModelError, Predictor, resolve_model
 from worker.app import Worker
-from worker.kafka import BrokerUnreachableError, KafkaLayerError, TopicNotFoundError
+from worker.kafka import KafkaLayerError
 from worker.metrics import Heartbeat, MetricsServer, WorkerMetrics
 from worker.settings import WorkerSettings
 
@@ -61,15 +62,19 @@ def main() -> int:
     log.info("metrics on http://%s:%d/metrics, liveness on /healthz", settings.metrics_host, server.port)
 
     try:
-        worker = Worker(settings, predictor, model, metrics, heartbeat)
-        worker.install_signal_handlers()
-        worker.run()
-    except (BrokerUnreachableError, TopicNotFoundError, ValueError) as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_STARTUP
-    except (KafkaLayerError, ModelError) as exc:
-        log.error("stopping without committing past the failure: %s", exc)
-        return EXIT_RUNTIME
+        try:
+            worker = Worker(settings, predictor, model, metrics, heartbeat)
+            worker.install_signal_handlers()
+            worker.start()
+        # ValueError: a malformed KAFKA_CONFIG_FILE; KafkaLayerError: client config, broker, topics.
+        except (KafkaLayerError, ValueError) as exc:
+            log.error("cannot start: %s", exc)
+            return EXIT_STARTUP
+        try:
+            worker.run()
+        except (KafkaLayerError, ModelError) as exc:
+            log.error("stopping without committing past the failure: %s", exc)
+            return EXIT_RUNTIME
     finally:
         server.stop()
     return EXIT_OK

@@ -27,9 +27,9 @@ from worker.batch import (
     result_keys,
     route_languages,
 )
-from worker.checkpoint import Checkpoint
+from worker.checkpoint import Checkpoint, Outcome
 from worker.drift import DriftMonitor
-from worker.kafka import Consumer, Producer, TopicNotFoundError, client_config, redact
+from worker.kafka import Consumer, KafkaLayerError, Producer, TopicNotFoundError, client_config, redact
 from worker.metrics import Heartbeat, WorkerMetrics
 from worker.processing import TRANSACTION_HEADER, Rejected, dead_letter_headers, model_headers
 from worker.reputation import Reputation
@@ -40,6 +40,9 @@ log = logging.getLogger("worker")
 
 _LAG_REFRESH_SECONDS = 2.0
 _STATS_LOG_SECONDS = 30.0
+# Leaving the group waits for the coordinator: librdkafka gives LeaveGroup 5 s (measured 5.0 s with the
+# broker frozen), so the final commit gets SHUTDOWN_TIMEOUT_SECONDS minus this.
+_CLOSE_ALLOWANCE_SECONDS = 6.0
 
 
 class Worker:
@@ -59,6 +62,10 @@ class Worker:
         self.metrics = metrics
         self.heartbeat = heartbeat
         self._stopping = False
+        self._started = False
+        self._closing = False
+        self._shutdown_deadline: float | None = None
+        self._commits_counted = 0
         self._headers = model_headers(model.ref)
         base = client_config(
             settings.kafka_bootstrap_servers, settings.kafka_properties(), {"client.id": settings.client_id}
@@ -79,7 +86,12 @@ class Worker:
         transactional_id = (
             (settings.transactional_id or settings.client_id) if settings.exactly_once else None
         )
-        self.producer = Producer(producer_config, transactional_id=transactional_id)
+        self.producer = Producer(
+            producer_config,
+            transactional_id=transactional_id,
+            buffer_wait_seconds=settings.broker_outage_budget_seconds,
+            on_wait=self._keep_alive,
+        )
         self.checkpoint = Checkpoint(
             self.consumer,
             self.producer,
@@ -87,6 +99,7 @@ class Worker:
             interval_seconds=settings.commit_interval_seconds,
             max_records=settings.commit_max_records,
             timeout_seconds=settings.shutdown_timeout_seconds,
+            outage_budget_seconds=settings.broker_outage_budget_seconds,
         )
         self._last_timestamp: dict[int, float] = {}
         self._timestamps = TimestampParser()
@@ -144,29 +157,87 @@ class Worker:
         if s.exactly_once:
             self.producer.init_transactions(s.startup_timeout_seconds)
         self.consumer.subscribe([s.input_topic], self._on_assign, self._on_revoke, self._on_lost)
+        self._started = True
 
     def run(self) -> None:
-        """Process until stopped; then commit what is safe and leave the group."""
-        self.start()
+        """Process until stopped; then commit what is safe and leave the group.
+
+        While a checkpoint waits for an unreachable broker the loop goes on turning (liveness, metrics,
+        stop requests) but takes no new input; see worker/checkpoint.py."""
+        if not self._started:
+            self.start()
         try:
             while not self._stopping:
-                self.heartbeat.beat()
-                self.metrics.loop_heartbeat.set(time.time())
-                records = self.consumer.consume(self.settings.batch_size, self.settings.poll_timeout_seconds)
-                if records:
+                self._keep_alive()
+                waiting = self.checkpoint.waiting
+                records = self.consumer.consume(
+                    self.settings.batch_size, 0.0 if waiting else self.settings.poll_timeout_seconds
+                )
+                if records and self.checkpoint.waiting:
+                    self._put_back(records)
+                elif records:
                     self.checkpoint.begin()
                     self.process(records)
                 self.producer.poll()
-                if self.checkpoint.due():
+                if self.checkpoint.waiting or self.checkpoint.due():
                     self._commit()
+                self._report_outage()
                 self._refresh_lag()
                 self._log_stats()
-            self._emit_reputation(time.time(), everything=True)  # nothing more will be added to them
-            self._commit()
+            final = self._finish()
         finally:
             self.model_ops.stop()
-            self.consumer.close()  # leaves the group: the others get our partitions at once
-        log.info("stopped cleanly after %d checkpoints", self.checkpoint.commits)
+            self._close_consumer()
+        if final is Outcome.WAITING:
+            log.warning("stopped after %d checkpoints, the last one uncommitted", self.checkpoint.commits)
+        else:
+            log.info("stopped cleanly after %d checkpoints", self.checkpoint.commits)
+
+    def _keep_alive(self) -> bool:
+        """Beat liveness; whether to keep going (False once a stop was requested)."""
+        self.heartbeat.beat()
+        self.metrics.loop_heartbeat.set(time.time())
+        return not self._stopping
+
+    def _put_back(self, records: list[Any]) -> None:
+        """Records fetched while the checkpoint waits (a partition assigned meanwhile): unread them."""
+        first: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic(), record.partition())
+            first[key] = min(first.get(key, record.offset()), record.offset())
+        self.consumer.seek([TopicPartition(t, p, o) for (t, p), o in first.items()])
+        self.consumer.pause()
+
+    def _report_outage(self) -> None:
+        self.metrics.broker_unreachable.set(self.checkpoint.waited_seconds)
+        self.metrics.outputs_unacknowledged.set(self.producer.outstanding)
+
+    def _finish(self) -> Outcome:
+        """Stop requested: commit what the broker acknowledges within the shutdown timeout, nothing else."""
+        self._shutdown_deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
+        if not self.checkpoint.waiting:
+            self._emit_reputation(time.time(), everything=True)  # nothing more will be added to them
+        budget = max(1.0, self.settings.shutdown_timeout_seconds - _CLOSE_ALLOWANCE_SECONDS)
+        outcome = self.checkpoint.finish(budget)
+        self._count_commits()
+        self._report_outage()
+        return outcome
+
+    def _close_consumer(self) -> None:
+        """Leave the group (the others get our partitions at once), within the shutdown timeout."""
+        self._closing = True
+        deadline = self._shutdown_deadline
+        timeout = _CLOSE_ALLOWANCE_SECONDS if deadline is None else deadline - time.monotonic() - 0.5
+        try:
+            left = self.consumer.close(max(1.0, timeout))
+        except KafkaLayerError as exc:  # we are leaving anyway: the session time-out does the rest
+            log.warning("%s", exc)
+            return
+        if not left:
+            log.warning(
+                "leaving the group did not finish in time (broker unreachable): the group drops this "
+                "member after its session time-out"
+            )
 
     def _reputation_topic(self) -> str | None:
         """The explicit REPUTATION_TOPIC (must exist), else ``reputation`` when it exists, else off."""
@@ -203,9 +274,15 @@ class Worker:
             self.producer.produce(self.reputation_topic, value, key, self._headers)
         self.metrics.reputation_records.inc(len(closed))
 
-    def _commit(self) -> None:
-        self.checkpoint.commit()
-        self.metrics.commits.inc()
+    def _commit(self) -> Outcome:
+        outcome = self.checkpoint.commit()
+        self._count_commits()
+        return outcome
+
+    def _count_commits(self) -> None:
+        """``sentiment_checkpoints_total`` follows the checkpoint's own count (aborts are not commits)."""
+        self.metrics.commits.inc(self.checkpoint.commits - self._commits_counted)
+        self._commits_counted = self.checkpoint.commits
 
     # --- the hot path --------------------------------------------------------------------------------------
 
@@ -391,9 +468,14 @@ class Worker:
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        if self._closing:  # the final commit was tried already (or failed): do not wait a second time
+            log.info("partitions %s revoked: leaving the group", sorted(tp.partition for tp in partitions))
+            self.checkpoint.abandon()
+            self.metrics.forget_partitions(self.settings.input_topic, (tp.partition for tp in partitions))
+            return
         log.info("partitions %s revoked: committing first", sorted(tp.partition for tp in partitions))
         self.checkpoint.revoke(partitions)
-        self.metrics.commits.inc()
+        self._count_commits()
         self.metrics.forget_partitions(self.settings.input_topic, (tp.partition for tp in partitions))
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:

@@ -106,6 +106,17 @@ class WorkerMetrics:
             "Unix time the main loop last went round (moves when idle too: a frozen value is a stall)",
             registry=r,
         )
+        self.broker_unreachable = Gauge(
+            "sentiment_broker_unreachable_seconds",
+            "How long the current checkpoint has waited for the broker to acknowledge its outputs "
+            "(0: not waiting); input is paused meanwhile",
+            registry=r,
+        )
+        self.outputs_unacknowledged = Gauge(
+            "sentiment_outputs_unacknowledged_records",
+            "Output records handed to the producer and not yet acknowledged by the broker",
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_* CPU, memory, start time: restarts and leaks show up
         self.model_info = Gauge(
             "sentiment_model_info",

@@ -53,7 +53,17 @@ class WorkerSettings(ModelSettings):
     )
     metrics_port: int = Field(9108, ge=0, le=65535, description="metrics/liveness port (0: any free port)")
     startup_timeout_seconds: float = Field(15.0, gt=0, description="how long to wait for the broker at start")
-    shutdown_timeout_seconds: float = Field(20.0, gt=0, description="flush/commit time allowed at shutdown")
+    shutdown_timeout_seconds: float = Field(
+        20.0, gt=0, description="flush/commit time allowed at shutdown (also within a broker outage)"
+    )
+    # librdkafka's message.timeout.ms defaults to 300 s: a budget below it would give up on records
+    # librdkafka is still retrying.
+    broker_outage_budget_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="how long a checkpoint waits for an unreachable broker (inputs paused) before the "
+        "worker fails, committing nothing past it (exit 1)",
+    )
     model_retry_attempts: int = Field(3, ge=1, description="tries per batch before a model error is fatal")
     model_retry_backoff_seconds: float = Field(0.5, ge=0, description="first retry delay (doubles)")
     liveness_timeout_seconds: float = Field(

@@ -3,8 +3,11 @@
 from worker.kafka.config import client_config, redact
 from worker.kafka.consumer import Consumer
 from worker.kafka.errors import (
+    BrokerOutageError,
     BrokerUnreachableError,
+    ClientConfigError,
     CommitFailedError,
+    ConsumerFailedError,
     DeliveryFailedError,
     KafkaLayerError,
     TopicNotFoundError,
@@ -13,9 +16,12 @@ from worker.kafka.errors import (
 from worker.kafka.producer import Producer
 
 __all__ = [
+    "BrokerOutageError",
     "BrokerUnreachableError",
+    "ClientConfigError",
     "CommitFailedError",
     "Consumer",
+    "ConsumerFailedError",
     "DeliveryFailedError",
     "KafkaLayerError",
     "Producer",

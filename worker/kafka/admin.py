@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from worker.kafka.errors import BrokerUnreachableError, TopicNotFoundError
+from worker.kafka.errors import BrokerUnreachableError, ClientConfigError, TopicNotFoundError
 
 log = logging.getLogger("worker.kafka")
 
@@ -28,13 +28,22 @@ def ensure_topics(
     metadata request, which is also the fallback when CreateTopics fails; a cluster that allows
     neither fails with :class:`TopicNotFoundError`.
     """
-    admin = AdminClient({k: v for k, v in config.items() if isinstance(v, str | int | float)})
     try:
-        existing = admin.list_topics(timeout=timeout).topics
+        admin = AdminClient({k: v for k, v in config.items() if isinstance(v, str | int | float)})
+    except KafkaException as exc:
+        raise ClientConfigError(f"invalid admin client configuration: {exc.args[0].str()}") from exc
+    try:
+        return _ensure(admin, topics, partitions, timeout, create_topics_api)
     except KafkaException as exc:
         raise BrokerUnreachableError(
             f"no Kafka broker answered within {timeout:.0f}s ({exc.args[0]})"
         ) from exc
+
+
+def _ensure(
+    admin: AdminClient, topics: Sequence[str], partitions: int, timeout: float, create_topics_api: bool
+) -> dict[str, int]:
+    existing = admin.list_topics(timeout=timeout).topics
     missing = [t for t in topics if t not in existing]
     if missing and not create_topics_api:
         for topic in missing:

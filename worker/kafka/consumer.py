@@ -3,41 +3,75 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import confluent_kafka as ck
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from worker.kafka.errors import BrokerUnreachableError, CommitFailedError, TopicNotFoundError
+from worker.kafka.errors import (
+    BrokerUnreachableError,
+    ClientConfigError,
+    CommitFailedError,
+    ConsumerFailedError,
+    TopicNotFoundError,
+)
 
 log = logging.getLogger(__name__)
 
 PartitionsCallback = Callable[[list[TopicPartition]], None]
 
-# The group moved on while we committed: the new owner restarts from the last successful commit.
-_REBALANCE_CODES = frozenset(
-    {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID}
+# The group moved on while we committed, or the coordinator did not answer in time: the outputs are
+# acknowledged, so a later commit (or the partition's next owner, from the last commit) takes over.
+_SKIPPABLE_COMMIT_CODES = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError._TRANSPORT,
+    }
 )
+
+
+def _commit_error(error: KafkaError) -> CommitFailedError:
+    retriable = error.retriable() or error.code() in _SKIPPABLE_COMMIT_CODES
+    return CommitFailedError(f"offset commit failed: {error.str()}", retriable=retriable)
 
 
 class Consumer:
     """A group member that never commits on its own: offsets move only through :meth:`commit`."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._consumer = ck.Consumer(
-            {
-                **config,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": False,
-            }
-        )
+        self._commit_failure: CommitFailedError | None = None
+        try:
+            self._consumer = ck.Consumer(
+                {
+                    **config,
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "enable.partition.eof": False,
+                    "on_commit": self._on_commit,
+                }
+            )
+        except KafkaException as exc:
+            raise ClientConfigError(f"invalid consumer configuration: {exc.args[0].str()}") from exc
 
     @property
     def raw(self) -> ck.Consumer:
-        """The confluent-kafka consumer (for group metadata in transactions)."""
+        """The confluent-kafka consumer itself (its calls raise confluent-kafka's errors, not ours)."""
         return self._consumer
+
+    def group_metadata(self) -> Any:
+        """The group generation and member id, for ``send_offsets_to_transaction`` (fences zombies)."""
+        try:
+            return self._consumer.consumer_group_metadata()
+        except KafkaException as exc:
+            raise ConsumerFailedError(f"no consumer group metadata: {exc.args[0].str()}") from exc
 
     def check_topics(self, topics: Sequence[str], timeout: float) -> dict[str, int]:
         """Fail fast: the cluster answers and each topic exists. Returns partitions per topic."""
@@ -65,45 +99,93 @@ class Consumer:
         on_lost: PartitionsCallback,
     ) -> None:
         """Join the group; the callbacks run inside :meth:`consume`."""
-        self._consumer.subscribe(
-            topics,
-            on_assign=lambda _c, partitions: on_assign(partitions),
-            on_revoke=lambda _c, partitions: on_revoke(partitions),
-            on_lost=lambda _c, partitions: on_lost(partitions),
-        )
+        try:
+            self._consumer.subscribe(
+                topics,
+                on_assign=lambda _c, partitions: on_assign(partitions),
+                on_revoke=lambda _c, partitions: on_revoke(partitions),
+                on_lost=lambda _c, partitions: on_lost(partitions),
+            )
+        except KafkaException as exc:
+            raise ConsumerFailedError(f"cannot subscribe to {topics}: {exc.args[0].str()}") from exc
 
     def consume(self, max_records: int, timeout: float) -> list[Message]:
-        """Up to ``max_records`` records; transport errors are logged (librdkafka retries them)."""
-        records = self._consumer.consume(max_records, timeout)
+        """Up to ``max_records`` records; transport errors are logged (librdkafka retries them), a fatal
+        one raises :class:`ConsumerFailedError`."""
+        try:
+            records = self._consumer.consume(max_records, timeout)
+        except KafkaException as exc:
+            raise ConsumerFailedError(f"consume failed: {exc.args[0].str()}") from exc
         good: list[Message] = []
         for record in records:
             error = record.error()
             if error is None:
                 good.append(record)
             elif error.fatal():
-                raise KafkaException(error)
+                raise ConsumerFailedError(f"fatal consumer error: {error.str()}")
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer: %s", error.str())
         return good
 
     def commit(self, offsets: list[TopicPartition]) -> None:
-        """Synchronous commit of explicit offsets (called once per checkpoint, never per record)."""
+        """Commit explicit offsets (once per checkpoint, never per record), without waiting for the answer.
+
+        Asynchronous because a synchronous commit has no time-out of its own: with the coordinator
+        frozen it blocked the loop for the whole outage (liveness, metrics and SIGTERM with it). The
+        answer comes back through ``on_commit`` while consuming (``close`` waits for it, measured): a
+        non-retriable failure is raised by the next call, a retriable one is only logged (the outputs
+        are acknowledged already; a later commit, or the partition's next owner, takes over)."""
+        if self._commit_failure is not None:
+            failure, self._commit_failure = self._commit_failure, None
+            raise failure
         if not offsets:
             return
         try:
-            result = self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            retriable = error.retriable() or error.code() in _REBALANCE_CODES
-            raise CommitFailedError(f"offset commit failed: {error.str()}", retriable=retriable) from exc
-        failed = [tp for tp in result or [] if tp.error is not None]
-        if failed:
-            raise CommitFailedError(f"offset commit failed for {failed}")
+            raise _commit_error(exc.args[0]) from exc
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        errors = [error] if error is not None else [tp.error for tp in partitions if tp.error is not None]
+        for problem in errors:
+            failure = _commit_error(problem)
+            if failure.retriable:
+                log.warning("%s; a later checkpoint commits past it (results are acknowledged)", failure)
+            elif self._commit_failure is None:
+                self._commit_failure = failure
 
     def seek(self, positions: list[TopicPartition]) -> None:
-        """Move the fetch position of each partition (after an aborted transaction)."""
-        for tp in positions:
-            self._consumer.seek(tp)
+        """Move the fetch position of each partition (to reprocess after an abort or a timed-out delivery)."""
+        try:
+            for tp in positions:
+                self._consumer.seek(tp)
+        except KafkaException as exc:
+            raise ConsumerFailedError(f"cannot rewind to {positions}: {exc.args[0].str()}") from exc
+
+    def pause(self) -> None:
+        """Stop fetching every assigned partition (backpressure); positions are kept."""
+        self._flow("pause")
+
+    def resume(self) -> None:
+        """Fetch every assigned partition again, from where the application left off."""
+        self._flow("resume")
+
+    def _flow(self, name: str) -> None:
+        try:
+            partitions = self._consumer.assignment()
+            if partitions:
+                getattr(self._consumer, name)(partitions)
+        except KafkaException as exc:
+            raise ConsumerFailedError(f"{name} failed: {exc.args[0].str()}") from exc
+
+    def position(self, topic: str, partition: int) -> int | None:
+        """The next offset the application will read from ``topic/partition`` (None: not known yet)."""
+        try:
+            positions = self._consumer.position([TopicPartition(topic, partition)])
+        except KafkaException:
+            return None
+        offset = positions[0].offset if positions else -1
+        return int(offset) if offset >= 0 else None
 
     def high_watermark(self, topic: str, partition: int) -> int | None:
         """The partition's end offset as last seen in fetch responses (no request is made)."""
@@ -115,8 +197,31 @@ class Consumer:
 
     def assignment(self) -> list[TopicPartition]:
         """Currently assigned partitions."""
-        return list(self._consumer.assignment())
+        try:
+            return list(self._consumer.assignment())
+        except KafkaException as exc:
+            raise ConsumerFailedError(f"assignment unknown: {exc.args[0].str()}") from exc
 
-    def close(self) -> None:
-        """Leave the group now (a clean rebalance for the others instead of a session time-out)."""
-        self._consumer.close()
+    def close(self, timeout: float) -> bool:
+        """Leave the group now (a clean rebalance for the others instead of a session time-out).
+
+        Waits ``timeout`` at most; False if the close goes on in the background. librdkafka gives the
+        LeaveGroup request 5 s, but first waits for offset commits in flight, and with the coordinator
+        frozen one of those held the close until the broker answered again (25 s, measured). The group
+        drops a member that did not leave after its ``session.timeout.ms``."""
+        failures: list[KafkaException] = []
+
+        def close() -> None:
+            try:
+                self._consumer.close()
+            except KafkaException as exc:
+                failures.append(exc)
+
+        closing = threading.Thread(target=close, name="kafka-close", daemon=True)
+        closing.start()
+        closing.join(timeout)
+        if closing.is_alive():
+            return False
+        if failures:
+            raise ConsumerFailedError(f"closing the consumer failed: {failures[0].args[0].str()}")
+        return True

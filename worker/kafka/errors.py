@@ -1,8 +1,15 @@
-"""Explicit exception types of the Kafka layer; each message is meant for the operator reading the log."""
+"""Explicit exception types of the Kafka layer; each message is meant for the operator reading the log.
+
+Every ``KafkaException`` raised by confluent-kafka inside ``worker/kafka`` leaves it as one of these.
+"""
 
 
 class KafkaLayerError(Exception):
     """Base class of every Kafka problem the worker reports."""
+
+
+class ClientConfigError(KafkaLayerError):
+    """librdkafka rejected the client configuration (an unknown or invalid property)."""
 
 
 class BrokerUnreachableError(KafkaLayerError):
@@ -13,15 +20,32 @@ class TopicNotFoundError(KafkaLayerError):
     """A topic the worker needs does not exist (and the cluster does not auto-create it)."""
 
 
+class ConsumerFailedError(KafkaLayerError):
+    """The consumer hit an error librdkafka cannot recover from (fatal, or a call on a broken client)."""
+
+
 class DeliveryFailedError(KafkaLayerError):
-    """The broker did not acknowledge an output record, after librdkafka's own retries."""
+    """The broker did not acknowledge an output record, after librdkafka's own retries.
+
+    ``timed_out``: the record expired waiting for the broker (``message.timeout.ms``): the broker was
+    unreachable rather than refusing it, so reprocessing the input is the cure, not stopping.
+    """
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+class BrokerOutageError(DeliveryFailedError):
+    """Outputs stayed unacknowledged for longer than the outage budget (``BROKER_OUTAGE_BUDGET_SECONDS``)."""
 
 
 class CommitFailedError(KafkaLayerError):
     """Committing consumer offsets failed.
 
-    ``retriable``: the group is rebalancing or our generation is stale; the outputs are already
-    acknowledged, so skipping this commit costs duplicates after the hand-over, never losses.
+    ``retriable``: the group is rebalancing, our generation is stale or the coordinator did not answer in
+    time; the outputs are already acknowledged, so skipping this commit costs duplicates after the
+    hand-over, never losses.
     """
 
     def __init__(self, message: str, *, retriable: bool = False) -> None:
@@ -32,11 +56,12 @@ class CommitFailedError(KafkaLayerError):
 class TransactionFailedError(KafkaLayerError):
     """An exactly-once transaction step failed.
 
-    ``abortable``: abort the transaction and retry from the last committed offsets; ``fatal``: this
-    producer is fenced or broken and the process must stop.
+    ``retriable``: the step did not finish in time (broker unreachable); calling the same step again
+    resumes it. ``abortable``: abort the transaction and reprocess from the last committed offsets.
+    Neither: this producer is fenced or broken and the process must stop.
     """
 
-    def __init__(self, message: str, *, abortable: bool = False, fatal: bool = False) -> None:
+    def __init__(self, message: str, *, retriable: bool = False, abortable: bool = False) -> None:
         super().__init__(message)
+        self.retriable = retriable
         self.abortable = abortable
-        self.fatal = fatal

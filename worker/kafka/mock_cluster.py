@@ -6,10 +6,14 @@ support CreateTopics). Measured limits: it dropped the oldest records of a parti
 10,000 in one run, and its transactions are incomplete (tests/test_mock_cluster.py): it is for demos and
 tests, not for soaking or for proving exactly-once. ``python -m worker.kafka.mock_cluster`` prints the
 bootstrap servers on its first line and serves until its stdin closes or it is terminated.
+
+All its brokers live in that one process, so :meth:`MockCluster.freeze` (SIGSTOP) is a real broker stall
+for its clients: connections stay open and nothing answers, as in a long GC pause or a network blip.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -70,10 +74,19 @@ class MockCluster:
             raise RuntimeError("the mock cluster is not running")
         return self._process.pid
 
+    def freeze(self) -> None:
+        """Stall every broker (SIGSTOP): clients see no answer until :meth:`thaw`."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let the brokers run again (SIGCONT)."""
+        os.kill(self.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop the child (closing stdin asks it to exit; terminate if it does not)."""
         if self._process is None:
             return
+        self.thaw()  # a frozen process would neither read its stdin nor handle SIGTERM
         if self._process.stdin is not None:
             self._process.stdin.close()
         try:
