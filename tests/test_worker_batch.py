@@ -208,7 +208,7 @@ def test_predictions_are_counted_per_brand_and_label_once_per_batch() -> None:
     assert [metrics.brand_names[i] for i in brands.tolist()] == [
         "acme", "acme", "other", "other", "globex", "acme",
     ]  # fmt: skip
-    tally = metrics.count_predictions(brands, np.array([0, 0, 2, 1, 2, 1]))
+    tally = metrics.tally_predictions(brands, np.array([0, 0, 2, 1, 2, 1]))
     assert tally == {
         ("negative", "acme"): 2,
         ("neutral", "acme"): 1,
@@ -216,4 +216,6 @@ def test_predictions_are_counted_per_brand_and_label_once_per_batch() -> None:
         ("neutral", "other"): 1,
         ("positive", "globex"): 1,
     }
+    assert metrics.predictions.labels("negative", "acme")._value.get() == 0, "a tally counts nothing yet"
+    metrics.count_predictions(tally)
     assert metrics.predictions.labels("negative", "acme")._value.get() == 2

@@ -302,7 +302,7 @@ class Worker:
             label_ids = scored.label_ids
             self._produce_results(records, decoded, scored, label_ids, now)
             brand_ids = self.metrics.brand_indices(decoded.column("brand"))
-            per_label = self.metrics.count_predictions(brand_ids, label_ids)
+            per_label = self.metrics.tally_predictions(brand_ids, label_ids)
             self.reputation.observe(per_label, now)
             tokens, pulls = token_pulls(self.predictor, lines)  # stand-in for the scorer's contributions
             brand_names = [self.metrics.brand_names[i] for i in brand_ids.tolist()]
@@ -316,7 +316,7 @@ class Worker:
             partitions, [r.offset() for r in records]
         ).items():
             self.checkpoint.track_batch(topic, partition, first, last, count)
-        self._observe(records, partitions, decoded, routed, now, time.perf_counter() - started)
+        self._observe(records, partitions, decoded, routed, per_label, now, time.perf_counter() - started)
         if scored is not None:
             self.drift.observe(scored.label_ids, lines)
             self.model_ops.after_batch(lines, scored.label_ids)  # may promote: from the next batch on
@@ -394,11 +394,14 @@ class Worker:
         partitions: list[int],
         decoded: Decoded,
         routed: list[tuple[Rejected, str]],
+        per_label: Counter[tuple[str, str]],
         now: float,
         seconds: float,
     ) -> None:
-        """Metrics and stats of one batch: per batch, never per record."""
+        """Metrics and stats of one batch, all at once (a scrape sees a batch whole or not at all, as far
+        as its counters go): per batch, never per record."""
         m = self.metrics
+        m.count_predictions(per_label)
         m.consumed.inc(len(records))
         m.batch_size.observe(len(records))
         m.batch_seconds.observe(seconds)

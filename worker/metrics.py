@@ -28,6 +28,7 @@ from schemas import LABELS, DeadLetterReason
 from sentiment_model.operations import ModelOpsMetrics
 
 OTHER_BRAND = "other"
+_LABEL_INDEX: dict[str, int] = {label: i for i, label in enumerate(LABELS)}
 OTHER_LANGUAGE = "other"
 _ISO_639_1_CODES = """
 aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de
@@ -261,19 +262,22 @@ class WorkerMetrics:
             out[i] = index
         return out
 
-    def count_predictions(
+    def tally_predictions(
         self, brand_indices: npt.NDArray[np.intp], label_ids: npt.NDArray[np.intp]
     ) -> Tally[tuple[str, str]]:
-        """Count one batch's predictions per (sentiment, brand): one increment per pair, not per post."""
+        """One batch's predictions per (sentiment, brand label), counted with one bincount."""
         width = len(LABELS)
         counts = np.bincount(brand_indices * width + label_ids, minlength=len(self.brand_names) * width)
         tally: Tally[tuple[str, str]] = Tally()
         for cell in np.flatnonzero(counts).tolist():
             brand, label = divmod(cell, width)
-            n = int(counts[cell])
-            self._prediction_children[brand][label].inc(n)
-            tally[(LABELS[label], self.brand_names[brand])] = n
+            tally[(LABELS[label], self.brand_names[brand])] = int(counts[cell])
         return tally
+
+    def count_predictions(self, tally: Tally[tuple[str, str]]) -> None:
+        """Add a batch's tally to ``sentiment_predictions_total``: one increment per pair, not per post."""
+        for (label, brand), n in tally.items():
+            self._prediction_children[self._brand_index[brand]][_LABEL_INDEX[label]].inc(n)
 
     @property
     def brand_labels(self) -> tuple[str, ...]:
