@@ -1,7 +1,9 @@
 """``python -m training.train``: search, train, quantize, measure, log to MLflow and (gated) publish.
 
 Train on train, select on val (macro-recall), report on test. Writes ``OUTPUT_DIR/sentiment_ft.ftz``,
-``metrics.json`` and ``confusion_matrix.png``. Exit codes: 0 done (published or not, as printed),
+``metrics.json`` and ``confusion_matrix.png``. By default no search: the default recipe as a soup. The
+command ends within ``--autotune-duration`` + ``--time-margin`` seconds (every fastText fit runs in a child
+process ended at its deadline, :mod:`training.deadline`). Exit codes: 0 done (published or not, as printed),
 2 bad input (data, arguments), 3 ``--push`` was given but the quality gate refused the model.
 """
 
