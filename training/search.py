@@ -37,11 +37,11 @@ from training.metrics import IntArray, paired_bootstrap_win_rate
 Progress = Callable[[str], None]
 
 #: The whole command may run this long past its search budget (``--time-margin``): the named candidate's
-#: soup, quantizing and measuring. Measured: the default recipe's single run and soup of 4 took 46 s on
-#: this 2-core machine idle, the whole default command 88 s.
+#: soup, quantizing and measuring. Measured on this 2-core machine: the default recipe's single run and
+#: soup of 4 took 46 s idle and 140-170 s at load average 5; the whole default command 3.0-3.5 min then.
 DEFAULT_MARGIN_SECONDS: Final = 600
 #: Kept free at the end of the time limit for quantizing, measuring and logging the chosen model
-#: (measured: 14 s for the vector recipe).
+#: (measured for the vector recipe: 14 s idle, 22-26 s at load average 5).
 FINISH_RESERVE_SECONDS: Final = 60
 #: fastText autotune's child may run this share of its search time longer: its final re-training with
 #: the settings it picked has no limit of its own, and a pick that cannot retrain in that time would not
@@ -229,6 +229,11 @@ def run_search(
         """When random draws must stop to leave the soups their time (re-estimated after each trial)."""
         return limit.search_end - confirmations * _mean_seconds(trials)
 
+    def time_left() -> str:
+        """The search's time left (before the soups, when there are any) and the whole limit's."""
+        search = f"{limit.left(draws_end()) / 60:4.1f} min left{' before the soups' if confirmations else ''}"
+        return f"{search}, {(limit.hard_end - time.monotonic()) / 60:.1f} min of the time limit"
+
     with tempfile.TemporaryDirectory(prefix="sentiment-search-") as scratch:
         best_file = Path(scratch) / "best-single-run.bin"
         while queue or autotune_pending or time.monotonic() < draws_end():
@@ -251,21 +256,15 @@ def run_search(
                     candidate, train, val, 1, threads, seed, out, best_so_far, limit, until
                 )
             except TrainingError as exc:
-                left = limit.left(draws_end()) / 60
-                progress(
-                    f"trial {number} ({candidate.origin}) dropped: {exc} | {left:4.1f} min left"
-                    + (" before the soups" if confirmations else "")
-                )
+                progress(f"trial {number} ({candidate.origin}) dropped: {exc} | {time_left()}")
                 continue
             if saved:  # it beat every earlier trial
                 out.replace(best_file)
             trials.append(trial)
             best = max(trials, key=lambda t: t.val_macro_recall)
-            left = limit.left(draws_end())
             progress(
                 f"trial {len(trials):3d} ({candidate.origin}): val macro-recall {trial.val_macro_recall:.4f}"
-                f" in {trial.seconds:5.1f}s | best {best.val_macro_recall:.4f} | {left / 60:4.1f} min left"
-                + (" before the soups" if confirmations else "")
+                f" in {trial.seconds:5.1f}s | best {best.val_macro_recall:.4f} | {time_left()}"
             )
         if not trials:
             raise TrainingError(
