@@ -91,7 +91,7 @@ def test_the_search_confirms_its_shortlist_as_soups_and_picks_by_their_val_score
     named = Candidate(PARAMS, OVERSAMPLE, origin="default recipe")
     messages: list[str] = []
     result = search(
-        train_subset.head(3_000), val_split, 12, named, messages, soup_members=2, shortlist=2, confidence=0
+        train_subset.head(3_000), val_split, 30, named, messages, soup_members=2, shortlist=2, confidence=0
     )
     assert len(result.trials) >= 2, "the budget should leave room for random draws"
     shortlisted = [t.candidate for t in result.confirmed]

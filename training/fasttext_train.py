@@ -142,6 +142,10 @@ def fit(train_file: Path, params: Mapping[str, Any], threads: int, seed: int = 0
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+#: Rows projected per block in :func:`project_onto_labels`.
+_PROJECTION_ROWS = 100_000
+
+
 def project_onto_labels(model: Any, path: Path) -> Any:
     """The same classifier with ``dim`` = the number of labels, saved to ``path`` and loaded back.
 
@@ -153,12 +157,41 @@ def project_onto_labels(model: Any, path: Path) -> Any:
     rows: fastText keeps the rows with the largest norms, and a projected row's norm is its influence on
     the scores (a 100-d GloVe row's norm is mostly in directions no label reads).
     """
-    inputs = model.get_input_matrix().astype(np.float64)
+    inputs = model.get_input_matrix()
     outputs = model.get_output_matrix().astype(np.float64)
     basis = np.linalg.svd(outputs, full_matrices=False)[2]  # orthonormal rows spanning the output rows
-    model.set_matrices((inputs @ basis.T).astype(np.float32), (outputs @ basis.T).astype(np.float32))
+    projected = np.empty((len(inputs), len(basis)), dtype=np.float32)
+    # In float64 but a block at a time: the whole 1.05M x 100 matrix in float64 would be 840 MB more.
+    for start in range(0, len(inputs), _PROJECTION_ROWS):
+        block = inputs[start : start + _PROJECTION_ROWS].astype(np.float64)
+        projected[start : start + _PROJECTION_ROWS] = block @ basis.T
+    model.set_matrices(projected, (outputs @ basis.T).astype(np.float32))
     model.save_model(str(path))  # the saved header takes the new dim from the matrices
     return load(path)
+
+
+def autotune(train_file: Path, val_file: Path, seconds: int, threads: int) -> dict[str, Any]:
+    """fastText's autotune (its metric: F1 on ``val_file``) for ``seconds``; the settings it picked.
+
+    Its final re-training with those settings has no time limit (measured: still running 19 minutes after
+    a 225 s budget), so callers run this under :func:`training.deadline.run_with_deadline`.
+    """
+    use_fresh_memory_for_large_buffers()
+    try:
+        model = fasttext.train_supervised(
+            input=str(train_file),
+            autotuneValidationFile=str(val_file),
+            autotuneDuration=seconds,
+            thread=threads,
+            verbose=0,
+        )
+    except (RuntimeError, ValueError) as exc:  # seen: "Encountered NaN" in its final training
+        raise TrainingError(f"fastText autotune failed: {exc}") from exc
+    args = model.f.getArgs()
+    names = ("epoch", "lr", "dim", "wordNgrams", "minn", "maxn", "bucket", "loss")
+    params = {name: getattr(args, name) for name in names}
+    params["loss"] = str(params["loss"]).rsplit(".", 1)[-1]
+    return params
 
 
 def load(path: Path) -> Any:

@@ -1,4 +1,5 @@
-"""Classification metrics, TweetEval style (macro-recall is the official sentiment metric)."""
+"""Classification metrics, TweetEval style (macro-recall is the official sentiment metric), computed by
+scikit-learn over the labels in :data:`schemas.LABELS` order."""
 
 from __future__ import annotations
 
@@ -6,30 +7,40 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sklearn import metrics as skm
 
 from schemas import LABELS
 
 IntArray = npt.NDArray[np.int64]
+#: Label ids in :data:`schemas.LABELS` order: every class is counted, also one absent from a sample.
+LABEL_IDS = list(range(len(LABELS)))
 
 
 def confusion_matrix(y_true: IntArray, y_pred: IntArray) -> npt.NDArray[np.int64]:
     """Rows: true class, columns: predicted class, in :data:`schemas.LABELS` order."""
-    n = len(LABELS)
-    return np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n).astype(np.int64)
+    return np.asarray(skm.confusion_matrix(y_true, y_pred, labels=LABEL_IDS), dtype=np.int64)
 
 
 def macro_recall(y_true: IntArray, y_pred: IntArray) -> float:
     """Mean per-class recall (classes absent from ``y_true`` count as 0)."""
-    cm = confusion_matrix(y_true, y_pred)
-    support = cm.sum(axis=1)
-    return float(np.mean(np.divide(np.diag(cm), support, out=np.zeros(len(LABELS)), where=support > 0)))
+    return float(skm.recall_score(y_true, y_pred, labels=LABEL_IDS, average="macro", zero_division=0))
+
+
+def macro_f1(y_true: IntArray, y_pred: IntArray) -> float:
+    """Mean per-class F1 (a class never predicted nor present counts as 0)."""
+    return float(skm.f1_score(y_true, y_pred, labels=LABEL_IDS, average="macro", zero_division=0))
 
 
 def paired_bootstrap_win_rate(
     y_true: IntArray, challenger: IntArray, incumbent: IntArray, rounds: int = 1_000, seed: int = 0
 ) -> float:
     """Share of ``rounds`` resamples of the rows (with replacement, the same rows for both models) on
-    which ``challenger`` has the higher macro-recall: how sure the data are that it is better."""
+    which ``challenger`` has the higher macro-recall: how sure the data are that it is better.
+
+    Counted here for all resamples at once rather than by 2,000 ``recall_score`` calls: measured 0.09 s
+    against 11 s for 2,000 val rows (this shared 2-core machine, loaded); a test checks the count against
+    scikit-learn resample by resample.
+    """
     n, k = len(LABELS), len(y_true)
     rows = np.random.default_rng(seed).integers(0, k, size=(rounds, k))
     truth = y_true[rows]
@@ -45,32 +56,29 @@ def paired_bootstrap_win_rate(
 
 
 def evaluate(y_true: IntArray, y_pred: IntArray) -> dict[str, Any]:
-    """Accuracy, macro recall/F1, per-class precision/recall/F1/support and the confusion matrix."""
-    cm = confusion_matrix(y_true, y_pred)
-    tp = np.diag(cm).astype(np.float64)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    total = int(cm.sum())
+    """Accuracy, macro recall/F1/precision, per-class precision/recall/F1/support and the confusion
+    matrix: scikit-learn's ``classification_report``, ``recall_score``/``f1_score`` (macro) and
+    ``confusion_matrix``."""
+    report: dict[str, Any] = skm.classification_report(
+        y_true, y_pred, labels=LABEL_IDS, target_names=list(LABELS), output_dict=True, zero_division=0
+    )
     return {
-        "n": total,
-        "accuracy": float(tp.sum() / total) if total else 0.0,
-        "macro_recall": float(recall.mean()),
-        "macro_f1": float(f1.mean()),
-        "macro_precision": float(precision.mean()),
+        "n": len(y_true),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "macro_recall": macro_recall(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred),
+        "macro_precision": float(report["macro avg"]["precision"]),
         "per_class": {
             label: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
+                "precision": float(report[label]["precision"]),
+                "recall": float(report[label]["recall"]),
+                "f1": float(report[label]["f1-score"]),
+                "support": int(report[label]["support"]),
             }
-            for i, label in enumerate(LABELS)
+            for label in LABELS
         },
         "labels": list(LABELS),
-        "confusion_matrix": cm.tolist(),
+        "confusion_matrix": confusion_matrix(y_true, y_pred).tolist(),
     }
 
 
