@@ -541,7 +541,7 @@ def test_compose_training_service(compose: dict[str, Any]) -> None:
     assert mounts[f"{workdir}/mlruns"] == f"mlruns:{workdir}/mlruns"  # the default --mlflow-dir
     args = [interpolate(str(a)) for a in training["command"]]
     assert {a for a in args if a.startswith("--")} <= train_flags()
-    assert train_cli.parse_args(args).autotune_duration == 900
+    assert train_cli.parse_args(args).autotune_duration == 0
 
 
 def test_compose_mlflow_ui_matches_the_training_client(compose: dict[str, Any]) -> None:
