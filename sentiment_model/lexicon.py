@@ -15,7 +15,6 @@ from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
-
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 POSITIVE, NEGATIVE = "__lexpos__", "__lexneg__"

@@ -131,7 +131,9 @@ def _clean_chars(texts: Sequence[str]) -> npt.NDArray[np.uint32]:
     classes = _char_classes().take(points)
     # A run of three or more of the same \w or "!?." character keeps its first two ("(\w)\1\1+" -> "\1\1").
     kept = np.ones(points.size, dtype=bool)
-    kept[2:] = ~(((classes[2:] & _SQUASHED) != 0) & (points[2:] == points[1:-1]) & (points[1:-1] == points[:-2]))
+    kept[2:] = ~(
+        ((classes[2:] & _SQUASHED) != 0) & (points[2:] == points[1:-1]) & (points[1:-1] == points[:-2])
+    )
     padded = (classes & _PADDED) != 0
     apostrophes = np.flatnonzero(points == _APOSTROPHE)
     if apostrophes.size:  # an apostrophe stays attached only between two \w characters ("don't")
@@ -154,27 +156,52 @@ def _clean_chars(texts: Sequence[str]) -> npt.NDArray[np.uint32]:
 def _prepare(texts: list[str]) -> list[str]:
     """The per-text part of :func:`clean` for stripped texts: escapes, NFKC, typography, quotes, URLs.
 
-    Each step runs only on the texts whose trigger is present (found by substring searches in C): most
-    tweets have none.
+    Each step runs only on the texts whose trigger is present, found by substring searches in C over
+    the joined texts: most tweets have none. A step can make another's trigger (an escape can spell a
+    quote, a "://" or a non-ASCII character), so each one looks at the texts as the last one left them.
     """
     joined = _SEPARATOR.join(texts)
     if "\\u" in joined or "&" in joined:
-        escaped = [i for i, text in enumerate(texts) if "\\u" in text or "&" in text]
+        escaped = _texts_with(texts, joined, ("\\u", "&"))
         for i, text in zip(escaped, _unescape([texts[i] for i in escaped]), strict=True):
             texts[i] = text
+        joined = _SEPARATOR.join(texts)
     if not joined.isascii():  # NFKC and the typography table leave ASCII unchanged: skip them for speed
         for i, text in enumerate(texts):
             if not text.isascii():
                 texts[i] = unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHY).strip()
+        joined = _SEPARATOR.join(texts)
     if '"' in joined:
-        for i, text in enumerate(texts):
-            while len(text) > 1 and text[0] == '"' and text[-1] == '"':  # a quoted tweet: the quotes say nothing
+        for i in _texts_with(texts, joined, ('"',)):
+            text = texts[i]
+            while len(text) > 1 and text[0] == '"' and text[-1] == '"':  # a quoted tweet: quotes say nothing
                 text = texts[i] = text[1:-1].strip()
-    if "://" in joined or "www." in joined.lower():
-        for i, text in enumerate(texts):
-            if "://" in text or "www." in text.lower():
-                texts[i] = _URL.sub(" URL ", text)
+        joined = _SEPARATOR.join(texts)
+    lowered = joined.lower()
+    if "://" in joined or "www." in lowered:
+        # Positions in the lower-cased text are those of the text itself unless lower() lengthened a
+        # character (only U+0130 does): then look text by text.
+        urls = set(_texts_with(texts, joined, ("://",)))
+        if len(lowered) == len(joined):
+            urls.update(_texts_with(texts, lowered, ("www.",)))
+        else:
+            urls.update(i for i, text in enumerate(texts) if "www." in text.lower())
+        for i in urls:
+            texts[i] = _URL.sub(" URL ", texts[i])
     return texts
+
+
+def _texts_with(texts: list[str], joined: str, needles: tuple[str, ...]) -> list[int]:
+    """Indices of the texts that hold one of the needles (none holds the separator), sorted.
+
+    ``joined`` is the texts joined by one separator, or a text of the same length aligned with it.
+    """
+    found = [m.start() for needle in needles for m in re.finditer(re.escape(needle), joined)]
+    if not found:
+        return []
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.intp, count=len(texts)) + 1)
+    indices: list[int] = np.unique(np.searchsorted(ends, found, side="right")).tolist()
+    return indices
 
 
 def _unescape(texts: list[str]) -> list[str]:
@@ -183,15 +210,15 @@ def _unescape(texts: list[str]) -> list[str]:
     The texts are joined by a character outside the BMP: no escape can spell it, none reads across it.
     """
     joined = _ESCAPE_SEPARATOR.join(texts)
-    if joined.count(_ESCAPE_SEPARATOR) != len(texts) - 1:  # a text holds it: fold that one alone
-        return [unescaped for text in texts for unescaped in _unescape([text])] if len(texts) > 1 else texts
+    if len(texts) > 1 and joined.count(_ESCAPE_SEPARATOR) != len(texts) - 1:  # a text holds it: one by one
+        return [_unescape([text])[0] for text in texts]
     for _ in range(3):  # an escape can spell another escape; a few rounds settle any real text
         unescaped = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), joined)
         unescaped = _ENTITY.sub(lambda m: _ENTITIES.get(m.group(0), "'"), unescaped)
         if unescaped == joined:
             break
         joined = unescaped
-    return joined.split(_ESCAPE_SEPARATOR)
+    return joined.split(_ESCAPE_SEPARATOR) if len(texts) > 1 else [joined]
 
 
 def _decode(points: npt.NDArray[np.uint32]) -> str:
