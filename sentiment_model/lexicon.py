@@ -9,21 +9,17 @@ for the same settings (mean of 2 seeds); a sentence-level VADER score did no bet
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import lru_cache
-from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 POSITIVE, NEGATIVE = "__lexpos__", "__lexneg__"
-#: Separates two texts in the token stream of :func:`polarity_marks`: a noncharacter, absent from real text.
-TEXT_BREAK = "\uffff"
 _MIN_VALENCE = 0.5
 _NEGATION_REACH = 3
 # Class bits in _token_codes(): valence sign (two bits, at most one set), negation, clause end.
-_POSITIVE, _NEGATIVE, _NEGATION, _CLAUSE, _BREAK = 1, 2, 4, 8, 16
+_POSITIVE, _NEGATIVE, _NEGATION, _CLAUSE = 1, 2, 4, 8
 _VALENCE = _POSITIVE | _NEGATIVE
 _CLAUSE_END = frozenset(".!?,;:")
 _NEGATIONS = frozenset(
@@ -91,34 +87,37 @@ def valence(token: str) -> float:
     return 0.0
 
 
-def polarity_marks(tokens: Sequence[str]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+def polarity_marks(
+    codes: npt.NDArray[np.uint8], first_in_text: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
     """The polarity tokens of a batch of already-normalised texts, all at once.
 
-    ``tokens`` holds the tokens of every text in order, with :data:`TEXT_BREAK` between two texts (it
-    must not occur otherwise). Returns, in order, the index of the text of every polarity token and
-    whether it is positive. One dict lookup per token and array operations for the negation reach:
-    per-token Python was the largest cost of normalising a post.
+    ``codes[i]`` is the :func:`token_codes` entry of token ``i`` of the batch (0 if it has none) and
+    ``first_in_text[i]`` whether it starts a text (``[0]`` is not read). Returns, in order, the index
+    of every token that earns a polarity token and whether that one is positive. Array operations
+    replace the per-token Python loop, which was the largest cost of normalising a post.
     """
-    codes = np.fromiter(map(_token_codes().get, tokens, repeat(0)), dtype=np.uint8, count=len(tokens))
     marked = np.flatnonzero(codes & _VALENCE)
     positive = (codes[marked] & _VALENCE) == _POSITIVE
     negation = (codes & _NEGATION) != 0
     if marked.size and negation.any():
         # A token is negated when a negation is at most _NEGATION_REACH tokens before it with no clause
-        # end (or text break) in between, the token itself included. Counting the barriers up to each token
-        # tells whether one lies between two tokens.
-        level = np.cumsum((codes & _CLAUSE) != 0)
-        negated = np.zeros(len(tokens), dtype=bool)
+        # end or text start in between, the token itself included. Counting these barriers up to each
+        # token tells whether one lies between two tokens.
+        barrier = (codes & _CLAUSE) != 0
+        barrier[1:] |= first_in_text[1:]
+        level = np.cumsum(barrier, dtype=np.int32)
+        negated = np.zeros(codes.size, dtype=bool)
         for reach in range(1, _NEGATION_REACH + 1):
             negated[reach:] |= negation[:-reach] & (level[reach:] == level[:-reach])
         positive ^= negated[marked]
-    text_of_mark = np.searchsorted(np.flatnonzero(codes & _BREAK), marked)
-    return text_of_mark, positive
+    return marked, positive
 
 
 @lru_cache(maxsize=1)
-def _token_codes() -> dict[str, int]:
-    """Token -> class bits (valence sign, negation, clause end): one table, so a token costs one lookup."""
+def token_codes() -> dict[str, int]:
+    """Token -> class bits (valence sign, negation, clause end) for :func:`polarity_marks`: one table, so
+    a token costs one lookup. Tokens without an entry have code 0."""
     words, emojis = _lexicon()
     codes: dict[str, int] = {}
     single_emojis = (e for e in emojis if len(e) == 1 and e not in words)
@@ -129,5 +128,4 @@ def _token_codes() -> dict[str, int]:
         codes[token] = codes.get(token, 0) | _CLAUSE
     for token in _NEGATIONS:  # a negation only negates: its own valence and clause role do not count
         codes[token] = _NEGATION
-    codes[TEXT_BREAK] = _CLAUSE | _BREAK  # a negation never reaches into the next text
     return codes

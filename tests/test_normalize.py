@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from sentiment_model import normalize
-from sentiment_model.lexicon import TEXT_BREAK
 from sentiment_model.normalize import clean, clean_batch, normalize_batch
 from training.data import SPLITS, load_split
 
@@ -286,7 +285,9 @@ def test_plain_hypothesis_text(text: str) -> None:
         "a\x1cb\x1dc\x1ed\x1fe\x85f\u2028g\u2029h\u3000i",
         "tab\tand\r\nnewline\n\n",
         "\uffff",
-        f"a {TEXT_BREAK} b",  # the marker normalize_batch puts between texts, inside a text
+        "a \uffff b",
+        "aaa bbb!!! ???  ccc\ndddd",  # squashed runs right before whitespace, a separator, punctuation
+        "yesss. nooo, sooo'",
         "\U0010ffff",
         "x\x00y",
         "a" * 100_000,
@@ -310,8 +311,8 @@ def test_batch_edge_shapes() -> None:
     assert normalize_batch(("I love it", "I hate it")) == ["i love it __lexpos__", "i hate it __lexneg__"]
     # a negation never reaches into the next text
     assert normalize_batch(["not", "good"]) == ["not", "good __lexpos__"]
-    with_break = [f"good {TEXT_BREAK}", "bad", "not", "good"]
-    assert normalize_batch(with_break) == [old_normalize(t) for t in with_break]
+    negations = ["not", "good", "not,", "good", "not good", "no. good", "good not", "not a b c good"]
+    assert normalize_batch(negations) == [old_normalize(t) for t in negations]
 
 
 def test_masks_urls_and_users_and_lowercases() -> None:
