@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas import ModelRef
-from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize
+from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize_batch
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class ModelState:
         shadow = self.shadow
         if shadow is None or live == 0:
             return loaded.predictor.predict(texts), loaded
-        lines = [normalize(text) for text in texts]
+        lines = normalize_batch(texts)
         batch = loaded.predictor.predict_normalized(lines)
         shadow(lines[:live], batch.label_ids[:live])
         return batch, loaded

@@ -28,7 +28,7 @@ import confluent_kafka as ck
 import orjson
 
 from schemas import ModelRef
-from sentiment_model import Predictor, normalize
+from sentiment_model import Predictor, normalize_batch
 from tests.kafka_harness import produce
 from training.data import load_split
 from worker.kafka.mock_cluster import MockCluster
@@ -142,13 +142,13 @@ def stage_costs(model: Path, sample: list[tuple[bytes, bytes]]) -> dict[str, flo
     predictor = Predictor.load(model)
     ref = ModelRef(repo="local", revision=None, sha256="0" * 64)
     records = [_Record(value, key) for key, value in sample]
-    normalize("warm-up: builds the punctuation table once, as the worker does at its first batch")
+    normalize_batch(["warm-up: builds the character tables once, as the worker does at its first batch"])
     costs: dict[str, float] = {}
     started = time.perf_counter()
     valid, _rejected = split_batch(records)
     costs["validate (JSON + contract)"] = time.perf_counter() - started
     started = time.perf_counter()
-    lines = [normalize(item.mention.text) for item in valid]
+    lines = normalize_batch([item.mention.text for item in valid])
     costs["normalize"] = time.perf_counter() - started
     started = time.perf_counter()
     scored = predictor.predict_normalized(lines)

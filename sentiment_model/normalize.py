@@ -347,6 +347,8 @@ def _unescape(texts: list[str]) -> list[str]:
         if unescaped == joined:
             break
         joined = unescaped
+        if "\\u" not in joined and "&" not in joined:  # nothing left that a next round could fold
+            break
     return joined.split(_ESCAPE_SEPARATOR) if len(texts) > 1 else [joined]
 
 

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from schemas import LABELS, Label
 from sentiment_model.errors import ModelLoadError, ModelNotFoundError
-from sentiment_model.normalize import normalize
+from sentiment_model.normalize import normalize_batch
 from sentiment_model.preflight import check_in_child
 
 LABEL_PREFIX = "__label__"
@@ -133,4 +133,4 @@ class Predictor:
 
     def predict(self, texts: Sequence[str]) -> ScoredBatch:
         """Normalise and score a batch of raw texts in one model call."""
-        return self.predict_normalized([normalize(text) for text in texts])
+        return self.predict_normalized(normalize_batch(texts))

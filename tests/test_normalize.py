@@ -344,10 +344,11 @@ def test_lexicon_tokens_follow_polarity_and_negation() -> None:
 
 
 def test_training_and_serving_share_the_function() -> None:
-    import api  # noqa: F401  (the packages import the same object; nothing is copied)
+    import api.model_state
     import training.fasttext_train as ft
-    import worker  # noqa: F401
+    import training.train
+    import worker.app
     from sentiment_model import predictor
 
-    assert ft.normalize is normalize
-    assert predictor.normalize is normalize
+    for module in (api.model_state, ft, training.train, worker.app, predictor):
+        assert module.normalize_batch is normalize_batch  # the same object; nothing is copied

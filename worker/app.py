@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize
+from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize_batch
 from sentiment_model.shadow import ShadowEvaluation
 from sentiment_model.watch import ModelWatcher
 from worker.checkpoint import Checkpoint
@@ -210,7 +210,7 @@ class Worker:
         started = time.perf_counter()
         self._maybe_start_shadow()  # between batches: a batch is scored by one model only
         valid, rejected = split_batch(records)
-        lines = [normalize(v.mention.text) for v in valid]
+        lines = normalize_batch([v.mention.text for v in valid])
         scored = self._predict(lines) if valid else None
         now = datetime.now(UTC)
         if scored is not None:
