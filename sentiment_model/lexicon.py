@@ -18,7 +18,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 POSITIVE, NEGATIVE = "__lexpos__", "__lexneg__"
 _MIN_VALENCE = 0.5
 _NEGATION_REACH = 3
-# Class bits in _token_codes(): valence sign (two bits, at most one set), negation, clause end.
+# Class bits in token_codes(): valence sign (two bits, at most one set), negation, clause end.
 _POSITIVE, _NEGATIVE, _NEGATION, _CLAUSE = 1, 2, 4, 8
 _VALENCE = _POSITIVE | _NEGATIVE
 _CLAUSE_END = frozenset(".!?,;:")
@@ -97,7 +97,7 @@ def polarity_marks(
     of every token that earns a polarity token and whether that one is positive. Array operations
     replace the per-token Python loop, which was the largest cost of normalising a post.
     """
-    marked = np.flatnonzero(codes & _VALENCE)
+    marked = (codes & _VALENCE).nonzero()[0]
     positive = (codes[marked] & _VALENCE) == _POSITIVE
     negation = (codes & _NEGATION) != 0
     if marked.size and negation.any():

@@ -7,8 +7,11 @@ URL/user masking, elongation squashing and quote handling are neutral on val but
 
 There is one implementation, and it works on a batch: :func:`normalize` and :func:`clean` are batches of
 one, so training and serving cannot disagree. The batch runs each step once over all texts joined by
-``"\\n"`` (see :func:`_clean_chars` for why that is exact), with the character-level rules as NumPy array
-operations. Measured on 2,000 TweetEval texts: see :func:`normalize_batch`.
+``"\\n"`` (see :func:`_clean_chars` for why that is exact), with the character-level rules and the
+lexicon lookup as NumPy array operations; only texts holding escapes, non-ASCII characters, outer quotes
+or URLs get per-text work (see :func:`_prepare`). It equals the previous per-text code byte for byte on all
+59,899 TweetEval texts and on fuzzed Unicode (``tests/test_normalize.py`` keeps that code as the oracle).
+Speed: see :func:`normalize_batch`.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ _TYPOGRAPHY = (
     ("\u2014", "-"),
 )
 _SEPARATOR = "\n"
+_INT32_CHARS = 1 << 29  # positions are int32 up to this many characters (spacing at most triples them)
 _SIGNATURE_BITS = 18  # 2**18 signatures for about 6,800 longer entries: few tokens meet a wrong one
 _BUCKET_BITS = 4
 _BUCKET_SIZE = (1 << _BUCKET_BITS) - 1  # at most 5 entries share a signature (length and 5 characters)
@@ -88,8 +92,11 @@ def clean_batch(texts: Sequence[str]) -> list[str]:
 def normalize_batch(texts: Sequence[str]) -> list[str]:
     """:func:`normalize` of every text, in order: ``[normalize(t) for t in texts]``, computed for all at once.
 
-    Measured on 2,000 TweetEval val texts (busy 2-core machine, medians): 44 us per text one by one with
-    the previous per-text code, 3 us here.
+    Measured with ``python -m bench.normalize_bench`` (2,000 TweetEval texts, 9 alternating runs, median
+    CPU time per text, a 2-core box shared with other jobs): val 49.5 us with the previous per-text code,
+    11.2 us here (4.4x); test 48.6 -> 12.4 us (3.9x). A call costs about 100 array operations whatever
+    its size, so small calls pay for them: one text took ~400 us on that box (the per-text code 50 us),
+    ten texts ~70 us each, a hundred ~18 us each. Batch where you can.
     """
     if not texts:
         return []
@@ -102,7 +109,7 @@ def normalize_batch(texts: Sequence[str]) -> list[str]:
     normalized = text.split(_SEPARATOR)
     if text_of_mark.size:
         marks = [POSITIVE if p else NEGATIVE for p in positive.tolist()]
-        first = np.flatnonzero(np.diff(text_of_mark, prepend=-1))  # each text's marks are consecutive
+        first = (np.diff(text_of_mark, prepend=-1)).nonzero()[0]  # each text's marks are consecutive
         bounds = np.append(first, text_of_mark.size).tolist()
         for i, start, end in zip(text_of_mark[first].tolist(), bounds, bounds[1:], strict=False):
             normalized[i] = " ".join([normalized[i], *marks[start:end]])
@@ -114,9 +121,9 @@ class _Cleaned(NamedTuple):
     starts and ends (exclusive), and where each separator is."""
 
     chars: npt.NDArray[np.uint32]
-    token_starts: npt.NDArray[np.int32]
-    token_ends: npt.NDArray[np.int32]
-    text_ends: npt.NDArray[np.int32]
+    token_starts: npt.NDArray[np.int32 | np.int64]
+    token_ends: npt.NDArray[np.int32 | np.int64]
+    text_ends: npt.NDArray[np.int32 | np.int64]
 
 
 def _lexicon_codes(cleaned: _Cleaned) -> npt.NDArray[np.uint8]:
@@ -132,33 +139,35 @@ def _lexicon_codes(cleaned: _Cleaned) -> npt.NDArray[np.uint8]:
     lengths = ends - starts
     codes = np.zeros(starts.size, dtype=np.uint8)
     single = lengths == 1
-    one = np.flatnonzero(single)  # index arrays, not boolean masks: those are 3x slower here
+    one = single.nonzero()[0]  # index arrays, not boolean masks: those are 3x slower here
     codes[one] = lexicon.by_char.take(chars.take(starts.take(one)))
-    tokens = np.flatnonzero(~single)
+    tokens = (~single).nonzero()[0]
     bucket = lexicon.buckets.take(_signature(lengths.take(tokens), starts.take(tokens), chars))
     # Pair every token with each entry of its signature, then compare all pairs at once.
-    maybe = np.flatnonzero(bucket)
+    maybe = bucket.nonzero()[0]
     bucket = bucket.take(maybe)
     entries = bucket & _BUCKET_SIZE
     token = np.repeat(tokens.take(maybe), entries)
     # Pair p of a token is entry first + (p - the token's first pair): repeat first - that pair, add p.
     before = np.cumsum(entries, dtype=np.int32) - entries
     entry = np.repeat((bucket >> _BUCKET_BITS) - before, entries) + np.arange(token.size, dtype=np.int32)
-    same_length = np.flatnonzero(lengths.take(token) == lexicon.entry_lengths.take(entry))
+    same_length = (lengths.take(token) == lexicon.entry_lengths.take(entry)).nonzero()[0]
     token, entry = token.take(same_length), entry.take(same_length)
     if token.size:
         size = lengths.take(token)
-        begins = np.cumsum(size, dtype=np.int32) - size  # where each pair's characters begin, flattened
-        within = np.arange(int(size.sum()), dtype=np.int32) - np.repeat(begins, size)
+        begins = np.cumsum(size, dtype=size.dtype) - size  # where each pair's characters begin, flattened
+        within = np.arange(int(size.sum()), dtype=size.dtype) - np.repeat(begins, size)
         token_chars = chars.take(np.repeat(starts.take(token), size) + within)
         entry_chars = lexicon.entry_chars.take(np.repeat(lexicon.entry_starts.take(entry), size) + within)
-        equal = np.flatnonzero(np.logical_and.reduceat(token_chars == entry_chars, begins))
+        equal = (np.logical_and.reduceat(token_chars == entry_chars, begins)).nonzero()[0]
         codes[token.take(equal)] = lexicon.entry_codes.take(entry.take(equal))
     return codes
 
 
 def _signature(
-    lengths: npt.NDArray[np.int32], starts: npt.NDArray[np.int32], chars: npt.NDArray[np.uint32]
+    lengths: npt.NDArray[np.int32 | np.int64],
+    starts: npt.NDArray[np.int32 | np.int64],
+    chars: npt.NDArray[np.uint32],
 ) -> npt.NDArray[np.uint32]:
     """A hash of the length and the first two, middle and last two characters of tokens of two or more
     characters (``chars[starts[i] : starts[i] + lengths[i]]``), in 0 .. 2**_SIGNATURE_BITS - 1."""
@@ -245,44 +254,46 @@ def _clean_chars(texts: Sequence[str]) -> _Cleaned:
         ((classes[2:] & _SQUASHED) != 0) & (points[2:] == points[1:-1]) & (points[1:-1] == points[:-2])
     )
     padded = (classes & _PADDED) != 0
-    apostrophes = np.flatnonzero(points == _APOSTROPHE)
+    apostrophes = (points == _APOSTROPHE).nonzero()[0]
     if apostrophes.size:  # an apostrophe stays attached only between two \w characters ("don't")
         word = np.append((classes & _WORD) != 0, False)  # [-1] is False: nothing before the first char
         padded[apostrophes] = ~(word[apostrophes - 1] & word[apostrophes + 1])
     # The characters that stay: neither deleted nor whitespace. Whitespace lay between two of them when
     # the character just before the second is not one deleted from the first one's run.
-    solid = np.flatnonzero(kept & ((classes & _WHITESPACE) == 0))
+    solid = (kept & ((classes & _WHITESPACE) == 0)).nonzero()[0]
     points, padded = points.take(solid), padded.take(solid)
     newline = points == _NEWLINE
     space_before = np.zeros(points.size, dtype=bool)
-    space_before[1:] = ((np.diff(solid) > 1) & kept.take(solid[1:] - 1)) | padded[1:] | padded[:-1]
+    space_before[1:] = ((solid[1:] - solid[:-1] > 1) & kept.take(solid[1:] - 1)) | padded[1:] | padded[:-1]
     space_before[1:] &= ~(newline[1:] | newline[:-1])
     # np.insert would do, but it sorts its indices: placing the characters after their spaces is 4x faster
     # (and an int32 cumsum 3x faster than the default).
     spaced = np.full(points.size + np.count_nonzero(space_before), _SPACE, dtype="<u4")
-    at = np.cumsum(space_before, dtype=np.int32)
-    at += np.arange(points.size, dtype=np.int32)
+    position = np.int32 if points.size <= _INT32_CHARS else np.int64
+    at: npt.NDArray[np.int32 | np.int64] = np.arange(points.size, dtype=position)
+    at += np.cumsum(space_before, dtype=position)
     spaced[at] = points
     after_break = np.ones(points.size, dtype=bool)  # a token starts after a space, a separator or at 0
     after_break[1:] = space_before[1:] | newline[:-1]
     before_break = np.ones(points.size, dtype=bool)
     before_break[:-1] = space_before[1:] | newline[1:]
     in_token = ~newline
-    starts = at.take(np.flatnonzero(in_token & after_break))
-    ends = at.take(np.flatnonzero(in_token & before_break)) + 1
-    return _Cleaned(spaced, starts, ends, at.take(np.flatnonzero(newline)))
+    starts = at.take((in_token & after_break).nonzero()[0])
+    ends = at.take((in_token & before_break).nonzero()[0]) + 1
+    return _Cleaned(spaced, starts, ends, at.take(newline.nonzero()[0]))
 
 
 def _prepare(texts: list[str]) -> list[str]:
     """The per-text part of :func:`clean` for stripped texts: escapes, NFKC, typography, quotes, URLs.
 
-    Each step runs only on the texts whose trigger is present, found by substring searches in C over
-    the joined texts: most tweets have none. A step can make another's trigger (an escape can spell a
-    quote, a "://" or a non-ASCII character), so each one looks at the texts as the last one left them.
+    Each step runs only when its trigger is in the joined texts, and then only on the texts that hold
+    it: most tweets hold none. A step can make another's trigger (an escape can spell a quote, a "://"
+    or a non-ASCII character), so each one looks at the texts as the last one left them. Frequent
+    triggers are found text by text (``in`` on each), rare ones by ``str.find`` over the joined texts.
     """
     joined = _SEPARATOR.join(texts)
     if "\\u" in joined or "&" in joined:
-        escaped = _texts_with(texts, joined, ("\\u", "&"))
+        escaped = [i for i, text in enumerate(texts) if "\\u" in text or "&" in text]
         for i, text in zip(escaped, _unescape([texts[i] for i in escaped]), strict=True):
             texts[i] = text
         joined = _SEPARATOR.join(texts)
@@ -297,40 +308,46 @@ def _prepare(texts: list[str]) -> list[str]:
             texts[i] = text.strip()
         joined = _SEPARATOR.join(texts)
     if '"' in joined:
-        for i in _texts_with(texts, joined, (_SEPARATOR + '"',)):  # the texts that start with a quote
+        for i in [i for i, text in enumerate(texts) if text[:1] == '"']:
             text = texts[i]
             while len(text) > 1 and text[0] == '"' and text[-1] == '"':  # a quoted tweet: quotes say nothing
                 text = texts[i] = text[1:-1].strip()
         joined = _SEPARATOR.join(texts)
-    if "://" in joined or "w." in joined or "W." in joined:
-        # Only "W" and "w" lower-case to a "w" and only "." to a ".": a text whose lower case holds
-        # "www." holds "w." or "W.", and lower-casing just those texts is cheaper than all of them.
-        urls = set(_texts_with(texts, joined, ("://",)))
-        urls.update(i for i in _texts_with(texts, joined, ("w.", "W.")) if "www." in texts[i].lower())
+    # Only "W" and "w" lower-case to a "w" and only "." to a "." (the one character whose lower case is
+    # longer, U+0130, gives neither): without "w." or "W." no text's lower case holds "www.".
+    lowered = joined.lower() if "w." in joined or "W." in joined else ""
+    if "://" in joined or "www." in lowered:
+        urls = set(_texts_with(texts, joined, "://"))
+        if len(lowered) == len(joined):  # each character lower-cased to one: the positions agree
+            urls.update(_texts_with(texts, lowered, "www."))
+        elif lowered:
+            urls.update(i for i, text in enumerate(texts) if "www." in text.lower())
         for i in sorted(urls):
             texts[i] = _URL.sub(" URL ", texts[i])
     return texts
 
 
-def _texts_with(texts: list[str], joined: str, needles: tuple[str, ...]) -> list[int]:
-    """Indices of the texts that hold one of the needles, sorted. A needle may start with the separator
-    (then it is found at the start of a text too) but holds no other.
+def _texts_with(texts: list[str], joined: str, needle: str) -> list[int]:
+    """Indices of the texts that hold ``needle`` (which holds no separator), sorted, for a rare needle.
 
     ``joined`` is the texts joined by one separator, or a text of the same length aligned with it.
     """
-    # Searched in separator + joined, the last character of a find is at its position in joined.
-    # str.find, not re.finditer: its substring search is about ten times faster than the regex engine's.
-    joined = _SEPARATOR + joined
     found = []
-    for needle in needles:
-        at = joined.find(needle)
-        while at >= 0:
-            found.append(at + len(needle) - 2)
-            at = joined.find(needle, at + 1)
+    at = joined.find(needle)  # str.find: its substring search is much faster than the regex engine's
+    while at >= 0:
+        found.append(at)
+        at = joined.find(needle, at + 1)
     if not found:
         return []
-    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.intp, count=len(texts)) + 1)
-    return sorted(set(np.searchsorted(ends, found, side="right").tolist()))
+    if joined.count(_SEPARATOR) != len(texts) - 1:  # a text holds the separator: go by the lengths
+        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.intp, count=len(texts)) + 1)
+        return sorted(set(np.searchsorted(ends, found, side="right").tolist()))
+    indices, text, counted = [], 0, 0  # else the separators before a find say whose it is
+    for at in found:
+        text += joined.count(_SEPARATOR, counted, at)
+        counted = at
+        indices.append(text)
+    return sorted(set(indices))
 
 
 def _unescape(texts: list[str]) -> list[str]:
@@ -365,7 +382,8 @@ def _char_classes() -> npt.NDArray[np.uint8]:
         classes[run.start() : run.end()] |= _WORD
     classes[np.fromiter(map(str.isspace, everything), dtype=bool, count=len(everything))] |= _WHITESPACE
     classes[_NEWLINE] ^= _WHITESPACE
-    categories = np.array(list(map(unicodedata.category, everything))).view("<u4").reshape(-1, 2)[:, 0]
+    categories = np.frombuffer("".join(map(unicodedata.category, everything)).encode("ascii"), dtype=np.uint8)
+    categories = categories[::2]  # the major class: "P" punctuation, "S" symbol, ...
     classes[(categories == ord("P")) | (categories == ord("S"))] |= _PADDED
     for attached in "'_@":
         classes[ord(attached)] ^= _PADDED

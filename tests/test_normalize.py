@@ -261,6 +261,11 @@ def test_plain_hypothesis_text(text: str) -> None:
         '&nbsp;"hi"',  # unescaping makes leading whitespace that an ASCII text keeps: the quotes stay
         '\\u00a0"hi"',  # the same through NFKC, which strips again: the quotes go
         "a\\u000ab",  # an escape spells a newline inside a text
+        "can\\u2019t see",  # an ASCII text that unescaping makes non-ASCII: NFKC and typography apply
+        "\\u2019\U0010ffff",  # a text holding the separator the escapes of a batch are folded with
+        "&quot;http://x.y&quot;",  # an escape makes outer quotes; the URL check comes after
+        "http\\u003a//x.y www&#39;",  # an escape makes the URL trigger
+        "“quoted” ＂too＂",  # typography and NFKC make outer quotes
         "\\u005cu0041",  # an escape spells another escape
         "&amp;amp;amp;amp;",  # more rounds than unescape does
         "\\ud83d\\ude00 pair of lone surrogates",
@@ -313,6 +318,14 @@ def test_batch_edge_shapes() -> None:
     assert normalize_batch(["not", "good"]) == ["not", "good __lexpos__"]
     negations = ["not", "good", "not,", "good", "not good", "no. good", "good not", "not a b c good"]
     assert normalize_batch(negations) == [old_normalize(t) for t in negations]
+
+
+def test_big_batches_count_positions_in_int64(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = sys.modules["sentiment_model.normalize"]  # the package's "normalize" is the function
+    monkeypatch.setattr(module, "_INT32_CHARS", 40)  # what a batch of over 2**29 characters does
+    texts = ["I love it", "not good at all, really", "@User http://x.y", "ΑΣ", "don't"] * 4
+    assert normalize_batch(texts) == [old_normalize(t) for t in texts]
+    assert clean_batch(texts) == [old_clean(t) for t in texts]
 
 
 def test_masks_urls_and_users_and_lowercases() -> None:
