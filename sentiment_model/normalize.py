@@ -288,8 +288,7 @@ def _prepare(texts: list[str]) -> list[str]:
 
     Each step runs only when its trigger is in the joined texts, and then only on the texts that hold
     it: most tweets hold none. A step can make another's trigger (an escape can spell a quote, a "://"
-    or a non-ASCII character), so each one looks at the texts as the last one left them. Frequent
-    triggers are found text by text (``in`` on each), rare ones by ``str.find`` over the joined texts.
+    or a non-ASCII character), so each one looks at the texts as the last one left them.
     """
     joined = _SEPARATOR.join(texts)
     if "\\u" in joined or "&" in joined:
@@ -314,40 +313,31 @@ def _prepare(texts: list[str]) -> list[str]:
                 text = texts[i] = text[1:-1].strip()
         joined = _SEPARATOR.join(texts)
     # Only "W" and "w" lower-case to a "w" and only "." to a "." (the one character whose lower case is
-    # longer, U+0130, gives neither): without "w." or "W." no text's lower case holds "www.".
+    # longer, U+0130, gives neither): without "w." or "W." no text has "www." in its lower case.
     lowered = joined.lower() if "w." in joined or "W." in joined else ""
     if "://" in joined or "www." in lowered:
-        urls = set(_texts_with(texts, joined, "://"))
-        if len(lowered) == len(joined):  # each character lower-cased to one: the positions agree
-            urls.update(_texts_with(texts, lowered, "www."))
-        elif lowered:
+        found = _finds(joined, "://")
+        if len(lowered) == len(joined):  # every character lower-cased to one: positions agree
+            found += _finds(lowered, "www.")
+        # Rare: the finds in the joined text say which texts have a URL (a text-by-text check was
+        # measured 1.6x slower); the texts' ends say whose each find is.
+        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.intp, count=len(texts)) + 1)
+        urls = set(np.searchsorted(ends, found, side="right").tolist())
+        if lowered and len(lowered) != len(joined):
             urls.update(i for i, text in enumerate(texts) if "www." in text.lower())
         for i in sorted(urls):
             texts[i] = _URL.sub(" URL ", texts[i])
     return texts
 
 
-def _texts_with(texts: list[str], joined: str, needle: str) -> list[int]:
-    """Indices of the texts that hold ``needle`` (which holds no separator), sorted, for a rare needle.
-
-    ``joined`` is the texts joined by one separator, or a text of the same length aligned with it.
-    """
+def _finds(text: str, needle: str) -> list[int]:
+    """Every position of ``needle`` in ``text`` (``str.find``: far faster than the regex engine's search)."""
     found = []
-    at = joined.find(needle)  # str.find: its substring search is much faster than the regex engine's
+    at = text.find(needle)
     while at >= 0:
         found.append(at)
-        at = joined.find(needle, at + 1)
-    if not found:
-        return []
-    if joined.count(_SEPARATOR) != len(texts) - 1:  # a text holds the separator: go by the lengths
-        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.intp, count=len(texts)) + 1)
-        return sorted(set(np.searchsorted(ends, found, side="right").tolist()))
-    indices, text, counted = [], 0, 0  # else the separators before a find say whose it is
-    for at in found:
-        text += joined.count(_SEPARATOR, counted, at)
-        counted = at
-        indices.append(text)
-    return sorted(set(indices))
+        at = text.find(needle, at + 1)
+    return found
 
 
 def _unescape(texts: list[str]) -> list[str]:

@@ -274,6 +274,7 @@ def test_plain_hypothesis_text(text: str) -> None:
         "ΑΣ@John",
         "ΑΣ\u0301 x",
         "İstanbul İİİ",  # lower() makes two characters of one
+        "İ www.x.com WWW.Y",  # ...so positions in the lower-cased batch are not the batch's own
         "ﬁﬁﬁ ﬃ",
         "ｗｗｗ．ｘ．ｃｏｍ ＃ｔａｇ",
         "WWW.X.COM and Www.y and httpſ://z",
@@ -316,6 +317,8 @@ def test_batch_edge_shapes() -> None:
     assert normalize_batch(("I love it", "I hate it")) == ["i love it __lexpos__", "i hate it __lexneg__"]
     # a negation never reaches into the next text
     assert normalize_batch(["not", "good"]) == ["not", "good __lexpos__"]
+    shifted = ["İ", "go to www.x.com", "WWW.Y.Z now", "http://a.b"]  # U+0130 lengthens the lower case
+    assert normalize_batch(shifted) == [old_normalize(t) for t in shifted]
     negations = ["not", "good", "not,", "good", "not good", "no. good", "good not", "not a b c good"]
     assert normalize_batch(negations) == [old_normalize(t) for t in negations]
 
