@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from schemas import ModelRef
-from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize
+from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize_batch
 from sentiment_model.operations import ModelOperations
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class ModelState:
         operations = self.operations
         if operations is None or live == 0 or not operations.shadowing:
             return loaded.predictor.predict(texts), loaded
-        lines = [normalize(text) for text in texts]
+        lines = normalize_batch(texts)
         batch = loaded.predictor.predict_normalized(lines)
         operations.after_batch(lines[:live], batch.label_ids[:live])
         return batch, loaded

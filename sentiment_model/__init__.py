@@ -1,7 +1,8 @@
 """The one model package: text normalisation, model resolution (Hub or disk) and batch prediction.
 
 Training, the worker and the API all import from here, so the text a model is trained on and the text it
-is asked about always go through the same :func:`normalize`.
+is asked about always go through the same code: :func:`normalize_batch` (:func:`normalize` is a batch of
+one).
 """
 
 from sentiment_model.errors import ModelCannotExplainError, ModelError, ModelLoadError, ModelNotFoundError

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from schemas import LABELS, Label
 from sentiment_model.errors import ModelCannotExplainError, ModelLoadError, ModelNotFoundError
 from sentiment_model.linear_scorer import Explanation, LinearScorer, UnsupportedModelError
-from sentiment_model.normalize import normalize
+from sentiment_model.normalize import normalize_batch
 from sentiment_model.preflight import check_in_child
 
 LABEL_PREFIX = "__label__"
@@ -178,7 +178,7 @@ class Predictor:
 
     def predict(self, texts: Sequence[str]) -> ScoredBatch:
         """Normalise and score a batch of raw texts in one model call."""
-        return self.predict_normalized([normalize(text) for text in texts])
+        return self.predict_normalized(normalize_batch(texts))
 
 
 def _distribution(raw: npt.NDArray[np.float64]) -> ScoredBatch:

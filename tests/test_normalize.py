@@ -1,12 +1,334 @@
-"""The one preprocessing: safe for fastText, stable, and the same wherever it is called."""
+"""The one preprocessing: safe for fastText, stable, the same wherever it is called, and exactly the
+per-text code the published models were trained with (frozen below as the oracle)."""
+
+# ruff: noqa: RUF001  (look-alike characters are what these tests are about)
 
 from __future__ import annotations
 
-from hypothesis import given
+import re
+import sys
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from sentiment_model import normalize
-from sentiment_model.normalize import clean
+from sentiment_model.normalize import clean, clean_batch, normalize_batch
+from training.data import SPLITS, load_split
+
+# ---- The oracle: the per-text implementation before normalize_batch, frozen (do not "fix" it). ----
+
+_ENTITIES = {
+    "&amp;": "&",
+    "&gt;": ">",
+    "&lt;": "<",
+    "&quot;": '"',
+    "&#039;": "'",
+    "&#39;": "'",
+    "&nbsp;": " ",
+    "&apos;": "'",
+}
+_ENTITY = re.compile(r"&(?:amp|gt|lt|quot|#0?39|nbsp|apos);")
+_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_USER = re.compile(r"@\w+")
+_ELONGATED = re.compile(r"(\w)\1\1+")
+_REPEATED_PUNCT = re.compile(r"([!?.])\1+")
+_HASHTAG = re.compile(r"#(\w+)")
+_LONE_APOSTROPHE = re.compile(r"(?<!\w)'|'(?!\w)")
+_TYPOGRAPHY = str.maketrans(
+    {
+        "\u2019": "'",
+        "\u2018": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2026": "...",
+        "\u00a0": " ",
+        "\u2013": "-",
+        "\u2014": "-",
+    }
+)
+_KEEP_ATTACHED = frozenset("'_@")
+_CLAUSE_END = frozenset(".!?,;:")
+_NEGATIONS = frozenset(
+    [
+        "not",
+        "no",
+        "never",
+        "none",
+        "nobody",
+        "nothing",
+        "neither",
+        "nor",
+        "nowhere",
+        "cannot",
+        "can't",
+        "cant",
+        "don't",
+        "dont",
+        "doesn't",
+        "doesnt",
+        "didn't",
+        "didnt",
+        "isn't",
+        "isnt",
+        "wasn't",
+        "wasnt",
+        "aren't",
+        "arent",
+        "weren't",
+        "werent",
+        "won't",
+        "wont",
+        "wouldn't",
+        "wouldnt",
+        "shouldn't",
+        "shouldnt",
+        "couldn't",
+        "couldnt",
+        "ain't",
+        "aint",
+        "haven't",
+        "havent",
+        "hasn't",
+        "hasnt",
+        "hadn't",
+        "hadnt",
+        "without",
+    ]
+)
+
+
+def _old_unescape(text: str) -> str:
+    if "\\u" not in text and "&" not in text:
+        return text
+    for _ in range(3):
+        unescaped = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+        unescaped = _ENTITY.sub(lambda m: _ENTITIES.get(m.group(0), "'"), unescaped)
+        if unescaped == text:
+            break
+        text = unescaped
+    return text
+
+
+@lru_cache(maxsize=1)
+def _old_spacing_table() -> dict[int, str]:
+    return {
+        cp: f" {chr(cp)} "
+        for cp in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(cp))[0] in "PS" and chr(cp) not in _KEEP_ATTACHED
+    }
+
+
+def old_clean(text: str) -> str:
+    text = _old_unescape(text.strip())
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHY).strip()
+    while len(text) > 1 and text[0] == '"' and text[-1] == '"':
+        text = text[1:-1].strip()
+    if "://" in text or "www." in text.lower():
+        text = _URL.sub(" URL ", text)
+    if "@" in text:
+        text = _USER.sub(" @user ", text)
+    text = text.lower()
+    if _ELONGATED.search(text):
+        text = _ELONGATED.sub(r"\1\1", text)
+    if "!!" in text or "??" in text or ".." in text:
+        text = _REPEATED_PUNCT.sub(r"\1\1", text)
+    if "#" in text:
+        text = _HASHTAG.sub(r"# \1", text)
+    spaced = text.translate(_old_spacing_table())
+    if "'" in spaced:
+        spaced = _LONE_APOSTROPHE.sub(" ' ", spaced)
+    return " ".join(spaced.split())
+
+
+@lru_cache(maxsize=1)
+def _old_lexicon() -> tuple[dict[str, float], dict[str, str]]:
+    analyzer = SentimentIntensityAnalyzer()
+    return dict(analyzer.lexicon), dict(analyzer.emojis)
+
+
+def _old_valence(token: str) -> float:
+    words, emojis = _old_lexicon()
+    if token in words:
+        return words[token]
+    if len(token) == 1 and token in emojis:
+        return sum(words.get(w, 0.0) for w in emojis[token].lower().split())
+    return 0.0
+
+
+def _old_lexicon_tokens(tokens: list[str]) -> list[str]:
+    words, emojis = _old_lexicon()
+    extra: list[str] = []
+    negated_until = -1
+    for i, token in enumerate(tokens):
+        if token in _NEGATIONS:
+            negated_until = i + 3
+            continue
+        if token in _CLAUSE_END:
+            negated_until = -1
+        score = words.get(token)
+        if score is None:
+            if len(token) != 1 or token not in emojis:
+                continue
+            score = _old_valence(token)
+        if abs(score) < 0.5:
+            continue
+        if i <= negated_until:
+            score = -score
+        extra.append("__lexpos__" if score > 0 else "__lexneg__")
+    return extra
+
+
+def old_normalize(text: str) -> str:
+    tokens = old_clean(text).split()
+    return " ".join(tokens + _old_lexicon_tokens(tokens))
+
+
+# ---- Inputs that exercise every rule, and every place where texts joined in a batch could touch. ----
+
+_PIECES = [
+    *["\\u2019", "\\u000a", "\\u000A", "\\u0022", "\\u0027", "\\u00a0", "\\u03a3", "\\u0130", "\\ud83d"],
+    *["\\ude00", "\\u005cu0041", "\\u005c", "\\uffff", "\\u", "\\u12", "&amp;", "&quot;", "&nbsp;"],
+    *["&#39;", "&#039;", "&apos;", "&gt;", "&lt;", "&amp;quot;", "&amp;amp;amp;", "&", "&#x27;"],
+    *["http://", "https://t.co/X", "HTTPS://", "www.", "WwW.", "wWw.x", "httpſ://", "://", "ftp://x"],
+    *["@User", "@", "@_", "#tag", "#", "##", '"', '""', "“", "”", "‘", "’", "…", "–", "—", "＂"],
+    *["Σ", "ΑΣ", "ΑΣ'", "σ", "ς", "İ", "I", "ı", "i̇", "ﬁ", "ﬀ", "Ａ", "ｗｗｗ．", "！", "？", "ǅ", "ß"],
+    *["ẞ", "K", "Å", "ſ", "ℌ", "①", "²", "½", "¨", "΄", "\u0301", "e\u0301", "\u0308", "\u1100\u1161"],
+    *["😀", "👍🏽", "❤️", "☹", ":)", ":-(", "<3", "'", "''", "'s", "n't", "o'", "...", "!!!", "?!?!"],
+    *["..", "!!", "??", "loooool", "2000", "___", "ééé", "ΣΣΣ", "not", "no", "never", "don't", "good"],
+    *["bad", "love", "hate", "great", "very", "without", "nothing", ",", ".", ";", ":", "?", "!"],
+    *["\n", "\r\n", "\r", "\t", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\u2028"],
+    *["\u2029", "\u00a0", "\u1680", "\u2000", "\u200a", "\u202f", "\u205f", "\u3000", "\u200b", "\ufeff"],
+    *["\u180e", "\x00", "\x7f", "\uffff", "\ufffe", "\U0010ffff", "\ud800", "\udfff", " ", "  ", "a", "Z"],
+]
+_whitespace = st.sampled_from([c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()])
+_pieces = st.one_of(st.sampled_from(_PIECES), st.text(max_size=6), _whitespace, st.characters())
+texts_strategy = st.lists(_pieces, max_size=24).map("".join)
+batches_strategy = st.lists(texts_strategy, max_size=8)
+
+
+@pytest.fixture(scope="module")
+def tweeteval_texts(data_dir: Path) -> list[str]:
+    return [text for split in SPLITS for text in load_split(split, data_dir).texts]
+
+
+def test_batch_equals_the_per_text_code_on_all_of_tweeteval(tweeteval_texts: list[str]) -> None:
+    assert len(tweeteval_texts) > 59_000
+    expected = [old_normalize(text) for text in tweeteval_texts]
+    assert normalize_batch(tweeteval_texts) == expected
+    # The cleaning alone too, and batches of other sizes (each text's neighbours differ).
+    assert clean_batch(tweeteval_texts[:5_000]) == [old_clean(t) for t in tweeteval_texts[:5_000]]
+    assert normalize_batch(tweeteval_texts[1:2_000:7]) == expected[1:2_000:7]
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches_strategy)
+def test_batch_equals_the_per_text_code_on_fuzzed_unicode(texts: list[str]) -> None:
+    assert normalize_batch(texts) == [old_normalize(t) for t in texts]
+    assert clean_batch(texts) == [old_clean(t) for t in texts]
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts_strategy)
+def test_one_text_equals_the_per_text_code(text: str) -> None:
+    assert normalize(text) == old_normalize(text)
+    assert clean(text) == old_clean(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_plain_hypothesis_text(text: str) -> None:
+    assert normalize(text) == old_normalize(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        '"',
+        '""',
+        '" "',
+        '"""a"""',
+        '"a" "b"',
+        "&quot;hi&quot;",  # an entity spells the quotes, which are then removed
+        '&nbsp;"hi"',  # unescaping makes leading whitespace that an ASCII text keeps: the quotes stay
+        '\\u00a0"hi"',  # the same through NFKC, which strips again: the quotes go
+        "a\\u000ab",  # an escape spells a newline inside a text
+        "can\\u2019t see",  # an ASCII text that unescaping makes non-ASCII: NFKC and typography apply
+        "\\u2019\U0010ffff",  # a text holding the separator the escapes of a batch are folded with
+        "&quot;http://x.y&quot;",  # an escape makes outer quotes; the URL check comes after
+        "http\\u003a//x.y www&#39;",  # an escape makes the URL trigger
+        "“quoted” ＂too＂",  # typography and NFKC make outer quotes
+        "\\u005cu0041",  # an escape spells another escape
+        "&amp;amp;amp;amp;",  # more rounds than unescape does
+        "\\ud83d\\ude00 pair of lone surrogates",
+        "ΑΣ",
+        "ΑΣhttp://x.y",  # the final sigma looks at what follows: the URL is masked first
+        "ΑΣ@John",
+        "ΑΣ\u0301 x",
+        "İstanbul İİİ",  # lower() makes two characters of one
+        "İ www.x.com WWW.Y",  # ...so positions in the lower-cased batch are not the batch's own
+        "ﬁﬁﬁ ﬃ",
+        "ｗｗｗ．ｘ．ｃｏｍ ＃ｔａｇ",
+        "WWW.X.COM and Www.y and httpſ://z",
+        "x://y no scheme",
+        "loooove!!!!!???....",
+        "aaa\u0301",
+        "it's 'quoted' o' 'tis _'_ @'x",
+        "#tag ##x #_a #'a",
+        "don't like it. love it",
+        "not, good",
+        "never ever ever good",
+        "no good bad",
+        "😀😀😀 👍🏽 ☹",
+        "a\x1cb\x1dc\x1ed\x1fe\x85f\u2028g\u2029h\u3000i",
+        "tab\tand\r\nnewline\n\n",
+        "\uffff",
+        "a \uffff b",
+        "aaa bbb!!! ???  ccc\ndddd",  # squashed runs right before whitespace, a separator, punctuation
+        "yesss. nooo, sooo'",
+        "\U0010ffff",
+        "x\x00y",
+        "a" * 100_000,
+        "http://" + "x" * 50_000,
+        "\\u2019" * 5_000,
+        "good " * 20_000,
+    ],
+)
+def test_tricky_cases(text: str) -> None:
+    expected = old_normalize(text)
+    assert normalize(text) == expected
+    # ...also between neighbours that share every boundary character.
+    batch = ['"', text, "ΑΣ", text, "@", "\\u", text, "&amp", ""]
+    assert normalize_batch(batch) == [old_normalize(t) for t in batch]
+
+
+def test_batch_edge_shapes() -> None:
+    assert normalize_batch([]) == []
+    assert clean_batch([]) == []
+    assert normalize_batch(["", ""]) == ["", ""]
+    assert normalize_batch(("I love it", "I hate it")) == ["i love it __lexpos__", "i hate it __lexneg__"]
+    # a negation never reaches into the next text
+    assert normalize_batch(["not", "good"]) == ["not", "good __lexpos__"]
+    shifted = ["İ", "go to www.x.com", "WWW.Y.Z now", "http://a.b"]  # U+0130 lengthens the lower case
+    assert normalize_batch(shifted) == [old_normalize(t) for t in shifted]
+    negations = ["not", "good", "not,", "good", "not good", "no. good", "good not", "not a b c good"]
+    assert normalize_batch(negations) == [old_normalize(t) for t in negations]
+
+
+def test_big_batches_count_positions_in_int64(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = sys.modules["sentiment_model.normalize"]  # the package's "normalize" is the function
+    monkeypatch.setattr(module, "_INT32_CHARS", 40)  # what a batch of over 2**29 characters does
+    texts = ["I love it", "not good at all, really", "@User http://x.y", "ΑΣ", "don't"] * 4
+    assert normalize_batch(texts) == [old_normalize(t) for t in texts]
+    assert clean_batch(texts) == [old_clean(t) for t in texts]
 
 
 def test_masks_urls_and_users_and_lowercases() -> None:
@@ -23,7 +345,7 @@ def test_always_one_line_without_outer_whitespace(text: str) -> None:
     assert "  " not in out
 
 
-@given(st.text())
+@given(texts_strategy)
 def test_clean_is_idempotent(text: str) -> None:
     once = clean(text)
     assert clean(once) == once
@@ -38,10 +360,11 @@ def test_lexicon_tokens_follow_polarity_and_negation() -> None:
 
 
 def test_training_and_serving_share_the_function() -> None:
-    import api  # noqa: F401  (the packages import the same object; nothing is copied)
+    import api.model_state
     import training.fasttext_train as ft
-    import worker  # noqa: F401
+    import training.train
+    import worker.app
     from sentiment_model import predictor
 
-    assert ft.normalize is normalize
-    assert predictor.normalize is normalize
+    for module in (api.model_state, ft, training.train, worker.app, predictor):
+        assert module.normalize_batch is normalize_batch  # the same object; nothing is copied

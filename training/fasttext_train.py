@@ -18,7 +18,7 @@ import fasttext
 import numpy as np
 
 from schemas import LABELS
-from sentiment_model import Predictor, normalize
+from sentiment_model import Predictor, normalize_batch
 from sentiment_model.predictor import LABEL_PREFIX
 from training.data import Dataset
 from training.metrics import macro_recall
@@ -38,9 +38,9 @@ def labelled_lines(data: Dataset, oversample: Mapping[str, float] | None = None,
     """
     rng = random.Random(seed)
     lines: list[str] = []
-    for text, label_id in zip(data.texts, data.labels.tolist(), strict=True):
+    for text, label_id in zip(normalize_batch(data.texts), data.labels.tolist(), strict=True):
         label = LABELS[label_id]
-        line = f"{LABEL_PREFIX}{label} {normalize(text)}"
+        line = f"{LABEL_PREFIX}{label} {text}"
         factor = (oversample or {}).get(label, 1.0)
         copies = int(factor) + (1 if rng.random() < factor - int(factor) else 0)
         lines.extend([line] * copies)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from schemas import LABELS
-from sentiment_model import Predictor, normalize
+from sentiment_model import Predictor, normalize_batch
 from sentiment_model.drift import oov_rate
 from sentiment_model.resolve import file_sha256
 from sentiment_model.settings import DEFAULT_REPO
@@ -340,9 +340,7 @@ def _train(
     test_pred = predictor.predict(test.texts).label_ids.astype(np.int64)
     metrics = build_metrics(args, result, quant, model_path, train, val, test, val_pred, test_pred, started)
     # The published file's vocabulary and the serving code's definition: what the worker compares with.
-    metrics["reference"]["oov_token_rate"] = oov_rate(
-        (normalize(t) for t in val.texts), predictor.vocabulary()
-    )
+    metrics["reference"]["oov_token_rate"] = oov_rate(normalize_batch(val.texts), predictor.vocabulary())
     (args.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     plot_confusion_matrix(
         metrics["test"]["confusion_matrix"],
