@@ -42,6 +42,7 @@ per-call overhead. numpy releases the GIL inside those calls; fastText's predict
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from collections.abc import Sequence
@@ -283,6 +284,7 @@ class LinearScorer:
         packed = pack_words(words)
         hashes = _sign_extend(fnv1a(packed, np.arange(nwords, dtype=np.int64)))
         self._word_hash = np.append(hashes, np.uint64(0))  # index -1: the unknown-word placeholder
+        self._pull: npt.NDArray[np.float64] | None = None
 
     # ---- loading -------------------------------------------------------------------------------------
 
@@ -525,6 +527,31 @@ class LinearScorer:
         return self.scores_from_logits(logits, has_rows)
 
     # ---- explanations --------------------------------------------------------------------------------
+
+    def word_pulls(self, lines: Sequence[str]) -> tuple[list[list[str]], list[npt.NDArray[np.float64]]]:
+        """Each line's words (the model's own, in token order; word n-grams and unknown words left out)
+        and each word's pull: its contribution to the negative logit minus its contribution to the
+        positive one (``> 0`` pulls negative), with the same contributions as :meth:`explain`."""
+        rows = self.token_rows(lines)
+        counts = np.diff(rows.offsets)
+        post = np.repeat(np.arange(len(lines)), counts)
+        is_word = np.flatnonzero((rows.lengths == 1) & (rows.row_ids < self._nwords))
+        word_rows = rows.row_ids[is_word]
+        pull = self._row_pull()[word_rows] / counts[post[is_word]]
+        ends = np.searchsorted(post[is_word], np.arange(1, len(lines) + 1))
+        words = self._words
+        texts = [words[r].decode("utf-8", "replace") for r in word_rows.tolist()]
+        bounds = [0, *ends.tolist()]
+        tokens = [texts[a:b] for a, b in itertools.pairwise(bounds)]
+        return tokens, np.split(pull, ends[:-1]) if len(lines) else []
+
+    def _row_pull(self) -> npt.NDArray[np.float64]:
+        """``(output_negative - output_positive) . row`` of every input row, computed once."""
+        if self._pull is None:
+            negative, positive = LABELS.index("negative"), LABELS.index("positive")
+            direction = self._output[negative].astype(np.float64) - self._output[positive]
+            self._pull = self._table.astype(np.float64) @ direction
+        return self._pull
 
     def explain(self, line: str) -> Explanation:
         """Each token's contribution to each class logit for one normalised line (see

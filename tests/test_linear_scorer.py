@@ -281,3 +281,28 @@ def test_declines_what_it_cannot_reproduce(trained: dict[str, Path], tmp_path: P
     with pytest.raises(ModelLoadError, match="not a fastText model"):
         (tmp_path / "text.bin").write_bytes(b"not a model\n" * 50)
         LinearScorer.from_file(tmp_path / "text.bin")
+
+
+def test_word_pulls_are_the_explanations_negative_minus_positive(
+    predictors: dict[str, Predictor], tweeteval_lines: list[str]
+) -> None:
+    """The crisis terms' pulls (worker) come from the same contributions as the API's explanations."""
+    scorer = predictors["recipe"].scorer
+    assert scorer is not None
+    lines = [*tweeteval_lines[:300], "", "unseenwordxyz only", "worst worst service"]
+    tokens, pulls = scorer.word_pulls(lines)
+    assert len(tokens) == len(pulls) == len(lines)
+    negative, positive = LABELS.index("negative"), LABELS.index("positive")
+    for line, words, pull in zip(lines, tokens, pulls, strict=True):
+        assert len(words) == len(pull)
+        explained: dict[str, float] = {}
+        for token, contribution in scorer.explain(line).tokens:
+            if " " not in token:  # word n-grams are not words
+                explained[token] = contribution[negative] - contribution[positive]
+        summed: dict[str, float] = {}
+        for word, value in zip(words, pull.tolist(), strict=True):
+            assert word in line.split() or word == "</s>"
+            summed[word] = summed.get(word, 0.0) + value
+        assert summed.keys() == explained.keys()
+        for word, value in summed.items():
+            assert value == pytest.approx(explained[word], abs=1e-5), (line, word)

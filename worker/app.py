@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import TopicPartition
 
+from schemas import LABELS
 from schemas.timestamps import utc_rfc3339
 from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize_batch
 from sentiment_model.operations import ModelOperations
@@ -37,6 +38,7 @@ from worker.settings import WorkerSettings
 from worker.term_pull import token_pulls
 
 log = logging.getLogger("worker")
+_NEUTRAL = LABELS.index("neutral")
 
 _LAG_REFRESH_SECONDS = 2.0
 _STATS_LOG_SECONDS = 30.0
@@ -304,9 +306,7 @@ class Worker:
             brand_ids = self.metrics.brand_indices(decoded.column("brand"))
             per_label = self.metrics.tally_predictions(brand_ids, label_ids)
             self.reputation.observe(per_label, now)
-            tokens, pulls = token_pulls(self.predictor, lines)  # stand-in for the scorer's contributions
-            brand_names = [self.metrics.brand_names[i] for i in brand_ids.tolist()]
-            self.reputation.observe_terms(brand_names, label_ids, tokens, pulls, now)
+            self._observe_terms(lines, brand_ids, label_ids, now)
             self._emit_reputation(now)
         if decoded.rejected:
             self._produce_dead_letters(decoded.rejected)
@@ -320,6 +320,34 @@ class Worker:
         if scored is not None:
             self.drift.observe(scored.label_ids, lines)
             self.model_ops.after_batch(lines, scored.label_ids)  # may promote: from the next batch on
+
+    def _observe_terms(
+        self,
+        lines: list[str],
+        brand_ids: npt.NDArray[np.intp],
+        label_ids: npt.NDArray[np.intp],
+        now: float,
+    ) -> None:
+        """The words that pulled this batch's negative and positive posts their way, per brand window.
+
+        Contributions come from the scorer itself (the exact identity of ``"explain": true``). A model
+        that only fastText can score (char n-grams) has no such table: its words' pulls are read through
+        fastText's word vectors instead (:mod:`worker.term_pull`, an approximation, measured within 0.05
+        of the log-odds). At most BRAND_TERMS_SAMPLE_POSTS posts per batch, evenly spaced.
+        """
+        if not self.reputation.top_terms:
+            return
+        chosen = np.flatnonzero(label_ids != _NEUTRAL)
+        limit = self.settings.brand_terms_sample_posts
+        if chosen.size > limit:
+            chosen = chosen[np.linspace(0, chosen.size - 1, limit).astype(np.intp)]
+        sample = [lines[i] for i in chosen.tolist()]
+        scorer = self.predictor.scorer
+        tokens, pulls = (
+            scorer.word_pulls(sample) if scorer is not None else token_pulls(self.predictor, sample)
+        )
+        brands = [self.metrics.brand_names[i] for i in brand_ids[chosen].tolist()]
+        self.reputation.observe_terms(brands, label_ids[chosen], tokens, pulls, now)
 
     # --- hot-reload ----------------------------------------------------------------------------------------
 

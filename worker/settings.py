@@ -106,6 +106,12 @@ class WorkerSettings(ModelSettings):
     brand_top_terms: int = Field(
         10, ge=0, le=10, description="terms pulling negative / positive per brand window (0: off)"
     )
+    brand_terms_sample_posts: int = Field(
+        250,
+        ge=1,
+        description="most negative/positive posts per batch whose words feed the window terms (evenly "
+        "spaced): every post at low rates; a ranking needs no more, and each costs a token walk",
+    )
 
     @field_validator("brands")
     @classmethod

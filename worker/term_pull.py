@@ -1,7 +1,7 @@
 """Each token's pull towards negative, read from the fastText model through its public API.
 
-A stand-in until the batch scorer returns its own per-token contributions (then the worker passes those
-to :meth:`worker.reputation.Reputation.observe_terms` and this module goes).
+Only for models the numpy scorer cannot read (char n-grams, which only fastText scores): the worker
+takes exact contributions from :meth:`sentiment_model.linear_scorer.LinearScorer.word_pulls` otherwise.
 
 A fastText classifier averages the input vectors of a line's ``N`` ids (its words, word n-grams and
 end-of-line) into ``h`` and scores ``logits = O h``. So ``logit_neg - logit_pos = u . h`` with
@@ -110,5 +110,5 @@ def token_pulls(
     """:meth:`TokenPull.batch` for ``predictor`` (fitted once per loaded model)."""
     pull = _PULLS.get(predictor)
     if pull is None:
-        pull = _PULLS[predictor] = TokenPull(predictor._model)  # the scorer will own this: stand-in
+        pull = _PULLS[predictor] = TokenPull(predictor._model)
     return pull.batch(lines)
