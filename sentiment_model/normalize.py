@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sentiment_model.lexicon import NEGATIVE, POSITIVE, polarity_marks, token_codes
+from sentiment_model.normalize_text import SMALL_BATCH, clean_text, normalize_text
 
 _ENTITIES = {
     "&amp;": "&",
@@ -86,6 +87,8 @@ def clean_batch(texts: Sequence[str]) -> list[str]:
     """:func:`clean` of every text, in order."""
     if not texts:
         return []
+    if len(texts) < SMALL_BATCH:  # the batch code's fixed cost outweighs a few texts: see normalize_text
+        return [clean_text(text) for text in texts]
     return _decode(_clean_chars(texts).chars).split(_SEPARATOR)
 
 
@@ -96,10 +99,13 @@ def normalize_batch(texts: Sequence[str]) -> list[str]:
     CPU time per text, a 2-core box shared with other jobs): val 49.5 us with the previous per-text code,
     11.2 us here (4.4x); test 48.6 -> 12.4 us (3.9x). A call costs about 100 array operations whatever
     its size, so small calls pay for them: one text took ~400 us on that box (the per-text code 50 us),
-    ten texts ~70 us each, a hundred ~18 us each. Batch where you can.
+    ten texts ~70 us each, a hundred ~18 us each. Below ``SMALL_BATCH`` texts it therefore takes the
+    per-text path of :mod:`sentiment_model.normalize_text` (same output, tested).
     """
     if not texts:
         return []
+    if len(texts) < SMALL_BATCH:
+        return [normalize_text(text) for text in texts]
     cleaned = _clean_chars(texts)
     text = _decode(cleaned.chars)
     starts = cleaned.token_starts

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import sys
 import unicodedata
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -213,6 +214,18 @@ texts_strategy = st.lists(_pieces, max_size=24).map("".join)
 batches_strategy = st.lists(texts_strategy, max_size=8)
 
 
+@pytest.fixture(scope="module", autouse=True, params=["dispatch", "batch code always"])
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test twice: as callers see it (fewer than SMALL_BATCH texts take the per-text path), and
+    with the batch code for any size, so both paths are held to the oracle on every case."""
+    module = sys.modules["sentiment_model.normalize"]
+    saved = module.SMALL_BATCH
+    if request.param != "dispatch":
+        module.SMALL_BATCH = 0
+    yield request.param
+    module.SMALL_BATCH = saved
+
+
 @pytest.fixture(scope="module")
 def tweeteval_texts(data_dir: Path) -> list[str]:
     return [text for split in SPLITS for text in load_split(split, data_dir).texts]
@@ -357,6 +370,13 @@ def test_lexicon_tokens_follow_polarity_and_negation() -> None:
     assert normalize("this is not good").endswith("__lexneg__")
     assert normalize("not bad at all. great day").split()[-2:] == ["__lexpos__", "__lexpos__"]
     assert "__lex" not in normalize("The store opens at 9am on Monday")
+
+
+def test_the_per_text_path_equals_the_batch_code_on_all_of_tweeteval(tweeteval_texts: list[str]) -> None:
+    from sentiment_model.normalize_text import clean_text, normalize_text
+
+    assert [normalize_text(t) for t in tweeteval_texts] == normalize_batch(tweeteval_texts)
+    assert [clean_text(t) for t in tweeteval_texts[:5_000]] == clean_batch(tweeteval_texts[:5_000])
 
 
 def test_training_and_serving_share_the_function() -> None:
