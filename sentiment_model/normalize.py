@@ -27,24 +27,20 @@ import numpy as np
 import numpy.typing as npt
 
 from sentiment_model.lexicon import NEGATIVE, POSITIVE, polarity_marks, token_codes
-from sentiment_model.normalize_text import SMALL_BATCH, clean_text, normalize_text
+from sentiment_model.normalize_text import (
+    _ENTITIES,
+    _ENTITY,
+    _UNICODE_ESCAPE,
+    _URL,
+    _USER,
+    SMALL_BATCH,
+    clean_text,
+    normalize_text,
+)
 
-_ENTITIES = {
-    "&amp;": "&",
-    "&gt;": ">",
-    "&lt;": "<",
-    "&quot;": '"',
-    "&#039;": "'",
-    "&#39;": "'",
-    "&nbsp;": " ",
-    "&apos;": "'",
-}
-_ENTITY = re.compile(r"&(?:amp|gt|lt|quot|#0?39|nbsp|apos);")
+# The escape, entity, URL and handle patterns are the per-text path's: one definition of each rule.
 # TweetEval's train/val texts hold literal "\u2019"-style escapes (about 5,000); live posts have the
 # characters themselves, so both are folded to the character.
-_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_USER = re.compile(r"@\w+")
 _TYPOGRAPHY = (
     ("\u2019", "'"),
     ("\u2018", "'"),
