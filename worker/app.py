@@ -471,9 +471,7 @@ class Worker:
 
     def checkpoint_position(self, partition: int) -> int | None:
         """The next offset this worker will process on ``partition`` (None before the first record)."""
-        positions = self.consumer.raw.position([TopicPartition(self.settings.input_topic, partition)])
-        offset = positions[0].offset if positions else -1
-        return int(offset) if offset >= 0 else None
+        return self.consumer.position(self.settings.input_topic, partition)
 
     def _log_stats(self) -> None:
         now = time.monotonic()
