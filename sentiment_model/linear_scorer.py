@@ -56,6 +56,11 @@ from schemas import LABELS
 from sentiment_model.byte_tokens import MISSING, ByteTokens, KeyTable, fnv1a, pack_words, split_spaces
 from sentiment_model.errors import ModelLoadError
 
+try:  # optional: built from _fastlinear.c by the package build; without it the numpy path scores
+    from sentiment_model import _fastlinear
+except ImportError:  # pragma: no cover - depends on the build
+    _fastlinear = None  # type: ignore[assignment]
+
 LABEL_PREFIX: Final = "__label__"
 EOS: Final = "</s>"
 
@@ -86,6 +91,7 @@ _SEPARATORS = "\t\n\v\f\r\x00"
 _TO_SPACE = str.maketrans(dict.fromkeys("\t\v\f\r\x00", " "))
 
 Loss = Literal["ova", "softmax"]
+Kernel = Literal["c", "numpy"]
 
 
 class UnsupportedModelError(Exception):
@@ -283,6 +289,21 @@ class LinearScorer:
         packed = pack_words(words)
         hashes = _sign_extend(fnv1a(packed, np.arange(nwords, dtype=np.int64)))
         self._word_hash = np.append(hashes, np.uint64(0))  # index -1: the unknown-word placeholder
+        self._kernel = None if _fastlinear is None else self._c_kernel(words, labels)
+        self.kernel: Kernel = "numpy" if self._kernel is None else "c"
+        """Which code sums the rows of a batch: ``"c"`` (the compiled loop) or ``"numpy"``."""
+
+    def _c_kernel(self, words: list[bytes], labels: list[bytes]) -> _fastlinear.Kernel:
+        return _fastlinear.Kernel(
+            [*words, *labels],
+            [*range(len(words)), *([_LABEL] * len(labels))],
+            self._word_ngrams,
+            self._bucket,
+            self._nwords,
+            self._bucket_rows,
+            self._table,
+            self.dim,
+        )
 
     # ---- loading -------------------------------------------------------------------------------------
 
@@ -449,9 +470,24 @@ class LinearScorer:
     def logits(self, lines: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """fastText's float32 output scores before the sigmoid/softmax, ``(n, 3)`` in LABELS order, and
         whether each line read any row (fastText predicts nothing for a line without one)."""
-        return self._logits(self._features(lines))
+        return self._logits_from_sums(*self._sums(lines))
+
+    def _sums(self, lines: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Each line's float32 sum of its rows, in fastText's order, and its number of rows."""
+        if self._kernel is not None:
+            sums = np.zeros((len(lines), self.dim), dtype=np.float32)
+            counts = np.empty(len(lines), dtype=np.int64)
+            if self._kernel.sum_rows(lines, sums, counts):
+                return sums, counts
+            # False: a line holds a lone surrogate (no UTF-8 form); numpy encodes it with surrogatepass.
+        features = self._features(lines)
+        return self._sums_of(features), features.counts
 
     def _logits(self, features: _Features) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        return self._logits_from_sums(self._sums_of(features), features.counts)
+
+    def _sums_of(self, features: _Features) -> npt.NDArray[np.float32]:
+        """The numpy kernel: the rows of :meth:`_features` gathered in blocks and summed."""
         n, counts = features.n, features.counts
         line, position, row = features.flat()
         # Lines longest first, so column j of the padded (position, line) block is a prefix of lines.
@@ -482,7 +518,12 @@ class LinearScorer:
             mine = np.flatnonzero(line == long_line)
             ordered = row[mine][np.argsort(position[mine])]
             sums[rank[long_line]] = np.add.accumulate(np.take(self._table, ordered, axis=0), axis=0)[-1]
-        sums = sums[rank]
+        return sums[rank]
+
+    def _logits_from_sums(
+        self, sums: npt.NDArray[np.float32], counts: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        n = counts.size
         has_rows = counts > 0
         scale = np.zeros(n, dtype=np.float32)
         scale[has_rows] = (1.0 / counts[has_rows]).astype(np.float32)  # Vector::mul(real(1.0 / n))
@@ -521,7 +562,7 @@ class LinearScorer:
 
     def fasttext_probabilities(self, lines: Sequence[str]) -> npt.NDArray[np.float64]:
         """What fastText's ``predict(lines, k=3)`` returns, as an ``(n, 3)`` array in LABELS order."""
-        logits, has_rows = self._logits(self._features(lines))
+        logits, has_rows = self.logits(lines)
         return self.scores_from_logits(logits, has_rows)
 
     # ---- explanations --------------------------------------------------------------------------------
