@@ -31,19 +31,25 @@
 #define CODE_LABEL (-2)
 #define CODE_MISSING (-1)
 
-/* One vocabulary slot, a cache line's half: a key of up to 16 bytes is compared without leaving it. */
+/* One vocabulary slot, 16 bytes (a 32-byte slot with 16 key bytes inline measured 10% slower: the
+ * table is read at random and its size is what costs). A key of up to 8 bytes (most tokens) is compared
+ * without leaving the slot; a longer one also compares its tail through `tails`. */
 typedef struct {
-    uint64_t head[2]; /* the key's first 16 bytes, zero-padded */
-    uint32_t hash;    /* FNV-1a of the key */
-    uint32_t length;  /* UINT32_MAX: empty slot */
-    int32_t code;     /* word id, or CODE_LABEL */
-    uint32_t start;   /* the key is blob[start : start + length] */
+    uint64_t head; /* the key's first 8 bytes, zero-padded (keys never hold a zero byte) */
+    uint32_t tag;  /* FNV-1a of the key, low byte replaced by min(length, 255); 0: empty slot */
+    int32_t code;  /* word id, or CODE_LABEL */
 } Slot;
+
+typedef struct {
+    uint32_t start;  /* the key is blob[start : start + length] */
+    uint32_t length;
+} Tail;
 
 typedef struct {
     PyObject_HEAD
     char *blob;       /* every key's bytes, back to back */
-    Slot *slots;      /* open addressing, linear probing, load <= 1/2 */
+    Slot *slots;      /* open addressing, linear probing, load <= 2/3 */
+    Tail *tails;      /* per slot */
     uint64_t mask;
     int word_ngrams;
     uint64_t bucket;
@@ -57,7 +63,6 @@ typedef struct {
     uint32_t eos_hash;
 } Kernel;
 
-#define EMPTY UINT32_MAX
 
 static inline uint32_t fnv1a(const char *data, Py_ssize_t length) {
     uint32_t h = FNV_OFFSET;
@@ -72,23 +77,27 @@ static inline uint64_t home(const Kernel *k, uint32_t hash) {
     return (((uint64_t)hash * 0x9E3779B97F4A7C15ull) >> 20) & k->mask;
 }
 
-static inline void key_head(const char *data, Py_ssize_t length, uint64_t head[2]) {
-    char bytes[16] = {0};
-    memcpy(bytes, data, (size_t)(length < 16 ? length : 16));
-    memcpy(head, bytes, 16);
+static inline uint64_t key_head(const char *data, Py_ssize_t length) {
+    uint64_t head = 0;
+    memcpy(&head, data, (size_t)(length < 8 ? length : 8));
+    return head;
 }
 
-/* The slot holding the key, or the empty slot where it would go. */
+static inline uint32_t key_tag(uint32_t hash, Py_ssize_t length) {
+    return (hash & 0xFFFFFF00u) | (uint32_t)(length < 255 ? length : 255);
+}
+
+/* The slot holding the key (length >= 1), or the empty slot where it would go. */
 static inline Slot *find_slot(const Kernel *k, const char *token, Py_ssize_t length, uint32_t hash) {
-    uint64_t head[2];
-    key_head(token, length, head);
+    const uint64_t head = key_head(token, length);
+    const uint32_t tag = key_tag(hash, length);
     uint64_t at = home(k, hash);
     for (;;) {
         Slot *slot = &k->slots[at];
-        if (slot->length == EMPTY) return slot;
-        if (slot->hash == hash && slot->length == (uint32_t)length && slot->head[0] == head[0] &&
-            slot->head[1] == head[1] &&
-            (length <= 16 || memcmp(k->blob + slot->start + 16, token + 16, (size_t)length - 16) == 0))
+        if (slot->tag == 0) return slot;
+        if (slot->tag == tag && slot->head == head &&
+            (length <= 8 || (k->tails[at].length == (uint32_t)length &&
+                             memcmp(k->blob + k->tails[at].start + 8, token + 8, (size_t)length - 8) == 0)))
             return slot;
         at = (at + 1) & k->mask;
     }
@@ -97,6 +106,7 @@ static inline Slot *find_slot(const Kernel *k, const char *token, Py_ssize_t len
 static void Kernel_dealloc(Kernel *self) {
     PyMem_Free(self->blob);
     PyMem_Free(self->slots);
+    PyMem_Free(self->tails);
     if (self->has_prune) PyBuffer_Release(&self->prune);
     if (self->table.obj != NULL) PyBuffer_Release(&self->table);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -171,15 +181,15 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     uint64_t size = 64;
-    while (size < 2 * (uint64_t)n) size *= 2;
+    while (2 * size < 3 * (uint64_t)n) size *= 2;
     self->blob = PyMem_Malloc((size_t)total + 1);
-    self->slots = PyMem_Malloc(sizeof(Slot) * (size_t)size);
-    if (!self->blob || !self->slots) {
+    self->slots = PyMem_Calloc((size_t)size, sizeof(Slot));
+    self->tails = PyMem_Calloc((size_t)size, sizeof(Tail));
+    if (!self->blob || !self->slots || !self->tails) {
         PyErr_NoMemory();
         return -1;
     }
     self->mask = size - 1;
-    for (uint64_t s = 0; s < size; s++) self->slots[s].length = EMPTY;
     uint32_t at = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *key = PyList_GET_ITEM(keys, i);
@@ -191,21 +201,21 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
         }
         const char *data = PyBytes_AS_STRING(key);
         Py_ssize_t length = PyBytes_GET_SIZE(key);
+        if (length == 0) continue; /* a token is never empty: such a key never matches */
         uint32_t hash = fnv1a(data, length);
         Slot *slot = find_slot(self, data, length, hash);
         /* A later duplicate replaces the earlier code, as in fastText. */
         slot->code = code < 0 ? CODE_LABEL : (int32_t)code;
-        if (slot->length != EMPTY) continue;
+        if (slot->tag != 0) continue;
         memcpy(self->blob + at, data, (size_t)length);
-        key_head(data, length, slot->head);
-        slot->hash = hash;
-        slot->length = (uint32_t)length;
-        slot->start = at;
+        slot->head = key_head(data, length);
+        slot->tag = key_tag(hash, length);
+        self->tails[slot - self->slots] = (Tail){at, (uint32_t)length};
         at += (uint32_t)length;
     }
     self->eos_hash = fnv1a("</s>", 4);
     Slot *eos = find_slot(self, "</s>", 4, self->eos_hash);
-    self->eos_code = eos->length == EMPTY ? CODE_MISSING : eos->code;
+    self->eos_code = eos->tag == 0 ? CODE_MISSING : eos->code;
     return 0;
 }
 
@@ -247,7 +257,7 @@ static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Sc
         Py_ssize_t size = s->lengths[t];
         uint32_t hash = s->token_hashes[t];
         const Slot *slot = find_slot(k, token, size, hash);
-        int32_t code = slot->length == EMPTY ? CODE_MISSING : slot->code;
+        int32_t code = slot->tag == 0 ? CODE_MISSING : slot->code;
         if (code == CODE_LABEL ||
             (code == CODE_MISSING && size >= LABEL_PREFIX_LEN && memcmp(token, LABEL_PREFIX, LABEL_PREFIX_LEN) == 0))
             continue;
