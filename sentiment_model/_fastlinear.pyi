@@ -1,6 +1,12 @@
-"""Types of the compiled per-token loop (``_fastlinear.c``, whose header comment is the reference)."""
+"""Types of the compiled per-token loop (``_fastlinear.c``, whose header comment is the reference).
 
-from collections.abc import Buffer, Sequence
+The C code takes any buffer of the right item type; typed here as the numpy arrays the scorer passes.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
 
 class Kernel:
     def __init__(
@@ -10,8 +16,10 @@ class Kernel:
         word_ngrams: int,
         bucket: int,
         nwords: int,
-        bucket_rows: Buffer | None,
-        table: Buffer,
+        bucket_rows: npt.NDArray[np.int32] | None,
+        table: npt.NDArray[np.float32],
         dim: int,
     ) -> None: ...
-    def sum_rows(self, lines: Sequence[str], sums: Buffer, counts: Buffer) -> bool: ...
+    def sum_rows(
+        self, lines: Sequence[str], sums: npt.NDArray[np.float32], counts: npt.NDArray[np.int64]
+    ) -> bool: ...

@@ -91,7 +91,7 @@ _SEPARATORS = "\t\n\v\f\r\x00"
 _TO_SPACE = str.maketrans(dict.fromkeys("\t\v\f\r\x00", " "))
 
 Loss = Literal["ova", "softmax"]
-Kernel = Literal["c", "numpy"]
+KernelName = Literal["c", "numpy"]
 
 
 class UnsupportedModelError(Exception):
@@ -261,7 +261,9 @@ class LinearScorer:
         bucket: int,
         prune_keys: npt.NDArray[np.int64] | None,
         prune_rows: npt.NDArray[np.int64] | None,
+        kernel: KernelName | None = None,
     ) -> None:
+        """``kernel``: ``"numpy"`` forces the numpy path; None takes the compiled loop when built."""
         nwords = len(words)
         self.loss: Loss = loss
         self.dim = int(table.shape[1])
@@ -289,8 +291,11 @@ class LinearScorer:
         packed = pack_words(words)
         hashes = _sign_extend(fnv1a(packed, np.arange(nwords, dtype=np.int64)))
         self._word_hash = np.append(hashes, np.uint64(0))  # index -1: the unknown-word placeholder
-        self._kernel = None if _fastlinear is None else self._c_kernel(words, labels)
-        self.kernel: Kernel = "numpy" if self._kernel is None else "c"
+        if kernel == "c" and _fastlinear is None:
+            raise UnsupportedModelError("the compiled kernel sentiment_model._fastlinear is not built")
+        use_c = _fastlinear is not None and kernel != "numpy"
+        self._kernel = self._c_kernel(words, labels) if use_c else None
+        self.kernel: KernelName = "numpy" if self._kernel is None else "c"
         """Which code sums the rows of a batch: ``"c"`` (the compiled loop) or ``"numpy"``."""
 
     def _c_kernel(self, words: list[bytes], labels: list[bytes]) -> _fastlinear.Kernel:
@@ -308,23 +313,23 @@ class LinearScorer:
     # ---- loading -------------------------------------------------------------------------------------
 
     @classmethod
-    def from_file(cls, path: Path | str) -> LinearScorer:
+    def from_file(cls, path: Path | str, kernel: KernelName | None = None) -> LinearScorer:
         """Parse ``path``; :class:`ModelLoadError` if corrupt, :class:`UnsupportedModelError` if the file
-        is fine but not reproducible here."""
+        is fine but not reproducible here. ``kernel``: see :meth:`__init__`."""
         path = Path(path)
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise ModelLoadError(f"cannot read model file {path}: {exc}") from exc
         try:
-            return cls._parse(data, path)
+            return cls._parse(data, path, kernel)
         except (ModelLoadError, UnsupportedModelError):
             raise
         except (ValueError, IndexError, OverflowError, MemoryError, UnicodeError, struct.error) as exc:
             raise _corrupt(path, f"{type(exc).__name__}: {exc}") from exc
 
     @classmethod
-    def _parse(cls, data: bytes, path: Path) -> LinearScorer:
+    def _parse(cls, data: bytes, path: Path, kernel: KernelName | None) -> LinearScorer:
         reader = _Reader(data, path)
         if reader.int32("magic") != _MAGIC:
             raise ModelLoadError(f"model file {path} is not a fastText model (wrong magic number)")
@@ -406,6 +411,7 @@ class LinearScorer:
             bucket=bucket,
             prune_keys=prune_keys,
             prune_rows=prune_rows,
+            kernel=kernel,
         )
 
     # ---- the batch path ------------------------------------------------------------------------------
@@ -470,10 +476,11 @@ class LinearScorer:
     def logits(self, lines: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """fastText's float32 output scores before the sigmoid/softmax, ``(n, 3)`` in LABELS order, and
         whether each line read any row (fastText predicts nothing for a line without one)."""
-        return self._logits_from_sums(*self._sums(lines))
+        return self._logits_from_sums(*self.row_sums(lines))
 
-    def _sums(self, lines: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """Each line's float32 sum of its rows, in fastText's order, and its number of rows."""
+    def row_sums(self, lines: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Each line's float32 sum of its input rows in fastText's order, ``(n, dim)``, and its number of
+        rows ``(n,)``; the same bits from either kernel."""
         if self._kernel is not None:
             sums = np.zeros((len(lines), self.dim), dtype=np.float32)
             counts = np.empty(len(lines), dtype=np.int64)

@@ -205,5 +205,5 @@ def _numpy_scorer(predictor: Predictor, path: Path) -> tuple[LinearScorer | None
         reason = f"the numpy scorer differs from fastText by {gap:.2g} on the load probes; using fastText"
         log.warning("%s: %s", path, reason)
         return None, reason
-    log.info("%s: scored by the numpy scorer (%s loss)", path, scorer.loss)
+    log.info("%s: scored by the numpy scorer (%s loss, %s kernel)", path, scorer.loss, scorer.kernel)
     return scorer, ""
