@@ -1,4 +1,4 @@
-"""Score a word-only linear fastText model in numpy, a whole batch at a time, exactly as fastText does.
+"""Score a word-only linear fastText model in C and numpy, a whole batch at a time, exactly as fastText does.
 
 fastText's ``predict`` holds the GIL and builds Python objects per row; for the published model (word
 tokens plus word bigrams, projected to 3 dims, quantized) a text's scores are only ``output @ mean(rows)``
@@ -22,22 +22,26 @@ Anything it cannot reproduce exactly (char n-grams, hierarchical softmax or nega
 quantized output matrix, an unknown version, a table too large to hold) raises
 :class:`UnsupportedModelError` and the caller keeps using fastText.
 
-Measured (``python -m bench.scorer_bench``: 2,000 normalised TweetEval val lines per call, numpy and
-fastText alternately in one process, 30 rounds; a 2-core machine shared with ~6 other agents, load
-average 5, so wall times are inflated and only CPU times compare; figures are noisy):
+The per-token loop (tokenise, hash, look up, sum the rows) runs in a small C extension,
+``sentiment_model/_fastlinear.c``, when it is built (``LinearScorer.kernel == "c"``; the package build
+compiles it), else in numpy (``"numpy"``): both give the same float32 sums bit for bit (the tests hold
+them to it); the C loop releases the GIL. Everything after the sums (scale, output matrix, sigmoid or
+softmax) is the same numpy code for both.
 
-* a published-recipe ``.ftz`` (66,032 words, 1M buckets, 300,000 rows): numpy 7.4-8.6 µs/record,
-  fastText 13.7-19.7 over three runs (ratio 0.44-0.54); the same label on all 59,899 TweetEval texts,
-  probabilities within 7e-8;
-* the tests' recipe-shaped model (6,000 train rows, cutoff 20,000, more unknown words): numpy 9.0-11.9,
-  fastText 11.2-17.5 (0.64-0.80).
+Measured (``python -m bench.scorer_bench --model-path <published-recipe .ftz>``: 2,000 normalised
+TweetEval lines per call through ``Predictor.predict_normalized``, the C kernel, the numpy kernel and
+fastText in turn in one process, 30 rounds; a 2-core machine shared with other agents, load average
+1.5, so figures are noisy; process CPU time per record, best / median):
 
-(best process CPU time of a call; fastText's figure includes the per-row repacking that
-``Predictor.predict_normalized_fasttext`` has always done.) So numpy alone does not reach 3 µs/record:
-with every stage on whole-batch arrays, about 60 numpy passes over token-sized arrays remain (find
-tokens, pack, probe, hash unknown words, n-grams, place rows, gather, sum), a few ns per token each, plus
-per-call overhead. numpy releases the GIL inside those calls; fastText's predict does not. Going under
-3 µs needs the per-token loop compiled (a small C extension), which is a decision left to the project.
+* val lines: C 1.62 / 1.82 µs, numpy 6.14 / 6.91, fastText 11.5 / 13.7 (C / fastText 0.14);
+* train lines: C 1.64 / 2.03 µs, numpy 6.38 / 7.31, fastText 13.2 / 15.6 (0.12).
+
+(fastText's figure includes the per-row repacking that ``Predictor.predict_normalized_fasttext`` has
+always done.) Of the C kernel's ~1.7 µs, ~1.3 is the loop itself (about half of it cache misses into the
+vocabulary, prune map and rows: 0.57 µs/line with every table in cache) and ~0.4 the numpy steps after
+it. The numpy kernel stays as the fallback: about 60 numpy passes over token-sized arrays (find tokens,
+pack, probe, hash unknown words, n-grams, place rows, gather, sum), a few ns per token each, plus
+per-call overhead; it also serves :meth:`token_rows` and :meth:`explain`, which are not hot.
 """
 
 from __future__ import annotations
@@ -245,7 +249,8 @@ def _sign_extend(hashes: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64]:
 
 
 class LinearScorer:
-    """A loaded word-only fastText classifier scored in numpy (``from_file``; thread-safe, read-only)."""
+    """A loaded word-only fastText classifier scored without fastText (``from_file``; thread-safe,
+    read-only): the row sums in C or numpy (:attr:`kernel`), the rest in numpy."""
 
     name: Final = "numpy"
 

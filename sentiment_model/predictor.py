@@ -1,7 +1,7 @@
 """Load a fastText model once and score many texts per call.
 
-Scoring goes through :class:`sentiment_model.linear_scorer.LinearScorer` (numpy, the whole batch at once,
-fastText-exact) when the file is one it reproduces, else through fastText's own ``predict``;
+Scoring goes through :class:`sentiment_model.linear_scorer.LinearScorer` (a C loop or numpy, the whole
+batch at once, fastText-exact) when the file is one it reproduces, else through fastText's own ``predict``;
 :attr:`Predictor.scorer_name` says which. Both feed the same clip-and-renormalise step.
 """
 
