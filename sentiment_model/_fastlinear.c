@@ -405,6 +405,10 @@ static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Sc
 static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
     PyObject *lines_arg, *sums_arg, *counts_arg;
     if (!PyArg_ParseTuple(args, "OOO", &lines_arg, &sums_arg, &counts_arg)) return NULL;
+    if (self->slots == NULL || self->table.obj == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Kernel was not initialised");
+        return NULL;
+    }
     /* A tuple of our own: the strings stay alive while the GIL is released. */
     PyObject *lines = PySequence_Tuple(lines_arg);
     if (lines == NULL) return NULL;
