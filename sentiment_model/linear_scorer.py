@@ -31,10 +31,13 @@ softmax) is the same numpy code for both.
 Measured (``python -m bench.scorer_bench --model-path <published-recipe .ftz>``: 2,000 normalised
 TweetEval lines per call through ``Predictor.predict_normalized``, the C kernel, the numpy kernel and
 fastText in turn in one process, 30 rounds; a 2-core machine shared with other agents, load average
-1.5, so figures are noisy; process CPU time per record, best / median):
+1.5-1.8, so figures are noisy; process CPU time per record, best / median):
 
-* val lines: C 1.62 / 1.82 µs, numpy 6.14 / 6.91, fastText 11.5 / 13.7 (C / fastText 0.14);
-* train lines: C 1.64 / 2.03 µs, numpy 6.38 / 7.31, fastText 13.2 / 15.6 (0.12).
+* val lines, four runs: C 1.62-2.42 / 1.82-2.60 µs, numpy 6.14-8.86 / 6.91-9.85, fastText
+  11.5-20.5 / 13.7-22.6 (C / fastText 0.12-0.14 in every run, C / numpy about 0.27);
+* train lines: C 1.64 / 2.03 µs, numpy 6.38 / 7.31, fastText 13.2 / 15.6 (0.12);
+* the tests' recipe-shaped model (trained by the bench without ``--model-path``): C 1.65 / 1.87,
+  numpy 6.67 / 8.07, fastText 10.4 / 13.7.
 
 (fastText's figure includes the per-row repacking that ``Predictor.predict_normalized_fasttext`` has
 always done.) Of the C kernel's ~1.7 µs, ~1.3 is the loop itself (about half of it cache misses into the
