@@ -45,13 +45,13 @@ import re
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
 from schemas import LABELS
+from schemas.timestamps import utc_rfc3339
 from worker.metrics import WorkerMetrics
 
 _BUCKET_SECONDS = 10  # resolution of the sliding windows
@@ -91,10 +91,6 @@ def net_sentiment(counts: list[int]) -> float:
     """(positive - negative) / total, 0 without posts."""
     total = sum(counts)
     return (counts[2] - counts[0]) / total if total else 0.0
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def is_term(token: str) -> bool:
@@ -362,8 +358,8 @@ class Reputation:
             return
         document: dict[str, object] = {
             "brand": brand,
-            "window_start": _iso(start),
-            "window_end": _iso(start + self.window_seconds),
+            "window_start": utc_rfc3339(start),
+            "window_end": utc_rfc3339(start + self.window_seconds),
             "window_seconds": self.window_seconds,
             "member": self.member,
             "negative": counts[0],
@@ -374,9 +370,5 @@ class Reputation:
             "top_negative_terms": window.negative_terms.strongest(),
             "top_positive_terms": window.positive_terms.strongest(),
         }
-        key = f"{brand}|{_iso(start)}|{self.member}".encode()
+        key = f"{brand}|{utc_rfc3339(start)}|{self.member}".encode()
         self._ready.append((key, orjson.dumps(document)))
-
-    def next_close(self) -> float:
-        """When the oldest open window ends (inf when none is open)."""
-        return min((start + self.window_seconds for _, start in self._windows), default=math.inf)
