@@ -28,14 +28,14 @@ import numpy.typing as npt
 
 from sentiment_model.lexicon import NEGATIVE, POSITIVE, polarity_marks, token_codes
 from sentiment_model.normalize_text import (
-    _ENTITIES,
-    _ENTITY,
-    _UNICODE_ESCAPE,
     _URL,
     _USER,
     SMALL_BATCH,
     clean_text,
     normalize_text,
+)
+from sentiment_model.normalize_text import (
+    _unescape as unescape_text,
 )
 
 # The escape, entity, URL and handle patterns are the per-text path's: one definition of each rule.
@@ -348,14 +348,7 @@ def _unescape(texts: list[str]) -> list[str]:
     joined = _ESCAPE_SEPARATOR.join(texts)
     if len(texts) > 1 and joined.count(_ESCAPE_SEPARATOR) != len(texts) - 1:  # a text holds it: one by one
         return [_unescape([text])[0] for text in texts]
-    for _ in range(3):  # an escape can spell another escape; a few rounds settle any real text
-        unescaped = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), joined)
-        unescaped = _ENTITY.sub(lambda m: _ENTITIES.get(m.group(0), "'"), unescaped)
-        if unescaped == joined:
-            break
-        joined = unescaped
-        if "\\u" not in joined and "&" not in joined:  # nothing left that a next round could fold
-            break
+    joined = unescape_text(joined)  # the per-text rounds, once over the joined texts
     return joined.split(_ESCAPE_SEPARATOR) if len(texts) > 1 else [joined]
 
 
