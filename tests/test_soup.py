@@ -60,7 +60,7 @@ def test_a_soup_is_the_word_by_word_mean_of_its_members(train_subset: Dataset) -
 def test_train_soup_averages_runs_of_one_draw_in_new_orders(train_subset: Dataset) -> None:
     data = train_subset.head(3_000)
     soup = train_soup(data, PARAMS, OVERSAMPLE, members=3, threads=1, seed=3)
-    # One thread trains repeatably (training.fasttext_train.use_fresh_memory_for_large_buffers), so the
+    # One thread trains repeatably (training.fasttext_train.zero_filled_allocations), so the
     # members can be rebuilt here: the draw of seed 3, then orders 3_001 and 3_002.
     members = [member(data), member(data, 3_001), member(data, 3_002)]
     words, labels = soup.get_words(), soup.get_labels()

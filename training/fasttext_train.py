@@ -75,40 +75,52 @@ def vectors_dim(vectors: Path) -> int:
 
 
 def check_params(params: Mapping[str, Any]) -> None:
-    """Reject settings that fasttext-numpy2 0.10 cannot train, before it aborts or crashes.
+    """Refuse settings fasttext-numpy2 cannot train, with a clear error instead of a crash.
 
-    Measured here: with ``wordNgrams=1`` and no char n-grams fastText sets ``bucket=0`` and training
-    always ends in "Encountered NaN"; an explicit ``bucket=0`` with n-grams kills the process (SIGFPE).
+    Measured here: an explicit ``bucket=0`` with word or char n-grams kills the process (SIGFPE).
     """
-    word_ngrams, maxn = int(params.get("wordNgrams", 1)), int(params.get("maxn", 0))
-    if word_ngrams <= 1 and maxn == 0:
-        raise TrainingError(
-            "wordNgrams=1 without char n-grams (maxn=0) always diverges in fasttext-numpy2: "
-            "use wordNgrams >= 2 or minn/maxn > 0"
-        )
     if int(params.get("bucket", 2_000_000)) <= 0:
         raise TrainingError("bucket must be > 0 when word or char n-grams are used (fastText crashes on 0)")
 
 
-#: glibc's mallopt() parameter number for the mmap threshold (malloc.h).
-_M_MMAP_THRESHOLD = -3
+#: glibc's mallopt() parameter number for the perturb byte (malloc.h).
+_M_PERTURB = -6
+#: With this perturb byte glibc fills every allocation with ``0xFF ^ 0xFF`` = zero bytes (and freed
+#: memory with 0xFF).
+_ZERO_ON_ALLOCATE = 0xFF
 
 
 @functools.cache
-def use_fresh_memory_for_large_buffers() -> bool:
-    """Make glibc serve every allocation of 1 MiB or more from fresh, zero-filled pages.
+def _libc() -> Any:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
-    fasttext-numpy2 0.10 reads some buffer before writing it: in one process, the same file, seed and
-    settings on one thread trained fine five times, then gave NaN or different weights, depending on
-    what earlier trainings left in recycled heap memory (models whose matrices exceed glibc's 32 MB
-    mmap ceiling always got fresh pages and never showed it). With this set, 30 trainings in a row were
-    identical and none diverged. Returns False where there is no glibc (nothing to do there).
+
+@contextlib.contextmanager
+def zero_filled_allocations() -> Iterator[bool]:
+    """Within the block, glibc hands out zero-filled memory, as fastText's training assumes.
+
+    fasttext-numpy2 0.10.4 stores matrices in an ``AlignedVector`` (``posix_memalign``, never
+    initialised) where upstream fastText uses a zero-filled ``std::vector``, and fastText's
+    ``DenseMatrix::uniform`` writes only ``thread/10`` of the input matrix (one tenth per thread):
+    upstream the other rows start at zero, here at whatever an earlier allocation left in that memory.
+    Measured: the same file, seed and settings on one thread gave "Encountered NaN" or a model,
+    depending on what the process had freed before; ``wordNgrams=1`` without char n-grams (a small
+    matrix, always recycled memory) diverged every time; a clean-clone CI run diverged three times in a
+    row on a 2,000-row char n-gram fit late in the suite. With glibc's perturb byte set for the fit, all
+    of those train, every time, with upstream's starting point. Yields False where there is no glibc
+    (nothing to do there). The setting is process-wide while the block runs; other threads' allocations
+    are zero-filled too, which is only slower.
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20))
+        libc = _libc()
+        active = bool(libc.mallopt(_M_PERTURB, _ZERO_ON_ALLOCATE))
     except (OSError, AttributeError):
-        return False
+        active = False
+    try:
+        yield active
+    finally:
+        if active:
+            libc.mallopt(_M_PERTURB, 0)
 
 
 def fit(train_file: Path, params: Mapping[str, Any], threads: int, seed: int = 0, attempts: int = 3) -> Any:
@@ -117,23 +129,23 @@ def fit(train_file: Path, params: Mapping[str, Any], threads: int, seed: int = 0
     fastText now and then aborts with "Encountered NaN" on settings that usually train fine (seen here
     even on TweetEval subsets at lr 0.5, and once three times in a row on a 2,000-row skewed subset
     under CI load that trains cleanly 80 times out of 80 otherwise). Much of that was recycled heap
-    memory (:func:`use_fresh_memory_for_large_buffers`, now set before every fit); the rest is Hogwild:
+    memory (:func:`zero_filled_allocations`, now around every fit); the rest is Hogwild:
     fastText's threads update shared rows without locks, so on a small vocabulary the outcome depends on
     thread timing. Each retry therefore trains single-threaded, with another seed and a lower learning
     rate; when all ``attempts`` diverge the last error becomes :class:`TrainingError`.
     """
     settings = dict(params)
     check_params(settings)
-    use_fresh_memory_for_large_buffers()
     for attempt in range(1, attempts + 1):
         try:
-            return fasttext.train_supervised(
-                input=str(train_file),
-                thread=threads if attempt == 1 else 1,
-                seed=seed + attempt - 1,
-                verbose=0,
-                **settings,
-            )
+            with zero_filled_allocations():
+                return fasttext.train_supervised(
+                    input=str(train_file),
+                    thread=threads if attempt == 1 else 1,
+                    seed=seed + attempt - 1,
+                    verbose=0,
+                    **settings,
+                )
         except (RuntimeError, ValueError) as exc:
             if attempt == attempts or "NaN" not in str(exc):
                 raise TrainingError(f"fastText failed with {dict(params)}: {exc}") from exc
@@ -176,15 +188,15 @@ def autotune(train_file: Path, val_file: Path, seconds: int, threads: int) -> di
     Its final re-training with those settings has no time limit (measured: still running 19 minutes after
     a 225 s budget), so callers run this under :func:`training.deadline.run_with_deadline`.
     """
-    use_fresh_memory_for_large_buffers()
     try:
-        model = fasttext.train_supervised(
-            input=str(train_file),
-            autotuneValidationFile=str(val_file),
-            autotuneDuration=seconds,
-            thread=threads,
-            verbose=0,
-        )
+        with zero_filled_allocations():
+            model = fasttext.train_supervised(
+                input=str(train_file),
+                autotuneValidationFile=str(val_file),
+                autotuneDuration=seconds,
+                thread=threads,
+                verbose=0,
+            )
     except (RuntimeError, ValueError) as exc:  # seen: "Encountered NaN" in its final training
         raise TrainingError(f"fastText autotune failed: {exc}") from exc
     args = model.f.getArgs()
@@ -202,7 +214,8 @@ def load(path: Path) -> Any:
 def quantize(model: Any, train_file: Path, params: Mapping[str, Any], threads: int) -> None:
     """Quantize in place (-> .ftz); ``params`` are fastText's quantize arguments."""
     try:
-        model.quantize(input=str(train_file), thread=threads, verbose=0, **dict(params))
+        with zero_filled_allocations():  # quantizing allocates fastText matrices too
+            model.quantize(input=str(train_file), thread=threads, verbose=0, **dict(params))
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"fastText quantize failed with {dict(params)}: {exc}") from exc
 
