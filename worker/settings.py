@@ -37,7 +37,9 @@ class WorkerSettings(ModelSettings):
         "earliest", description="where a new group starts: earliest loses nothing"
     )
     batch_size: int = Field(1000, ge=1, le=100_000, description="most records consumed and scored per batch")
-    poll_timeout_seconds: float = Field(0.2, gt=0, description="longest wait for a batch to fill")
+    poll_timeout_seconds: float = Field(
+        0.2, gt=0, description="longest wait for input when none is queued (a batch never waits to fill)"
+    )
     commit_interval_seconds: float = Field(1.0, gt=0, description="checkpoint at least this often")
     commit_max_records: int = Field(50_000, ge=1, description="... or after this many records")
     client_id: str = Field(
