@@ -1,18 +1,20 @@
-"""The numpy scorer against fastText's predict, same lines, same process, interleaved.
+"""The scorer's compiled loop, its numpy path and fastText's predict: same lines, same process, interleaved.
 
-``python -m bench.scorer_bench [--model-path FILE] [--batch 2000] [--rounds 20]``
+``python -m bench.scorer_bench [--model-path FILE] [--split val] [--batch 2000] [--rounds 20]``
 
 Without ``--model-path`` it trains a model shaped like the published recipe from the first 6,000 TweetEval
 train rows (ova, words + bigrams, 1M buckets, projected to dim 3, quantized with cutoff 20,000, dsub 1).
-Scores the first ``--batch`` normalised val texts through ``Predictor.predict_normalized`` (numpy) and
-``Predictor.predict_normalized_fasttext`` alternately, ``--rounds`` times each, and prints µs/record by
-wall clock and by process CPU time (less disturbed by other processes on a shared machine), best and
-median, with the ratio.
+Scores the first ``--batch`` normalised texts of ``--split`` through ``Predictor.predict_normalized``
+with the compiled kernel (``c``, when built), with the numpy kernel, and through
+``Predictor.predict_normalized_fasttext``, in turn, ``--rounds`` times each, and prints µs/record by wall
+clock and by process CPU time (less disturbed by other processes on a shared machine), best and median,
+with the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import tempfile
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sentiment_model import Predictor, normalize
+from sentiment_model.linear_scorer import LinearScorer
 from training.data import load_split
 
 
@@ -48,22 +51,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", type=Path)
     parser.add_argument("--data-dir", type=Path, default=None, help="TweetEval (default: TWEETEVAL_DIR)")
+    parser.add_argument("--split", default="val", choices=["train", "val"])
     parser.add_argument("--batch", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     default = Path(__file__).resolve().parents[2] / "shared/data/tweeteval-sentiment"
     data_dir = args.data_dir or Path(os.environ.get("TWEETEVAL_DIR") or default)
-    texts = load_split("val", data_dir).texts[: args.batch]
+    texts = load_split(args.split, data_dir).texts[: args.batch]
     lines = [normalize(text) for text in texts]
     with tempfile.TemporaryDirectory() as scratch:
         path = args.model_path or _recipe_like_model(data_dir, Path(scratch))
         predictor = Predictor.load(path)
+        numpy_predictor = copy.copy(predictor)
+        numpy_predictor.scorer = LinearScorer.from_file(path, kernel="numpy")
     if predictor.scorer is None:
         raise SystemExit(f"the numpy scorer declined {path}: {predictor.scorer_reason}")
-    runs = {
-        "numpy": lambda: predictor.predict_normalized(lines),
-        "fastText": lambda: predictor.predict_normalized_fasttext(lines),
-    }
+    runs: dict[str, Callable[[], object]] = {}
+    if predictor.scorer.kernel == "c":
+        runs["c"] = lambda: predictor.predict_normalized(lines)
+    else:
+        print("sentiment_model._fastlinear is not built: numpy and fastText only")
+    runs["numpy"] = lambda: numpy_predictor.predict_normalized(lines)
+    runs["fastText"] = lambda: predictor.predict_normalized_fasttext(lines)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for _ in range(args.rounds):
         for name, run in runs.items():
@@ -76,8 +85,11 @@ def main() -> None:
             f"{name:8s} wall best {min(wall):6.2f} median {statistics.median(wall):6.2f} | "
             f"cpu best {min(cpu):6.2f} median {statistics.median(cpu):6.2f}  µs/record ({len(lines)} lines)"
         )
-    ratio = min(c for _, c in times["numpy"]) / min(c for _, c in times["fastText"])
-    print(f"numpy / fastText (best cpu): {ratio:.2f}")
+    fasttext = min(c for _, c in times["fastText"])
+    for name in runs:
+        if name != "fastText":
+            print(f"{name} / fastText (best cpu): {min(c for _, c in times[name]) / fasttext:.2f}")
+    print(f"load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cpus)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Score a word-only linear fastText model in numpy, a whole batch at a time, exactly as fastText does.
+"""Score a word-only linear fastText model in C and numpy, a whole batch at a time, exactly as fastText does.
 
 fastText's ``predict`` holds the GIL and builds Python objects per row; for the published model (word
 tokens plus word bigrams, projected to 3 dims, quantized) a text's scores are only ``output @ mean(rows)``
@@ -22,22 +22,29 @@ Anything it cannot reproduce exactly (char n-grams, hierarchical softmax or nega
 quantized output matrix, an unknown version, a table too large to hold) raises
 :class:`UnsupportedModelError` and the caller keeps using fastText.
 
-Measured (``python -m bench.scorer_bench``: 2,000 normalised TweetEval val lines per call, numpy and
-fastText alternately in one process, 30 rounds; a 2-core machine shared with ~6 other agents, load
-average 5, so wall times are inflated and only CPU times compare; figures are noisy):
+The per-token loop (tokenise, hash, look up, sum the rows) runs in a small C extension,
+``sentiment_model/_fastlinear.c``, when it is built (``LinearScorer.kernel == "c"``; the package build
+compiles it), else in numpy (``"numpy"``): both give the same float32 sums bit for bit (the tests hold
+them to it); the C loop releases the GIL. Everything after the sums (scale, output matrix, sigmoid or
+softmax) is the same numpy code for both.
 
-* a published-recipe ``.ftz`` (66,032 words, 1M buckets, 300,000 rows): numpy 7.4-8.6 µs/record,
-  fastText 13.7-19.7 over three runs (ratio 0.44-0.54); the same label on all 59,899 TweetEval texts,
-  probabilities within 7e-8;
-* the tests' recipe-shaped model (6,000 train rows, cutoff 20,000, more unknown words): numpy 9.0-11.9,
-  fastText 11.2-17.5 (0.64-0.80).
+Measured (``python -m bench.scorer_bench --model-path <published-recipe .ftz>``: 2,000 normalised
+TweetEval lines per call through ``Predictor.predict_normalized``, the C kernel, the numpy kernel and
+fastText in turn in one process, 30 rounds; a 2-core machine shared with other agents, load average
+1.5-1.8, so figures are noisy; process CPU time per record, best / median):
 
-(best process CPU time of a call; fastText's figure includes the per-row repacking that
-``Predictor.predict_normalized_fasttext`` has always done.) So numpy alone does not reach 3 µs/record:
-with every stage on whole-batch arrays, about 60 numpy passes over token-sized arrays remain (find
-tokens, pack, probe, hash unknown words, n-grams, place rows, gather, sum), a few ns per token each, plus
-per-call overhead. numpy releases the GIL inside those calls; fastText's predict does not. Going under
-3 µs needs the per-token loop compiled (a small C extension), which is a decision left to the project.
+* val lines, four runs: C 1.62-2.42 / 1.82-2.60 µs, numpy 6.14-8.86 / 6.91-9.85, fastText
+  11.5-20.5 / 13.7-22.6 (C / fastText 0.12-0.14 in every run, C / numpy about 0.27);
+* train lines: C 1.64 / 2.03 µs, numpy 6.38 / 7.31, fastText 13.2 / 15.6 (0.12);
+* the tests' recipe-shaped model (trained by the bench without ``--model-path``): C 1.65 / 1.87,
+  numpy 6.67 / 8.07, fastText 10.4 / 13.7.
+
+(fastText's figure includes the per-row repacking that ``Predictor.predict_normalized_fasttext`` has
+always done.) Of the C kernel's ~1.7 µs, ~1.3 is the loop itself (about half of it cache misses into the
+vocabulary, prune map and rows: 0.57 µs/line with every table in cache) and ~0.4 the numpy steps after
+it. The numpy kernel stays as the fallback: about 60 numpy passes over token-sized arrays (find tokens,
+pack, probe, hash unknown words, n-grams, place rows, gather, sum), a few ns per token each, plus
+per-call overhead; it also serves :meth:`token_rows` and :meth:`explain`, which are not hot.
 """
 
 from __future__ import annotations
@@ -56,6 +63,11 @@ import numpy.typing as npt
 from schemas import LABELS
 from sentiment_model.byte_tokens import MISSING, ByteTokens, KeyTable, fnv1a, pack_words, split_spaces
 from sentiment_model.errors import ModelLoadError
+
+try:  # optional: built from _fastlinear.c by the package build; without it the numpy path scores
+    from sentiment_model import _fastlinear
+except ImportError:  # pragma: no cover - depends on the build
+    _fastlinear = None  # type: ignore[assignment]
 
 LABEL_PREFIX: Final = "__label__"
 EOS: Final = "</s>"
@@ -87,6 +99,7 @@ _SEPARATORS = "\t\n\v\f\r\x00"
 _TO_SPACE = str.maketrans(dict.fromkeys("\t\v\f\r\x00", " "))
 
 Loss = Literal["ova", "softmax"]
+KernelName = Literal["c", "numpy"]
 
 
 class UnsupportedModelError(Exception):
@@ -240,7 +253,8 @@ def _sign_extend(hashes: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64]:
 
 
 class LinearScorer:
-    """A loaded word-only fastText classifier scored in numpy (``from_file``; thread-safe, read-only)."""
+    """A loaded word-only fastText classifier scored without fastText (``from_file``; thread-safe,
+    read-only): the row sums in C or numpy (:attr:`kernel`), the rest in numpy."""
 
     name: Final = "numpy"
 
@@ -256,7 +270,9 @@ class LinearScorer:
         bucket: int,
         prune_keys: npt.NDArray[np.int64] | None,
         prune_rows: npt.NDArray[np.int64] | None,
+        kernel: KernelName | None = None,
     ) -> None:
+        """``kernel``: ``"numpy"`` forces the numpy path; None takes the compiled loop when built."""
         nwords = len(words)
         self.loss: Loss = loss
         self.dim = int(table.shape[1])
@@ -285,27 +301,45 @@ class LinearScorer:
         hashes = _sign_extend(fnv1a(packed, np.arange(nwords, dtype=np.int64)))
         self._word_hash = np.append(hashes, np.uint64(0))  # index -1: the unknown-word placeholder
         self._pull: npt.NDArray[np.float64] | None = None
+        if kernel == "c" and _fastlinear is None:
+            raise UnsupportedModelError("the compiled kernel sentiment_model._fastlinear is not built")
+        use_c = _fastlinear is not None and kernel != "numpy"
+        self._kernel = self._c_kernel(words, labels) if use_c else None
+        self.kernel: KernelName = "numpy" if self._kernel is None else "c"
+        """Which code sums the rows of a batch: ``"c"`` (the compiled loop) or ``"numpy"``."""
+
+    def _c_kernel(self, words: list[bytes], labels: list[bytes]) -> _fastlinear.Kernel:
+        return _fastlinear.Kernel(
+            [*words, *labels],
+            [*range(len(words)), *([_LABEL] * len(labels))],
+            self._word_ngrams,
+            self._bucket,
+            self._nwords,
+            self._bucket_rows,
+            self._table,
+            self.dim,
+        )
 
     # ---- loading -------------------------------------------------------------------------------------
 
     @classmethod
-    def from_file(cls, path: Path | str) -> LinearScorer:
+    def from_file(cls, path: Path | str, kernel: KernelName | None = None) -> LinearScorer:
         """Parse ``path``; :class:`ModelLoadError` if corrupt, :class:`UnsupportedModelError` if the file
-        is fine but not reproducible here."""
+        is fine but not reproducible here. ``kernel``: see :meth:`__init__`."""
         path = Path(path)
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise ModelLoadError(f"cannot read model file {path}: {exc}") from exc
         try:
-            return cls._parse(data, path)
+            return cls._parse(data, path, kernel)
         except (ModelLoadError, UnsupportedModelError):
             raise
         except (ValueError, IndexError, OverflowError, MemoryError, UnicodeError, struct.error) as exc:
             raise _corrupt(path, f"{type(exc).__name__}: {exc}") from exc
 
     @classmethod
-    def _parse(cls, data: bytes, path: Path) -> LinearScorer:
+    def _parse(cls, data: bytes, path: Path, kernel: KernelName | None) -> LinearScorer:
         reader = _Reader(data, path)
         if reader.int32("magic") != _MAGIC:
             raise ModelLoadError(f"model file {path} is not a fastText model (wrong magic number)")
@@ -387,6 +421,7 @@ class LinearScorer:
             bucket=bucket,
             prune_keys=prune_keys,
             prune_rows=prune_rows,
+            kernel=kernel,
         )
 
     # ---- the batch path ------------------------------------------------------------------------------
@@ -451,9 +486,25 @@ class LinearScorer:
     def logits(self, lines: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """fastText's float32 output scores before the sigmoid/softmax, ``(n, 3)`` in LABELS order, and
         whether each line read any row (fastText predicts nothing for a line without one)."""
-        return self._logits(self._features(lines))
+        return self._logits_from_sums(*self.row_sums(lines))
+
+    def row_sums(self, lines: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Each line's float32 sum of its input rows in fastText's order, ``(n, dim)``, and its number of
+        rows ``(n,)``; the same bits from either kernel."""
+        if self._kernel is not None:
+            sums = np.zeros((len(lines), self.dim), dtype=np.float32)
+            counts = np.empty(len(lines), dtype=np.int64)
+            if self._kernel.sum_rows(lines, sums, counts):
+                return sums, counts
+            # False: a line holds a lone surrogate (no UTF-8 form); numpy encodes it with surrogatepass.
+        features = self._features(lines)
+        return self._sums_of(features), features.counts
 
     def _logits(self, features: _Features) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        return self._logits_from_sums(self._sums_of(features), features.counts)
+
+    def _sums_of(self, features: _Features) -> npt.NDArray[np.float32]:
+        """The numpy kernel: the rows of :meth:`_features` gathered in blocks and summed."""
         n, counts = features.n, features.counts
         line, position, row = features.flat()
         # Lines longest first, so column j of the padded (position, line) block is a prefix of lines.
@@ -484,7 +535,12 @@ class LinearScorer:
             mine = np.flatnonzero(line == long_line)
             ordered = row[mine][np.argsort(position[mine])]
             sums[rank[long_line]] = np.add.accumulate(np.take(self._table, ordered, axis=0), axis=0)[-1]
-        sums = sums[rank]
+        return sums[rank]
+
+    def _logits_from_sums(
+        self, sums: npt.NDArray[np.float32], counts: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        n = counts.size
         has_rows = counts > 0
         scale = np.zeros(n, dtype=np.float32)
         scale[has_rows] = (1.0 / counts[has_rows]).astype(np.float32)  # Vector::mul(real(1.0 / n))
@@ -523,7 +579,7 @@ class LinearScorer:
 
     def fasttext_probabilities(self, lines: Sequence[str]) -> npt.NDArray[np.float64]:
         """What fastText's ``predict(lines, k=3)`` returns, as an ``(n, 3)`` array in LABELS order."""
-        logits, has_rows = self._logits(self._features(lines))
+        logits, has_rows = self.logits(lines)
         return self.scores_from_logits(logits, has_rows)
 
     # ---- explanations --------------------------------------------------------------------------------

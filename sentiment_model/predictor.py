@@ -1,7 +1,7 @@
 """Load a fastText model once and score many texts per call.
 
-Scoring goes through :class:`sentiment_model.linear_scorer.LinearScorer` (numpy, the whole batch at once,
-fastText-exact) when the file is one it reproduces, else through fastText's own ``predict``;
+Scoring goes through :class:`sentiment_model.linear_scorer.LinearScorer` (a C loop or numpy, the whole
+batch at once, fastText-exact) when the file is one it reproduces, else through fastText's own ``predict``;
 :attr:`Predictor.scorer_name` says which. Both feed the same clip-and-renormalise step.
 """
 
@@ -205,5 +205,5 @@ def _numpy_scorer(predictor: Predictor, path: Path) -> tuple[LinearScorer | None
         reason = f"the numpy scorer differs from fastText by {gap:.2g} on the load probes; using fastText"
         log.warning("%s: %s", path, reason)
         return None, reason
-    log.info("%s: scored by the numpy scorer (%s loss)", path, scorer.loss)
+    log.info("%s: scored by the numpy scorer (%s loss, %s kernel)", path, scorer.loss, scorer.kernel)
     return scorer, ""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from schemas import LABELS
-from sentiment_model import ModelCannotExplainError, ModelLoadError, Predictor, normalize
+from sentiment_model import ModelCannotExplainError, ModelLoadError, Predictor, linear_scorer, normalize
 from sentiment_model.linear_scorer import LinearScorer, UnsupportedModelError
 from training.data import Dataset, load_split
 from training.fasttext_train import fit, labelled_lines, project_onto_labels, quantize, training_file
@@ -138,6 +138,79 @@ def _fuzz(count: int, vocabulary: list[str], seed: int) -> Iterator[str]:
                 tokens.append("".join(rng.choice(alphabet) for _ in range(length)))
         text = "".join(token + rng.choice(separators) for token in tokens)
         yield text if i % 2 else normalize(text)
+
+
+def assert_kernels_agree(c_scorer: LinearScorer, numpy_scorer: LinearScorer, lines: list[str]) -> None:
+    """The compiled loop's float32 row sums and row counts are the numpy path's, bit for bit."""
+    c_sums, c_counts = c_scorer.row_sums(lines)
+    numpy_sums, numpy_counts = numpy_scorer.row_sums(lines)
+    differ = np.flatnonzero(c_counts != numpy_counts)
+    assert differ.size == 0, [(lines[i][:80], c_counts[i], numpy_counts[i]) for i in differ[:5]]
+    # Bits, not values (-0.0 and +0.0 would count as different): both start a line's sum from zero.
+    differ = np.flatnonzero((c_sums.view(np.uint32) != numpy_sums.view(np.uint32)).any(axis=1))
+    assert differ.size == 0, [(lines[i][:80], c_sums[i], numpy_sums[i]) for i in differ[:5]]
+
+
+def test_the_compiled_kernel_is_built_and_used(predictors: dict[str, Predictor]) -> None:
+    # Built by the package install (pyproject's ext-modules); this fails, not skips, when it is missing.
+    assert linear_scorer._fastlinear is not None, "sentiment_model._fastlinear is not built"
+    for name in ("recipe", "softmax"):
+        scorer = predictors[name].scorer
+        assert scorer is not None and scorer.kernel == "c"
+
+
+@pytest.mark.parametrize("name", ["recipe", "softmax"])
+def test_compiled_kernel_sums_equal_numpy_on_all_of_tweeteval(
+    trained: dict[str, Path], tweeteval_lines: list[str], name: str
+) -> None:
+    c_scorer = LinearScorer.from_file(trained[name], kernel="c")
+    numpy_scorer = LinearScorer.from_file(trained[name], kernel="numpy")
+    assert (c_scorer.kernel, numpy_scorer.kernel) == ("c", "numpy")
+    assert_kernels_agree(c_scorer, numpy_scorer, tweeteval_lines)
+
+
+@pytest.mark.parametrize("name", ["recipe", "softmax"])
+def test_compiled_kernel_sums_equal_numpy_on_fuzzed_strings(
+    trained: dict[str, Path], predictors: dict[str, Predictor], name: str
+) -> None:
+    c_scorer = LinearScorer.from_file(trained[name], kernel="c")
+    numpy_scorer = LinearScorer.from_file(trained[name], kernel="numpy")
+    vocabulary = sorted(predictors[name].vocabulary())
+    lines = list(_fuzz(50_000, vocabulary, seed=17 if name == "recipe" else 18))
+    lines += ["x\ny z", "a </s> b", "a</s>b c", "</s>", "__label__", "__label__positive", "\n", "\n a b"]
+    # The cases the C loop handles itself (the numpy path leaves them to _canonical) are all here.
+    for piece in ("</s>", "__label__", "\t", "\n", "\x00", "\r", "\v", "\f", "\u3000", "😀"):
+        assert any(piece in line for line in lines), piece
+    assert "" in lines and max(len(line) for line in lines) > 10_000
+    for start in range(0, len(lines), 5_000):
+        assert_kernels_agree(c_scorer, numpy_scorer, lines[start : start + 5_000])
+    # Every line alone too: a batch's scratch is sized by its longest line.
+    for line in lines[:2_000]:
+        assert_kernels_agree(c_scorer, numpy_scorer, [line])
+
+
+def test_a_lone_surrogate_falls_back_to_numpy(trained: dict[str, Path]) -> None:
+    c_scorer = LinearScorer.from_file(trained["recipe"], kernel="c")
+    numpy_scorer = LinearScorer.from_file(trained["recipe"], kernel="numpy")
+    lines = ["good day", "bad \ud800 day", "\udfff", "the worst service"]
+    assert_kernels_agree(c_scorer, numpy_scorer, lines)
+    assert np.array_equal(c_scorer.fasttext_probabilities(lines), numpy_scorer.fasttext_probabilities(lines))
+    with pytest.raises(TypeError):  # not a str: a clear error from either kernel
+        c_scorer.row_sums(["good", b"day"])  # type: ignore[list-item]
+
+
+def test_scores_without_the_compiled_kernel(
+    trained: dict[str, Path], tweeteval_lines: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = tweeteval_lines[:3_000]
+    expected = Predictor.load(trained["recipe"]).predict_normalized(lines).probabilities
+    monkeypatch.setattr(linear_scorer, "_fastlinear", None)
+    predictor = Predictor.load(trained["recipe"])
+    assert predictor.scorer is not None and predictor.scorer.kernel == "numpy"
+    assert np.array_equal(predictor.predict_normalized(lines).probabilities, expected)
+    assert_same_as_fasttext(predictor, lines)
+    with pytest.raises(UnsupportedModelError, match="not built"):
+        LinearScorer.from_file(trained["recipe"], kernel="c")
 
 
 @pytest.mark.parametrize("name", ["recipe", "softmax"])
