@@ -11,6 +11,8 @@ one, so training and serving cannot disagree. The batch runs each step once over
 lexicon lookup as NumPy array operations; only texts holding escapes, non-ASCII characters, outer quotes
 or URLs get per-text work (see :func:`_prepare`). It equals the previous per-text code byte for byte on all
 59,899 TweetEval texts and on fuzzed Unicode (``tests/test_normalize.py`` keeps that code as the oracle).
+Before any of that, the pure-ASCII texts go through the compiled normaliser when it is built (see
+:mod:`sentiment_model.normalize_text`): the Python code only sees the texts it leaves.
 Speed: see :func:`normalize_batch`.
 """
 
@@ -21,7 +23,7 @@ import sys
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +34,8 @@ from sentiment_model.normalize_text import (
     _USER,
     SMALL_BATCH,
     clean_text,
-    normalize_text,
+    compiled_normalizer,
+    normalize_text_python,
 )
 from sentiment_model.normalize_text import (
     _unescape as unescape_text,
@@ -97,11 +100,30 @@ def normalize_batch(texts: Sequence[str]) -> list[str]:
     its size, so small calls pay for them: one text took ~400 us on that box (the per-text code 50 us),
     ten texts ~70 us each, a hundred ~18 us each. Below ``SMALL_BATCH`` texts it therefore takes the
     per-text path of :mod:`sentiment_model.normalize_text` (same output, tested).
+
+    With the compiled normaliser built, it takes the pure-ASCII texts first (same output, tested) and
+    only the texts it leaves run the code above, as a batch of their own (``SMALL_BATCH`` applies to
+    that batch): 2,000 val texts (all ASCII) 0.82 us per text against 4.29 for the code above in the same
+    run, test (79% ASCII) 2.15 against 4.61 (``bench.normalize_bench``, load ~1.5-2).
     """
     if not texts:
         return []
+    normalizer = compiled_normalizer()
+    if normalizer is None:
+        return _normalize_batch_python(texts)
+    normalized = normalizer.normalize(texts)
+    rest = [i for i, text in enumerate(normalized) if text is None]
+    if rest:
+        for i, text in zip(rest, _normalize_batch_python([texts[i] for i in rest]), strict=True):
+            normalized[i] = text
+    return cast("list[str]", normalized)
+
+
+def _normalize_batch_python(texts: Sequence[str]) -> list[str]:
+    """:func:`normalize_batch` without the compiled normaliser: the per-text Python code below
+    ``SMALL_BATCH`` texts, the array code from there."""
     if len(texts) < SMALL_BATCH:
-        return [normalize_text(text) for text in texts]
+        return [normalize_text_python(text) for text in texts]
     cleaned = _clean_chars(texts)
     text = _decode(cleaned.chars)
     starts = cleaned.token_starts

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from sentiment_model import normalize
+from sentiment_model import _fastnormalize, normalize
+from sentiment_model import normalize_text as normalize_text_module
 from sentiment_model.normalize import clean, clean_batch, normalize_batch
 from training.data import SPLITS, load_split
 
@@ -214,16 +215,25 @@ texts_strategy = st.lists(_pieces, max_size=24).map("".join)
 batches_strategy = st.lists(texts_strategy, max_size=8)
 
 
-@pytest.fixture(scope="module", autouse=True, params=["dispatch", "batch code always"])
+_PATHS = ["dispatch, C", "batch code always, C", "dispatch, no C", "batch code always, no C"]
+
+
+@pytest.fixture(scope="module", autouse=True, params=_PATHS)
 def path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test twice: as callers see it (fewer than SMALL_BATCH texts take the per-text path), and
-    with the batch code for any size, so both paths are held to the oracle on every case."""
+    """Every test four times: as callers see it (fewer than SMALL_BATCH texts take the per-text path),
+    and with the batch code for any size, so both paths are held to the oracle on every case; each with
+    the compiled normaliser (which takes the pure-ASCII texts first) and without it (everything in
+    Python, as where it is not built)."""
     module = sys.modules["sentiment_model.normalize"]
     saved = getattr(module, "SMALL_BATCH")  # noqa: B009 - a module attribute the test swaps
-    if request.param != "dispatch":
+    saved_c = normalize_text_module._fastnormalize
+    if request.param.startswith("batch"):
         setattr(module, "SMALL_BATCH", 0)  # noqa: B010
+    if request.param.endswith("no C"):
+        normalize_text_module._fastnormalize = None
     yield request.param
     setattr(module, "SMALL_BATCH", saved)  # noqa: B010
+    normalize_text_module._fastnormalize = saved_c
 
 
 @pytest.fixture(scope="module")
@@ -231,9 +241,16 @@ def tweeteval_texts(data_dir: Path) -> list[str]:
     return [text for split in SPLITS for text in load_split(split, data_dir).texts]
 
 
-def test_batch_equals_the_per_text_code_on_all_of_tweeteval(tweeteval_texts: list[str]) -> None:
+@pytest.fixture(scope="module")
+def tweeteval_expected(tweeteval_texts: list[str]) -> list[str]:
+    return [old_normalize(text) for text in tweeteval_texts]
+
+
+def test_batch_equals_the_per_text_code_on_all_of_tweeteval(
+    tweeteval_texts: list[str], tweeteval_expected: list[str]
+) -> None:
     assert len(tweeteval_texts) > 59_000
-    expected = [old_normalize(text) for text in tweeteval_texts]
+    expected = tweeteval_expected
     assert normalize_batch(tweeteval_texts) == expected
     # The cleaning alone too, and batches of other sizes (each text's neighbours differ).
     assert clean_batch(tweeteval_texts[:5_000]) == [old_clean(t) for t in tweeteval_texts[:5_000]]
@@ -388,3 +405,190 @@ def test_training_and_serving_share_the_function() -> None:
 
     for module in (api.model_state, ft, training.train, worker.app, predictor):
         assert module.normalize_batch is normalize_batch  # the same object; nothing is copied
+
+
+# ---- The compiled normaliser (sentiment_model/_fastnormalize.c): pure-ASCII texts, else None. ----
+
+
+def _compiled() -> _fastnormalize.Normalizer:
+    """The compiled normaliser itself, whichever path the module runs with."""
+    return normalize_text_module._build_compiled_normalizer()
+
+
+def test_the_compiled_normaliser_is_built_and_used(path: str) -> None:
+    # Built by the package install (pyproject's ext-modules); this fails, not skips, when it is missing.
+    assert _fastnormalize is not None, "sentiment_model._fastnormalize is not built"
+    assert (normalize_text_module.compiled_normalizer() is not None) == path.endswith(", C")
+
+
+def test_the_compiled_normaliser_handles_every_ascii_tweeteval_text(
+    tweeteval_texts: list[str], tweeteval_expected: list[str]
+) -> None:
+    compiled = _compiled().normalize(tweeteval_texts)
+    handled = [i for i, text in enumerate(compiled) if text is not None]
+    # 57,298 of 59,899 (95.7%): every ASCII text (their escapes are all "\u002c" and "\u2019"); the
+    # other texts hold a non-ASCII character.
+    assert len(handled) >= 0.95 * len(tweeteval_texts)
+    assert [text is not None for text in compiled] == [text.isascii() for text in tweeteval_texts]
+    assert [compiled[i] for i in handled] == [tweeteval_expected[i] for i in handled]
+
+
+_ASCII_PIECES = [piece for piece in _PIECES if piece.isascii()]
+_ascii = st.characters(max_codepoint=127)
+_ascii_pieces = st.one_of(st.sampled_from(_ASCII_PIECES), st.text(alphabet=_ascii, max_size=6))
+ascii_texts = st.one_of(st.text(alphabet=_ascii), st.lists(_ascii_pieces, max_size=24).map("".join))
+# The escapes the compiled code takes: of a character that is not alphanumeric, "\", "&", ";" or "#"
+# (which could spell another escape or an entity), or of a typography character whose fold is ASCII.
+_TAKEN = {*(chr(c) for c in range(128) if not chr(c).isalnum() and chr(c) not in "\\&;#")}
+_TAKEN |= {*"\u2019\u2018\u201c\u201d\u2026\u00a0\u2013\u2014"}
+
+
+def _compiled_takes(text: str) -> bool:
+    """Whether the compiled code handles this ASCII text: unless it holds an escape it leaves."""
+    return all(chr(int(m.group(1), 16)) in _TAKEN for m in re.finditer(r"\\u([0-9a-fA-F]{4})", text))
+
+
+def _check_compiled(text: str) -> None:
+    expected = old_normalize(text)
+    assert normalize(text) == expected
+    assert _compiled().normalize([text]) == [expected if _compiled_takes(text) else None]
+
+
+@settings(max_examples=500, deadline=None)
+@given(ascii_texts)
+def test_compiled_normaliser_on_fuzzed_ascii(text: str) -> None:
+    _check_compiled(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(ascii_texts, texts_strategy), min_size=10, max_size=40))
+def test_compiled_and_python_results_keep_their_places_in_a_batch(texts: list[str]) -> None:
+    assert normalize_batch(texts) == [old_normalize(t) for t in texts]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f ",
+        "\x1c",
+        "\x1ca\x1fb\x1c",
+        "\x00",
+        "x\x00y \x7f \x01\x08\x0e\x1b",
+        "!!!...???",
+        "!?!?.!.!?? ...... !!",
+        "'''",
+        "' a'b 'c' d' _'_ x'_ 9'9",
+        "@@user",
+        "@",
+        "@_ @9 a@b @'x x'@y @@@",
+        "@Bob's aa@bbb",
+        "#",
+        "##tag #_ #'a #9x",
+        "www.",
+        "www.x",
+        "wwww.x WWW.Y.COM Www.z",
+        "HTTP://X",
+        "http://",
+        "http:// x",
+        "https:/x http:/ ://x",
+        "HtTpS://a.b/c?d=1!!! next",
+        "xhttp://y@z @http://u",
+        '""a""',
+        '"',
+        '"a"b"',
+        '" "x" "',
+        '"""',
+        "&amp;",
+        "&amp;amp;amp;amp;",
+        "&&amp; &amp &lt;3 &gt; &#39;s &#039; &apos; &quot;x&quot; &nbsp;",
+        '&nbsp;"hi"',
+        "&quot;hi&quot;",
+        "&quot;http://x.y&quot;",
+        "\\u2019",
+        "can\\u2019t \\u2018x\\u2019 \\u201chi\\u201D wait\\u2026 a\\u2013b\\u2014c",
+        '\\u00a0"hi"\\u00A0',
+        '\\u201c"hi"\\u201d',
+        "a\\u002cb\\u0022 \\u0027x\\u0027 \\u000a\\u0009 \\u0021\\u0021\\u0021",
+        "\\u002c\\u002C",
+        "\\u0041",  # an escaped letter: left to Python
+        "\\u005cu0041",  # an escape that spells another: left to Python
+        "&\\u0023039;",  # an escape that spells an entity: left to Python
+        "\\u00e9",  # a non-ASCII character outside the folds: left to Python
+        "\\u \\u12 \\u12g4 \\\\u2019",
+        "loooooove sooo goood",
+        "AAA aAa Aaa 111 ___",
+        "not good",
+        "not. good",
+        "not, good",
+        "not a b good",
+        "not a b c good",
+        "never ever ever good",
+        "no good bad",
+        "don't like it. love it",
+        "can't stand it",
+        "l",
+        ":) :-( <3 :D",
+        "I love it",
+        "a" * 100_000,
+        "good " * 20_000,
+        "@x" * 10_000,
+        "http://" + "x" * 50_000,
+        "!" * 10_000 + "a'" * 10_000,
+        "\\u2019" * 5_000,
+        "&amp;" * 5_000,
+    ],
+)
+def test_compiled_normaliser_tricky_ascii_cases(text: str) -> None:
+    _check_compiled(text)
+    batch = [text, "ΑΣ", text, "@", "\\u0041", text, *[text] * 15]
+    assert normalize_batch(batch) == [old_normalize(t) for t in batch]
+
+
+def test_compiled_normaliser_returns_none_for_what_it_leaves() -> None:
+    texts = ["a", "é", "\ud800", 3, "\\u0041", "Bb"]
+    assert _compiled().normalize(texts) == ["a", None, None, None, None, "bb"]  # type: ignore[list-item]
+    assert _compiled().normalize(iter(["a", "b"])) == ["a", "b"]  # type: ignore[arg-type]
+    assert _compiled().normalize([]) == []
+
+
+def test_compiled_normaliser_checks_its_rules() -> None:
+    rules = {
+        "padded": "#!",
+        "entities": {"&amp;": "&"},
+        "folds": {0x2019: "'"},
+        "positive": "__lexpos__",
+        "negative": "__lexneg__",
+        "negation_reach": 3,
+    }
+    _fastnormalize.Normalizer({"good": 1}, **rules)  # type: ignore[arg-type]
+    for wrong in [
+        {"padded": "!"},  # the hashtag rule needs "#" padded
+        {"padded": "#'"},
+        {"padded": "#@"},
+        {"padded": "#a"},
+        {"padded": "# "},
+        {"padded": "#é"},
+        {"entities": {"&amp": "&"}},
+        {"entities": {"&amp;": "a"}},  # could spell an escape
+        {"entities": {"&amp;": "\\"}},
+        {"entities": {"&amp;": "&&"}},
+        {"folds": {0x2019: "a"}},  # a fold must not spell an escape or an entity
+        {"folds": {0x2019: "&"}},
+        {"folds": {0x41: "'"}},
+        {"folds": {0x2019: "é"}},
+        {"positive": "é"},
+        {"negation_reach": -1},
+    ]:
+        with pytest.raises(ValueError):
+            _fastnormalize.Normalizer({"good": 1}, **{**rules, **wrong})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _fastnormalize.Normalizer({1: 1}, **rules)  # type: ignore[arg-type, dict-item]
+
+
+def test_the_entities_given_to_the_compiled_code_are_the_patterns() -> None:
+    entities = normalize_text_module._ENTITIES
+    assert all(normalize_text_module._ENTITY.fullmatch(entity) for entity in entities)
+    spelled = {"&amp;", "&gt;", "&lt;", "&quot;", "&#39;", "&#039;", "&nbsp;", "&apos;"}  # the pattern's
+    assert set(entities) == spelled
