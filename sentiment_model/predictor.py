@@ -39,6 +39,8 @@ _AGREEMENT_PROBES = (
     "unseenwordxyz in a bigram with 😀 and ünïcödé",
 )
 _AGREEMENT_TOLERANCE = 1e-5
+#: Takes normalisation's Python paths (the compiled normaliser handles ASCII texts only).
+_NON_ASCII_PROBE = "what a lovely day, thank you all \u2014 café 😀"
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +122,16 @@ class Predictor:
         return predictor
 
     def warm_up(self) -> None:
-        """Score the probe through both normalisation paths once, so no post pays for first use.
+        """Score a probe through every normalisation path once, so no post pays for first use.
 
-        Normalisation builds its code-point tables lazily: measured, the first call took 0.2 s and the
-        first batch of ``SMALL_BATCH`` texts 0.4 s more, and in ``bench.worker_bench`` every result of
-        the worker's first second at 10,000 posts/s came 200-500 ms late (the whole p99).
+        The Python paths (the compiled one leaves them non-ASCII texts) build their code-point tables
+        lazily: measured, the first call took 0.2 s and the first batch of ``SMALL_BATCH`` texts 0.4 s
+        more, and in ``bench.worker_bench`` every result of the worker's first second at 10,000 posts/s
+        came 200-500 ms late (the whole p99).
         """
-        self.predict([PROBE_TEXT])
-        self.predict([PROBE_TEXT] * SMALL_BATCH)
+        for text in (PROBE_TEXT, _NON_ASCII_PROBE):
+            self.predict([text])
+            self.predict([text] * SMALL_BATCH)
 
     @classmethod
     def load_unchecked(cls, path: Path) -> Predictor:
