@@ -11,6 +11,7 @@ import unicodedata
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -226,14 +227,14 @@ def path(request: pytest.FixtureRequest) -> Iterator[str]:
     Python, as where it is not built)."""
     module = sys.modules["sentiment_model.normalize"]
     saved = getattr(module, "SMALL_BATCH")  # noqa: B009 - a module attribute the test swaps
-    saved_c = normalize_text_module._fastnormalize
+    saved_c = getattr(normalize_text_module, "_fastnormalize")  # noqa: B009 - a module attribute the test swaps
     if request.param.startswith("batch"):
         setattr(module, "SMALL_BATCH", 0)  # noqa: B010
     if request.param.endswith("no C"):
-        normalize_text_module._fastnormalize = None
+        setattr(normalize_text_module, "_fastnormalize", None)  # noqa: B010
     yield request.param
     setattr(module, "SMALL_BATCH", saved)  # noqa: B010
-    normalize_text_module._fastnormalize = saved_c
+    setattr(normalize_text_module, "_fastnormalize", saved_c)  # noqa: B010
 
 
 @pytest.fixture(scope="module")
@@ -547,8 +548,8 @@ def test_compiled_normaliser_tricky_ascii_cases(text: str) -> None:
 
 
 def test_compiled_normaliser_returns_none_for_what_it_leaves() -> None:
-    texts = ["a", "é", "\ud800", 3, "\\u0041", "Bb"]
-    assert _compiled().normalize(texts) == ["a", None, None, None, None, "bb"]  # type: ignore[list-item]
+    texts: list[Any] = ["a", "é", "\ud800", 3, "\\u0041", "Bb"]
+    assert _compiled().normalize(texts) == ["a", None, None, None, None, "bb"]
     assert _compiled().normalize(iter(["a", "b"])) == ["a", "b"]  # type: ignore[arg-type]
     assert _compiled().normalize([]) == []
 
@@ -582,7 +583,7 @@ def test_compiled_normaliser_checks_its_rules() -> None:
         {"negation_reach": -1},
     ]:
         with pytest.raises(ValueError):
-            _fastnormalize.Normalizer({"good": 1}, **{**rules, **wrong})  # type: ignore[arg-type]
+            _fastnormalize.Normalizer({"good": 1}, **{**rules, **wrong})  # type: ignore[arg-type, dict-item]
     with pytest.raises(TypeError):
         _fastnormalize.Normalizer({1: 1}, **rules)  # type: ignore[arg-type, dict-item]
 
