@@ -130,8 +130,8 @@ class Predictor:
         came 200-500 ms late (the whole p99).
         """
         for text in (PROBE_TEXT, _NON_ASCII_PROBE):
-            self.predict([text])
-            self.predict([text] * SMALL_BATCH)
+            for texts in ([text], [text] * SMALL_BATCH):
+                Predictor.predict_normalized(self, normalize_batch(texts))  # not what a subclass counts
 
     @classmethod
     def load_unchecked(cls, path: Path) -> Predictor:
