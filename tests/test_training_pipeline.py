@@ -213,9 +213,13 @@ def test_search_uses_fasttext_autotune_and_picks_by_macro_recall(tmp_path: Path,
     )
     assert run.returncode == 0, run.stderr
     assert "fastText autotune for 15s (its metric: F1 on val), ended after 22s at most" in run.stderr
-    # Its pick is a trial; with few autotune trials (a loaded machine) that can be fastText's defaults,
-    # wordNgrams=1 without char n-grams, which trains since fits start from zeroed memory.
-    assert "(fasttext-autotune): val macro-recall" in run.stderr
+    # Its pick is a trial, or it is dropped out loud: its final re-training with the settings it picked
+    # has no deadline of its own and is ended at ours (measured here on a quiet machine: scored in one
+    # run, ended at 22 s in the next; the pick decides how long that fit takes).
+    assert (
+        "(fasttext-autotune): val macro-recall" in run.stderr
+        or "autotune was still running at its 22s deadline and was ended" in run.stderr
+    )
     assert "(manual): val macro-recall" in run.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["search"]["trials"] >= 2
