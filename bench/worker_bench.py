@@ -150,9 +150,6 @@ def stage_costs(model: Path, sample: list[tuple[bytes, bytes]], repeats: int = 5
     predictor = Predictor.load(model)
     model_doc = {"repo": "local", "revision": None, "sha256": "0" * 64}
     records = [_Record(value, key) for key, value in sample]
-    # Warm-up: a non-ASCII text reaches the Python code (the compiled normaliser leaves it), which builds
-    # its punctuation table once, as the worker does at its first such batch.
-    normalize_batch(["warm-up: builds the punctuation table once, as the worker does at its first batch ✓"])
     timestamps = TimestampParser()
     passes: dict[str, list[float]] = {}
     for _ in range(repeats):

@@ -22,7 +22,7 @@ from schemas import LABELS, Label
 from sentiment_model.errors import ModelCannotExplainError, ModelLoadError, ModelNotFoundError
 from sentiment_model.linear_scorer import Explanation, LinearScorer, UnsupportedModelError
 from sentiment_model.normalize import normalize_batch
-from sentiment_model.normalize_text import SMALL_BATCH
+from sentiment_model.normalize import warm_up as warm_up_normalization
 from sentiment_model.preflight import check_in_child
 
 LABEL_PREFIX = "__label__"
@@ -39,8 +39,6 @@ _AGREEMENT_PROBES = (
     "unseenwordxyz in a bigram with 😀 and ünïcödé",
 )
 _AGREEMENT_TOLERANCE = 1e-5
-#: Takes normalisation's Python paths (the compiled normaliser handles ASCII texts only).
-_NON_ASCII_PROBE = "what a lovely day, thank you all \u2014 café 😀"
 
 log = logging.getLogger(__name__)
 
@@ -118,20 +116,8 @@ class Predictor:
             raise ModelNotFoundError(f"model file {path} does not exist")
         check_in_child(path)
         predictor = cls.load_unchecked(path)
-        predictor.warm_up()
+        warm_up_normalization()  # its lazy tables, before the first post rather than with it
         return predictor
-
-    def warm_up(self) -> None:
-        """Score a probe through every normalisation path once, so no post pays for first use.
-
-        The Python paths (the compiled one leaves them non-ASCII texts) build their code-point tables
-        lazily: measured, the first call took 0.2 s and the first batch of ``SMALL_BATCH`` texts 0.4 s
-        more, and in ``bench.worker_bench`` every result of the worker's first second at 10,000 posts/s
-        came 200-500 ms late (the whole p99).
-        """
-        for text in (PROBE_TEXT, _NON_ASCII_PROBE):
-            for texts in ([text], [text] * SMALL_BATCH):
-                Predictor.predict_normalized(self, normalize_batch(texts))  # not what a subclass counts
 
     @classmethod
     def load_unchecked(cls, path: Path) -> Predictor:
