@@ -280,8 +280,14 @@ def test_sigterm_during_a_freeze_exits_within_the_shutdown_timeout(
 
 
 def test_a_full_producer_queue_waits_no_longer_than_the_budget_then_fails_loudly() -> None:
-    # Nothing listens on the port: no record can leave the one-record local queue.
-    config = {"bootstrap.servers": f"127.0.0.1:{free_port()}", "queue.buffering.max.messages": 1}
+    # Nothing listens on the port: no record can leave the one-record local queue. log_level 0: these
+    # producers outlive the test (the raised errors' tracebacks hold them), and librdkafka's "Connection
+    # refused" lines filled the end of every suite run.
+    config = {
+        "bootstrap.servers": f"127.0.0.1:{free_port()}",
+        "queue.buffering.max.messages": 1,
+        "log_level": 0,
+    }
     beats: list[float] = []
     producer = Producer(
         config, buffer_wait_seconds=1.0, on_wait=lambda: beats.append(time.monotonic()) or True
@@ -302,7 +308,7 @@ def test_a_full_producer_queue_waits_no_longer_than_the_budget_then_fails_loudly
 
 def test_an_output_that_times_out_is_reported_as_a_time_out() -> None:
     # Only failed deliveries are reported (delivery.report.only.error): this one must still be seen.
-    config = {"bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": 300}
+    config = {"bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": 300, "log_level": 0}
     producer = Producer(config)
     producer.produce("out", b"lost?", None)
     assert producer.wait_for_acks(10) == 0
