@@ -193,7 +193,7 @@ def test_search_uses_fasttext_autotune_and_picks_by_macro_recall(tmp_path: Path,
         tmp_path,
         data_dir,
         "--autotune-duration",
-        "40",
+        "60",
         "--fasttext-autotune-share",
         "0.25",
         "--train-limit",
@@ -212,18 +212,21 @@ def test_search_uses_fasttext_autotune_and_picks_by_macro_recall(tmp_path: Path,
         "2",
     )
     assert run.returncode == 0, run.stderr
-    assert "fastText autotune for 10s (its metric: F1 on val), ended after 15s at most" in run.stderr
+    assert "fastText autotune for 15s (its metric: F1 on val), ended after 22s at most" in run.stderr
     # Its pick is a trial, or it is dropped out loud: its final re-training with the settings it picked
     # has no deadline of its own and is ended at ours (measured here on a quiet machine: scored in one
-    # run, ended at its deadline in the next; the pick decides how long that fit takes).
+    # run, ended at 22 s in the next; the pick decides how long that fit takes).
+    # Or its pick's own fit is dropped out loud (past the search's end, or diverged): a CI run with a
+    # 40 s budget saw neither of the first two lines.
     assert (
         "(fasttext-autotune): val macro-recall" in run.stderr
-        or "autotune was still running at its 15s deadline and was ended" in run.stderr
-    )
+        or "autotune was still running at its 22s deadline and was ended" in run.stderr
+        or "(fasttext-autotune) dropped:" in run.stderr
+    ), run.stderr
     assert "(manual): val macro-recall" in run.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["search"]["trials"] >= 2
-    assert metrics["search"]["budget_seconds"] == 40
+    assert metrics["search"]["budget_seconds"] == 60
     # The shortlist (the manual flags and the best other candidates) was confirmed as soups of 2 runs;
     # the published model is the best soup by val, unless it failed to beat the manual flags' soup in
     # 95% of the bootstrap resamples.
