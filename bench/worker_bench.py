@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import confluent_kafka as ck
 import orjson
@@ -89,6 +90,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Phase(NamedTuple):
+    """What one phase measured."""
+
+    rate: float  # records/s, first..n-th output record
+    rss_mb: float  # peak RSS of the largest process
+    cpu_us: float  # CPU µs per record over the same window, all processes together
+
+
 def run_phase(
     name: str,
     module: str,
@@ -97,10 +106,9 @@ def run_phase(
     bootstrap: str,
     copies: int = 1,
     core: int | None = None,
-) -> tuple[float, float, float]:
-    """Start ``copies`` processes of ``module`` (one consumer group), time first..n-th output record;
-    returns (records/s, peak RSS MB of the largest process, CPU µs per record over the same window, all
-    processes together). ``core``: pin the processes to that core.
+) -> Phase:
+    """Start ``copies`` processes of ``module`` (one consumer group) and measure the first..n-th output
+    record. ``core``: pin the processes to that core.
 
     The CPU figure is what a record costs whatever the broker's pace: on the mock cluster a single
     passthrough used about half a core (0.61 CPU-s for 200,000 records in a 1.2 s window, measured),
@@ -142,7 +150,7 @@ def run_phase(
     if first is None or last is None:
         raise SystemExit(f"{name} did not finish; see {log.name}")
     records = last[1] - first[1]
-    return records / (last[0] - first[0]), rss, (cpu_last - cpu_first) / records * 1e6
+    return Phase(records / (last[0] - first[0]), rss, (cpu_last - cpu_first) / records * 1e6)
 
 
 @dataclass(frozen=True)
@@ -345,7 +353,7 @@ def main() -> int:
         if cluster is not None:  # the broker on core 1, so that "pinned to core 0" means one whole core
             os.sched_setaffinity(cluster.pid, {1})
         eos = {"PROCESSING_GUARANTEE": "exactly_once"}
-        results = {}
+        results: dict[str, Phase] = {}
         for name, module, extra, copies, core in (
             ("passthrough", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass-{run}"}, 1, None),
             ("worker at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo-{run}"}, 1, None),
@@ -358,26 +366,26 @@ def main() -> int:
             ("2 workers at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo2-{run}"}, 2, None),
         ):
             env = {**base, **extra, "CONSUMER_GROUP": f"bench-{name.replace(' ', '-')}-{run}"}
-            results[name] = run_phase(name, module, env, args.posts, bootstrap, copies, core)
+            phase = results[name] = run_phase(name, module, env, args.posts, bootstrap, copies, core)
             print(
-                f"{name:<24} {results[name][0]:>9,.0f} records/s   peak RSS {results[name][1]:.0f} MB   "
-                f"CPU {results[name][2]:.1f} µs a record",
+                f"{name:<24} {phase.rate:>9,.0f} records/s   peak RSS {phase.rss_mb:.0f} MB   "
+                f"CPU {phase.cpu_us:.1f} µs a record",
                 flush=True,
             )
-        ceiling = results["passthrough"][0]
-        alo, eos_rate = results["worker at-least-once"][0], results["worker exactly-once"][0]
-        two = results["2 workers at-least-once"][0]
-        pinned = results["passthrough, core 0"][0]
+        ceiling = results["passthrough"].rate
+        alo, eos_rate = results["worker at-least-once"].rate, results["worker exactly-once"].rate
+        two = results["2 workers at-least-once"].rate
+        pinned = results["passthrough, core 0"].rate
         print(
             f"\nworker / passthrough: at-least-once {alo / ceiling:.2f}, "
             f"exactly-once {eos_rate / ceiling:.2f}; "
-            f"worker / plain loop {alo / results['plain loop (peer)'][0]:.2f}; "
-            f"pinned to one core: at-least-once {results['worker alo, core 0'][0] / pinned:.2f}, "
-            f"exactly-once {results['worker eos, core 0'][0] / pinned:.2f}; "
-            f"2 workers / 2 passthroughs {two / results['2 passthroughs'][0]:.2f}, "
+            f"worker / plain loop {alo / results['plain loop (peer)'].rate:.2f}; "
+            f"pinned to one core: at-least-once {results['worker alo, core 0'].rate / pinned:.2f}, "
+            f"exactly-once {results['worker eos, core 0'].rate / pinned:.2f}; "
+            f"2 workers / 2 passthroughs {two / results['2 passthroughs'].rate:.2f}, "
             f"2 workers / 1 passthrough {two / ceiling:.2f}"
         )
-        cpu = {name: result[2] for name, result in results.items()}
+        cpu = {name: result.cpu_us for name, result in results.items()}
         print(
             f"CPU per record, passthrough / worker (the per-core efficiency, whatever the broker's pace): "
             f"at-least-once {cpu['passthrough'] / cpu['worker at-least-once']:.2f}, "

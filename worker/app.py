@@ -68,10 +68,9 @@ class Worker:
         self.model = model
         self.metrics = metrics
         self.heartbeat = heartbeat
-        self._stopping = False
         self._started = False
         self._closing = False
-        self._shutdown_deadline: float | None = None
+        self._shutdown_deadline: float | None = None  # set by stop(): stopping is "a deadline exists"
         self._commits_counted = 0
         self._headers = model_headers(model.ref)
         base = client_config(
@@ -132,10 +131,13 @@ class Worker:
 
     def stop(self, *_: Any) -> None:
         """Ask the loop to finish the current batch, commit and leave (signal-handler safe)."""
-        if not self._stopping:
+        if self._shutdown_deadline is None:
             self._shutdown_deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
             log.info("stop requested: finishing the current batch, committing, leaving the group")
-        self._stopping = True
+
+    @property
+    def _stopping(self) -> bool:
+        return self._shutdown_deadline is not None
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT stop the worker gracefully."""
@@ -222,11 +224,10 @@ class Worker:
 
     def _finish(self) -> Outcome:
         """Stop requested: commit what the broker acknowledges within the shutdown timeout, nothing else."""
-        if self._shutdown_deadline is None:  # the loop ended without stop() (it only ends through it)
-            self._shutdown_deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
+        deadline = self._shutdown_deadline or time.monotonic()  # set: the loop ends only through stop()
         if not self.checkpoint.waiting:
             self._emit_reputation(time.time(), everything=True)  # nothing more will be added to them
-        left = self._shutdown_deadline - time.monotonic()
+        left = deadline - time.monotonic()
         budget = max(0.5, left - _CLOSE_ALLOWANCE_SECONDS - _EXIT_ALLOWANCE_SECONDS)
         outcome = self.checkpoint.finish(budget)
         self._count_commits()
