@@ -8,7 +8,7 @@ export TWEETEVAL_DIR ?= $(abspath ../shared/data/tweeteval-sentiment)
 # Quieter, faster pip; no version self-check.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck sysdeps unit train bench bench-worker clean help
+.PHONY: demo test lint typecheck sysdeps unit train bench bench-worker bench-peers clean help
 help:
 	@echo "make demo   - stream brand mentions through broker, workers and API with a live table (Ctrl-C stops)"
 	@echo "make test   - install, lint, type-check and run the whole test suite"
@@ -63,8 +63,16 @@ bench: install
 	command -v wrk >/dev/null || (apt-get install -y wrk || echo "install wrk to run the API benchmark")
 	$(PY) -m bench.api_bench $(BENCH_ARGS)
 
-bench-worker: install
+bench-worker: install bench-peers
 	$(PY) -m bench.worker_bench $(BENCH_ARGS)
 
+# The Quix Streams peer of the worker benchmark, in its own venv: Quix 3.28 pins confluent-kafka < 2.13.
+QUIX_VENV ?= .venv-quix
+bench-peers: $(QUIX_VENV)/.installed
+$(QUIX_VENV)/.installed:
+	test -x $(QUIX_VENV)/bin/python || $(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install -q 'quixstreams==3.28.1' 'fasttext-numpy2==0.10.4'
+	touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(QUIX_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -33,6 +33,7 @@ from sentiment_model import Predictor, normalize_batch
 from tests.kafka_harness import produce
 from training.data import load_split
 from worker.batch import TimestampParser, decode, encode
+from worker.kafka.admin import ensure_topics
 from worker.kafka.mock_cluster import MockCluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,17 +62,26 @@ def posts(n: int, data_dir: Path) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def create(bootstrap: str, *topics: str) -> None:
-    producer = ck.Producer({"bootstrap.servers": bootstrap})
-    for topic in topics:
-        producer.list_topics(topic, timeout=10)
+def create(bootstrap: str, *topics: str, mock: bool) -> None:
+    """Topics of 4 partitions, like the issue's real-broker runs (the mock cluster auto-creates them)."""
+    ensure_topics({"bootstrap.servers": bootstrap}, topics, partitions=4, create_topics_api=not mock)
+
+
+_partitions: dict[str, list[int]] = {}
 
 
 def written(consumer: ck.Consumer, topic: str) -> int:
+    """Records in ``topic`` so far: the sum of its partitions' high watermarks (partitions looked up once,
+    not on every 20 ms probe)."""
     try:
+        if topic not in _partitions:
+            found = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+            if not found:
+                return 0
+            _partitions[topic] = sorted(found)
         return sum(
             max(0, consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=5)[1])
-            for p in range(4)
+            for p in _partitions[topic]
         )
     except ck.KafkaException:
         return 0
@@ -106,6 +116,7 @@ def run_phase(
     bootstrap: str,
     copies: int = 1,
     core: int | None = None,
+    interpreter: str = sys.executable,
 ) -> Phase:
     """Start ``copies`` processes of ``module`` (one consumer group) and measure the first..n-th output
     record. ``core``: pin the processes to that core.
@@ -119,7 +130,7 @@ def run_phase(
     pin = ["taskset", "-c", str(core)] if core is not None else []
     processes = [
         subprocess.Popen(
-            [*pin, sys.executable, "-m", module], cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
+            [*pin, interpreter, "-m", module], cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
         )
         for _ in range(copies)
     ]
@@ -269,6 +280,16 @@ def latency_phase(
     return latencies
 
 
+def quix_interpreter() -> str | None:
+    """The Quix Streams peer's interpreter: ``QUIX_PYTHON``, else ``.venv-quix`` (``make bench-peers``)."""
+    chosen = os.environ.get("QUIX_PYTHON") or str(REPO / ".venv-quix/bin/python")
+    try:
+        probe = subprocess.run([chosen, "-c", "import quixstreams, fasttext"], capture_output=True)
+    except OSError:
+        return None
+    return chosen if probe.returncode == 0 else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--posts", type=int, default=200_000)
@@ -320,6 +341,7 @@ def main() -> int:
                     "alo",
                     "eos",
                     "plain",
+                    "quix",
                     "pass1c",
                     "alo1c",
                     "eos1c",
@@ -328,6 +350,7 @@ def main() -> int:
                     "dlq",
                 )
             ),
+            mock=cluster is not None,
         )
         print(
             f"broker: {'external' if external else 'mock cluster'}; preloading {args.posts:,} posts ...",
@@ -353,20 +376,32 @@ def main() -> int:
         if cluster is not None:  # the broker on core 1, so that "pinned to core 0" means one whole core
             os.sched_setaffinity(cluster.pid, {1})
         eos = {"PROCESSING_GUARANTEE": "exactly_once"}
+        quix = quix_interpreter()
+        if quix is None:
+            print("Quix Streams peer skipped: no interpreter with quixstreams (run `make bench-peers`)")
+        quix_env = {"OUTPUT_TOPIC": f"bench-quix-{run}"}
+        if cluster is not None:
+            quix_env["BROKER_LACKS_DESCRIBE_CONFIGS"] = "1"
         results: dict[str, Phase] = {}
         for name, module, extra, copies, core in (
             ("passthrough", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass-{run}"}, 1, None),
             ("worker at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo-{run}"}, 1, None),
             ("worker exactly-once", "worker", {"OUTPUT_TOPIC": f"bench-eos-{run}", **eos}, 1, None),
             ("plain loop (peer)", "bench.plain_loop", {"OUTPUT_TOPIC": f"bench-plain-{run}"}, 1, None),
+            ("Quix Streams app (peer)", "bench.quix_app", quix_env, 1, None),
             ("passthrough, core 0", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass1c-{run}"}, 1, 0),
             ("worker alo, core 0", "worker", {"OUTPUT_TOPIC": f"bench-alo1c-{run}"}, 1, 0),
             ("worker eos, core 0", "worker", {"OUTPUT_TOPIC": f"bench-eos1c-{run}", **eos}, 1, 0),
             ("2 passthroughs", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass2-{run}"}, 2, None),
             ("2 workers at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo2-{run}"}, 2, None),
         ):
-            env = {**base, **extra, "CONSUMER_GROUP": f"bench-{name.replace(' ', '-')}-{run}"}
-            phase = results[name] = run_phase(name, module, env, args.posts, bootstrap, copies, core)
+            if module == "bench.quix_app" and quix is None:
+                continue
+            env = {**base, **extra, "CONSUMER_GROUP": f"bench-{name.split()[0]}-{len(results)}-{run}"}
+            interpreter = quix if module == "bench.quix_app" and quix else sys.executable
+            phase = results[name] = run_phase(
+                name, module, env, args.posts, bootstrap, copies, core, interpreter
+            )
             print(
                 f"{name:<24} {phase.rate:>9,.0f} records/s   peak RSS {phase.rss_mb:.0f} MB   "
                 f"CPU {phase.cpu_us:.1f} µs a record",
@@ -376,21 +411,26 @@ def main() -> int:
         alo, eos_rate = results["worker at-least-once"].rate, results["worker exactly-once"].rate
         two = results["2 workers at-least-once"].rate
         pinned = results["passthrough, core 0"].rate
+        peers = [name for name in ("plain loop (peer)", "Quix Streams app (peer)") if name in results]
         print(
             f"\nworker / passthrough: at-least-once {alo / ceiling:.2f}, "
             f"exactly-once {eos_rate / ceiling:.2f}; "
-            f"worker / plain loop {alo / results['plain loop (peer)'].rate:.2f}; "
             f"pinned to one core: at-least-once {results['worker alo, core 0'].rate / pinned:.2f}, "
             f"exactly-once {results['worker eos, core 0'].rate / pinned:.2f}; "
             f"2 workers / 2 passthroughs {two / results['2 passthroughs'].rate:.2f}, "
             f"2 workers / 1 passthrough {two / ceiling:.2f}"
         )
+        print(
+            "worker at-least-once / peer: "
+            + ", ".join(f"{name.removesuffix(' (peer)')} {alo / results[name].rate:.2f}" for name in peers)
+        )
         cpu = {name: result.cpu_us for name, result in results.items()}
+        alo_name = "worker at-least-once"
         print(
             f"CPU per record, passthrough / worker (the per-core efficiency, whatever the broker's pace): "
             f"at-least-once {cpu['passthrough'] / cpu['worker at-least-once']:.2f}, "
-            f"exactly-once {cpu['passthrough'] / cpu['worker exactly-once']:.2f}; "
-            f"plain loop / worker {cpu['plain loop (peer)'] / cpu['worker at-least-once']:.2f}"
+            f"exactly-once {cpu['passthrough'] / cpu['worker exactly-once']:.2f}; peer / worker: "
+            + ", ".join(f"{name.removesuffix(' (peer)')} {cpu[name] / cpu[alo_name]:.2f}" for name in peers)
         )
         costs = stage_costs(model, preloaded[:20_000])
         total = sum(costs.values())
@@ -421,7 +461,7 @@ def main() -> int:
                 "INPUT_TOPIC": f"bench-lat-in-{run}-{number}",
                 "OUTPUT_TOPIC": f"bench-lat-out-{run}-{number}",
             }
-            create(bootstrap, env["INPUT_TOPIC"], env["OUTPUT_TOPIC"])
+            create(bootstrap, env["INPUT_TOPIC"], env["OUTPUT_TOPIC"], mock=cluster is not None)
             latencies = sorted(latency_phase(env, bootstrap, args.rate, args.latency_seconds, args.data_dir))
             if latencies:
                 p50 = statistics.median(latencies)
