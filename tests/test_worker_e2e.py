@@ -137,6 +137,9 @@ def test_end_to_end_results_match_the_model(
     with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/healthz", timeout=5) as live:
         assert live.status == 200
 
+    # the worker's own prefetch bound, not librdkafka's 64 MB (see worker/app.py)
+    assert "'queued.max.messages.kbytes': 8192" in worker.log
+    assert "'fetch.queue.backoff.ms': 10" in worker.log
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert "stopped cleanly" in worker.log
@@ -181,7 +184,10 @@ def test_poison_mix_goes_to_the_dead_letter_topic(
             records.append((f"foreign{i}".encode(), orjson.dumps(foreign)))
     create_worker_topics(kafka, worker_env)
     produce(kafka, worker_env["INPUT_TOPIC"], records)
+    # an operator's KAFKA_* value wins over the worker's own librdkafka default
+    worker_env = {**worker_env, "KAFKA_QUEUED_MAX_MESSAGES_KBYTES": "2048"}
     worker = start_worker(workers, worker_env, tmp_path / "worker.log")
+    worker.wait_for_log("'queued.max.messages.kbytes': '2048'", 30)
 
     results = read_all(kafka, worker_env["OUTPUT_TOPIC"], len(good), timeout=90, settle=1.0)
     assert sorted(SentimentResult.model_validate_json(r.value()).id for r in results) == sorted(

@@ -85,6 +85,13 @@ class Worker:
             # librdkafka's 500 ms default made the broker hold fetches that long on a quiet topic: half a
             # second of event-to-result latency for nothing. KAFKA_FETCH_WAIT_MAX_MS still overrides it.
             "fetch.wait.max.ms": base.get("fetch.wait.max.ms", 100),
+            # librdkafka prefetches up to 64 MB per consumer by default, most of the gap between the loaded
+            # model (~145 MB) and the benchmark's peak RSS of 237-255 MB. 8 MB still holds ~40,000 posts
+            # (20 batches): peak 207-223 MB at the same throughput (77-106k vs 81-92k posts/s, 3 runs
+            # each, interleaved), provided a full queue is re-checked after 10 ms, not librdkafka's
+            # 1,000 ms (with that default a 4 MB queue halved throughput). KAFKA_* override both.
+            "queued.max.messages.kbytes": base.get("queued.max.messages.kbytes", 8192),
+            "fetch.queue.backoff.ms": base.get("fetch.queue.backoff.ms", 10),
         }
         producer_config = {**base, "linger.ms": base.get("linger.ms", 5)}
         log.info("kafka consumer config: %s", redact(consumer_config))
