@@ -16,8 +16,9 @@ help:
 	@echo "make bench  - the API benchmark (needs wrk)"
 	@echo "make bench-worker - the worker benchmark (embedded broker unless KAFKA_BOOTSTRAP_SERVERS)"
 
-# The .c files too: an editable install builds sentiment_model/_fastlinear and _fastnormalize in place.
-$(VENV)/.installed: pyproject.toml sentiment_model/_fastlinear.c sentiment_model/_fastnormalize.c
+# The .c files too: an editable install builds sentiment_model/_fastlinear, _fastnormalize and
+# worker/_fastencode in place.
+$(VENV)/.installed: pyproject.toml sentiment_model/_fastlinear.c sentiment_model/_fastnormalize.c worker/_fastencode.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from schemas import DeadLetterReason, Mention, SentimentResult
 from tests.test_worker_e2e import POISON
+from worker import batch as batch_module
 from worker.batch import (
     TimestampParser,
     decode,
@@ -146,6 +147,62 @@ def test_encode_writes_the_result_schema_with_extra_fields_first_and_ours_winnin
         assert result.scores.model_dump() == pytest.approx(
             dict(zip(("negative", "neutral", "positive"), probabilities[out.index(raw)], strict=True))
         )
+
+
+def test_the_compiled_encoder_is_built() -> None:
+    """``make test`` builds worker/_fastencode.c: without it every record would take the Python path."""
+    assert batch_module._fastencode is not None
+
+
+strings = st.text(max_size=12) | st.sampled_from(
+    ['"', "\\", "\x00\x1f\x7f", "\b\f\n\r\t", "é😀\u2028", "\ud800"]  # a lone surrogate: orjson refuses it
+)
+result_documents = st.fixed_dictionaries(
+    {"id": strings, "text": st.just("t")},
+    optional={
+        "brand": strings | st.none() | st.integers(),
+        "source": strings | st.none(),
+        "created_at": strings | st.none(),
+        "author": strings,
+        "extra": json_values,
+    },
+)
+probability_rows = st.lists(
+    st.floats(min_value=0, max_value=1) | st.sampled_from([1e-300, 5e-324, 1e-5, 1.0, float("nan")]),
+    min_size=3,
+    max_size=3,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(result_documents, probability_rows), max_size=6))
+def test_the_compiled_encoder_writes_exactly_the_bytes_of_the_python_one(
+    rows: list[tuple[dict[str, Any], list[float]]],
+) -> None:
+    """Records it leaves to Python (extra fields, a non-str value, a lone surrogate, a NaN) included."""
+    docs = [doc for doc, _ in rows]
+    probabilities = np.array([p for _, p in rows], dtype=np.float64).reshape(-1, 3)
+    label_ids = np.nan_to_num(probabilities, nan=-1.0).argmax(axis=1)
+    model = {"repo": "org/m\u00e9", "revision": None, "sha256": "0" * 64}
+    try:
+        expected: list[bytes] | type[Exception] = batch_module._encode_python(
+            docs, probabilities, label_ids, model, "2026-12-06T00:00:00.000000Z"
+        )
+    except orjson.JSONEncodeError:
+        expected = orjson.JSONEncodeError
+    if expected is orjson.JSONEncodeError:
+        with pytest.raises(orjson.JSONEncodeError):
+            encode(docs, probabilities, label_ids, model, "2026-12-06T00:00:00.000000Z")
+    else:
+        assert encode(docs, probabilities, label_ids, model, "2026-12-06T00:00:00.000000Z") == expected
+
+
+def test_without_the_compiled_encoder_python_writes_every_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = [{"id": "a", "text": "t", "brand": "acme"}, {"id": "b", "text": "t", "x": 1}]
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    with_c = encode(docs, probabilities, probabilities.argmax(axis=1), {"repo": "r"}, "now")
+    monkeypatch.setattr(batch_module, "_fastencode", None)
+    assert encode(docs, probabilities, probabilities.argmax(axis=1), {"repo": "r"}, "now") == with_c
 
 
 def test_result_keys_fall_back_to_the_post_id() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,11 @@ import orjson
 from schemas import LABELS, DeadLetterReason
 from schemas.mention import MAX_TEXT_CHARS, Mention, primary_language
 from worker.processing import Rejected, validate
+
+try:  # the result encoder in C for the common record; optional (Python encodes everything without it)
+    from worker import _fastencode
+except ImportError:  # pragma: no cover - a build without the extension
+    _fastencode = None  # type: ignore[assignment]
 
 #: Every field of the :class:`Mention` contract. Fields outside it are carried through to the result.
 KNOWN_FIELDS: Final = frozenset(Mention.model_fields)
@@ -181,7 +186,40 @@ def encode(
 
     Fields outside the contract come first, in their input order, and ours win on a clash (as the
     result schema says); contract fields that the result does not repeat (author, lang, url) are left out.
+    The compiled encoder (``worker/_fastencode.c``) writes the records that carry no such field; Python
+    writes the rest, and everything where the extension is not built.
     """
+    if _fastencode is None or not documents:
+        return _encode_python(documents, probabilities, label_ids, model, processed_at)
+    rows = np.ascontiguousarray(probabilities, dtype=np.float64)
+    labels = np.ascontiguousarray(label_ids, dtype=np.int64)
+    out = _fastencode.encode(
+        documents if type(documents) is list else list(documents),
+        orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY),  # every float written once, by orjson
+        labels,
+        LABELS,
+        orjson.dumps(model),
+        orjson.dumps(processed_at),
+        KNOWN_FIELDS,
+    )
+    if None not in out:
+        return cast(list[bytes], out)
+    results: list[bytes] = []
+    for i, result in enumerate(out):
+        if result is None:  # left to Python: a carried-through field, an unusual value
+            one = slice(i, i + 1)
+            result = _encode_python([documents[i]], rows[one], labels[one], model, processed_at)[0]
+        results.append(result)
+    return results
+
+
+def _encode_python(
+    documents: Sequence[dict[str, Any]],
+    probabilities: npt.NDArray[np.float64],
+    label_ids: npt.NDArray[np.intp] | npt.NDArray[np.int64],
+    model: dict[str, Any],
+    processed_at: str,
+) -> list[bytes]:
     dumps = orjson.dumps
     known = KNOWN_FIELDS
     labels = LABELS

@@ -4,8 +4,12 @@ For the demo and the tests on machines without Kafka or Docker. Clients reach it
 127.0.0.1 like any cluster; topics auto-create with 4 partitions on first use (the mock does not
 support CreateTopics). Measured limits: it dropped the oldest records of a partition once it held about
 10,000 in one run, and its transactions are incomplete (tests/test_mock_cluster.py): it is for demos and
-tests, not for soaking or for proving exactly-once. ``python -m worker.kafka.mock_cluster`` prints the
-bootstrap servers on its first line and serves until its stdin closes or it is terminated.
+tests, not for soaking or for proving exactly-once. Its group coordinator answers a follower's SyncGroup
+that arrives before the leader's with INVALID_REQUEST (a real broker holds it until the leader's
+assignment is in); the follower rejoins and the mock then held that rejoin for about 41 s (librdkafka's
+``debug=cgrp`` log, 3 of about 45 two-consumer starts on the benchmark): a rare, timing-dependent stall.
+``python -m worker.kafka.mock_cluster`` prints the bootstrap servers on its first line and serves until its
+stdin closes or it is terminated.
 
 All its brokers live in that one process, so :meth:`MockCluster.freeze` (SIGSTOP) is a real broker stall
 for its clients: connections stay open and nothing answers, as in a long GC pause or a network blip.
