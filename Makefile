@@ -18,7 +18,7 @@ help:
 
 # The .c files too: an editable install builds sentiment_model/_fastlinear, _fastnormalize and
 # worker/_fastencode in place.
-$(VENV)/.installed: pyproject.toml sentiment_model/_fastlinear.c sentiment_model/_fastnormalize.c worker/_fastencode.c
+$(VENV)/.installed: pyproject.toml setup.py sentiment_model/_fastlinear.c sentiment_model/_fastnormalize.c worker/_fastencode.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -342,7 +342,7 @@ def dockerignore() -> list[str]:
 def test_dockerignore_keeps_local_state_and_tests_out() -> None:
     ignored = set(dockerignore())
     assert {".git", ".venv", "models", "mlruns", "data", "tests", ".env", "*.ftz"} <= ignored
-    assert not {"README.md", "pyproject.toml", "worker", "api", "training"} & ignored
+    assert not {"README.md", "pyproject.toml", "setup.py", "worker", "api", "training"} & ignored
 
 
 # --- docker-compose.yml --------------------------------------------------------------------------------

@@ -1,0 +1,19 @@
+"""The compiled parts; everything else is in pyproject.toml.
+
+The scorer's per-token loop, the ASCII text normaliser and the result encoder, each optional at run time
+(without them numpy scores, Python normalises and encodes). Plain CPython API, no numpy headers; default
+flags and never -ffast-math (float32 addition order is the result). An extension is declared only when its
+source is present: each image copies only the packages it runs (the API's has no ``worker/``).
+"""
+
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+SOURCES = {
+    "sentiment_model._fastlinear": "sentiment_model/_fastlinear.c",
+    "sentiment_model._fastnormalize": "sentiment_model/_fastnormalize.c",
+    "worker._fastencode": "worker/_fastencode.c",
+}
+
+setup(ext_modules=[Extension(name, [source]) for name, source in SOURCES.items() if Path(source).is_file()])
