@@ -7,7 +7,7 @@ support CreateTopics). Measured limits: it dropped the oldest records of a parti
 tests, not for soaking or for proving exactly-once. Its group coordinator answers a follower's SyncGroup
 that arrives before the leader's with INVALID_REQUEST (a real broker holds it until the leader's
 assignment is in); the follower rejoins and the mock then held that rejoin for about 41 s (librdkafka's
-``debug=cgrp`` log, 3 of about 45 two-consumer starts on the benchmark): a rare, timing-dependent stall.
+``debug=cgrp`` log; 3 of 33 two-worker starts on the benchmark): a rare, timing-dependent stall.
 ``python -m worker.kafka.mock_cluster`` prints the bootstrap servers on its first line and serves until its
 stdin closes or it is terminated.
 
