@@ -17,8 +17,8 @@ help:
 	@echo "make bench-worker - the worker benchmark (embedded broker unless KAFKA_BOOTSTRAP_SERVERS)"
 
 # The .c files too: an editable install builds sentiment_model/_fastlinear, _fastnormalize and
-# worker/_fastencode in place.
-$(VENV)/.installed: pyproject.toml setup.py sentiment_model/_fastlinear.c sentiment_model/_fastnormalize.c worker/_fastencode.c
+# worker/_fastbatch in place.
+$(VENV)/.installed: pyproject.toml setup.py sentiment_model/_fastlinear.c sentiment_model/_fastnormalize.c worker/_fastbatch.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

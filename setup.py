@@ -13,7 +13,7 @@ from setuptools import Extension, setup
 SOURCES = {
     "sentiment_model._fastlinear": "sentiment_model/_fastlinear.c",
     "sentiment_model._fastnormalize": "sentiment_model/_fastnormalize.c",
-    "worker._fastencode": "worker/_fastencode.c",
+    "worker._fastbatch": "worker/_fastbatch.c",
 }
 
 setup(ext_modules=[Extension(name, [source]) for name, source in SOURCES.items() if Path(source).is_file()])

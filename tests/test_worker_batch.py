@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
 from schemas import DeadLetterReason, Mention, SentimentResult
+from schemas.mention import MAX_TEXT_CHARS
 from tests.test_worker_e2e import POISON
 from worker import batch as batch_module
 from worker.batch import (
@@ -124,6 +125,52 @@ def test_decode_accepts_exactly_what_the_contract_accepts(payloads: list[Any]) -
     assert [(r.reason, r.detail) for r in decoded.rejected] == expected
 
 
+raw_values = st.sampled_from(
+    [None, b"", b"\xff\xfe", b"{", b"[]", b'"x"', b"\x00", b'{"id": "a", "text": "\\ud800"}', b" \t\n"]
+)
+whitespace = st.sampled_from([" ", "\t", "\u00a0", "\u2003", "\u3000", "\x1c", "\u200b", "\u2028", "\x85"])
+contract_documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=3) | st.lists(whitespace, max_size=3).map("".join) | json_values,
+        "text": st.lists(whitespace | st.just("x"), max_size=4).map("".join) | st.just("y" * 10_001),
+        "brand": field_values,
+        "lang": field_values,
+        "created_at": field_values | st.sampled_from(["2026-11-26T10:15:00+02:00", "2026-02-30T10:15:00Z"]),
+        "extra": json_values,
+    },
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(contract_documents.map(lambda d: json.dumps(d).encode()) | raw_values, max_size=10))
+def test_the_compiled_decode_keeps_and_suspects_exactly_what_python_does(values: list[bytes | None]) -> None:
+    """Unicode whitespace (as str.strip sees it), lengths, optional types, timestamps, undecodable bytes."""
+    assert batch_module._fastbatch is not None
+    python = batch_module._decode_python(values, TimestampParser())
+    twice = TimestampParser()  # a warm cache: the compiled loop reads it before calling the parser
+    for parser in (TimestampParser(), twice, twice):
+        compiled = batch_module._fastbatch.decode(
+            values,
+            orjson.loads,
+            batch_module._DECODE_ERRORS,
+            MAX_TEXT_CHARS,
+            batch_module._OPTIONAL_STRINGS,
+            parser.cache,
+            parser.seconds,
+        )
+        assert compiled == python
+
+
+def test_without_the_compiled_decode_python_checks_every_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [v for v, _ in POISON] + [good(1), good(2, created_at="2026-11-26T10:15:00Z")]
+    _, with_c = run_decode(values)
+    monkeypatch.setattr(batch_module, "_fastbatch", None)
+    _records, without = run_decode(values)
+    assert (without.index, without.documents) == (with_c.index, with_c.documents) and with_c.index
+    assert [(r.reason, r.detail) for r in without.rejected] == [(r.reason, r.detail) for r in with_c.rejected]
+
+
 def test_encode_writes_the_result_schema_with_extra_fields_first_and_ours_winning() -> None:
     docs = [
         {"id": "a", "text": "t", "brand": "acme", "created_at": "2026-11-26T10:15:00Z", "campaign": {"n": 1}},
@@ -150,8 +197,8 @@ def test_encode_writes_the_result_schema_with_extra_fields_first_and_ours_winnin
 
 
 def test_the_compiled_encoder_is_built() -> None:
-    """``make test`` builds worker/_fastencode.c: without it every record would take the Python path."""
-    assert batch_module._fastencode is not None
+    """``make test`` builds worker/_fastbatch.c: without it every record would take the Python path."""
+    assert batch_module._fastbatch is not None
 
 
 strings = st.text(max_size=12) | st.sampled_from(
@@ -201,7 +248,7 @@ def test_without_the_compiled_encoder_python_writes_every_record(monkeypatch: py
     docs = [{"id": "a", "text": "t", "brand": "acme"}, {"id": "b", "text": "t", "x": 1}]
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
     with_c = encode(docs, probabilities, probabilities.argmax(axis=1), {"repo": "r"}, "now")
-    monkeypatch.setattr(batch_module, "_fastencode", None)
+    monkeypatch.setattr(batch_module, "_fastbatch", None)
     assert encode(docs, probabilities, probabilities.argmax(axis=1), {"repo": "r"}, "now") == with_c
 
 

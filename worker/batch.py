@@ -25,9 +25,9 @@ from schemas.mention import MAX_TEXT_CHARS, Mention, primary_language
 from worker.processing import Rejected, validate
 
 try:  # the result encoder in C for the common record; optional (Python encodes everything without it)
-    from worker import _fastencode
+    from worker import _fastbatch
 except ImportError:  # pragma: no cover - a build without the extension
-    _fastencode = None  # type: ignore[assignment]
+    _fastbatch = None  # type: ignore[assignment]
 
 #: Every field of the :class:`Mention` contract. Fields outside it are carried through to the result.
 KNOWN_FIELDS: Final = frozenset(Mention.model_fields)
@@ -64,11 +64,12 @@ class TimestampParser:
     """
 
     def __init__(self) -> None:
-        self._seen: dict[str, float] = {}
+        self.cache: dict[str, float] = {}
+        """Strings already parsed -> their seconds (the compiled decode looks here before calling)."""
 
     def seconds(self, value: str) -> float | None:
         """Unix seconds of an RFC 3339 ``value``, or None when the contract would reject it."""
-        cached = self._seen.get(value)
+        cached = self.cache.get(value)
         if cached is not None:
             return cached
         if len(value) < 20 or value[10] not in "Tt ":
@@ -79,9 +80,9 @@ class TimestampParser:
             return None
         if parsed.tzinfo is None:
             return None
-        if len(self._seen) >= _TIMESTAMP_CACHE_SIZE:
-            self._seen.clear()
-        seconds = self._seen[value] = parsed.timestamp()
+        if len(self.cache) >= _TIMESTAMP_CACHE_SIZE:
+            self.cache.clear()
+        seconds = self.cache[value] = parsed.timestamp()
         return seconds
 
 
@@ -108,15 +109,42 @@ def _conforms(doc: dict[str, Any], timestamps: TimestampParser) -> bool:
 def decode(records: Sequence[Any], values: Sequence[bytes | None], timestamps: TimestampParser) -> Decoded:
     """Parse and check a batch: one ``orjson.loads`` per value, straight from the bytes (it validates
     UTF-8 itself, so there is no separate decode copy). Records that fail any fast check are judged by
-    the contract, one by one, which gives today's exact reasons and details."""
-    out = Decoded()
-    index, documents = out.index, out.documents
-    loads = orjson.loads
+    the contract, one by one, which gives today's exact reasons and details. The compiled loop
+    (``worker/_fastbatch.c``) runs the same checks as :func:`_decode_python`, which runs where it is not
+    built."""
+    if _fastbatch is None:
+        index, documents, suspects = _decode_python(values, timestamps)
+    else:
+        index, documents, suspects = _fastbatch.decode(
+            values if type(values) is list else list(values),
+            orjson.loads,
+            _DECODE_ERRORS,
+            MAX_TEXT_CHARS,
+            _OPTIONAL_STRINGS,
+            timestamps.cache,
+            timestamps.seconds,
+        )
+    out = Decoded(index, documents)
+    if suspects:
+        _judge(out, records, suspects)
+    return out
+
+
+_DECODE_ERRORS: Final = (orjson.JSONDecodeError, TypeError)  # TypeError: None (a tombstone)
+
+
+def _decode_python(
+    values: Sequence[bytes | None], timestamps: TimestampParser
+) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+    """Valid records (positions, documents) and suspects (positions), in order."""
+    index: list[int] = []
+    documents: list[dict[str, Any]] = []
     suspects: list[int] = []
+    loads = orjson.loads
     for i, value in enumerate(values):
         try:
             doc = loads(value)  # type: ignore[arg-type]  # None (a tombstone) raises TypeError
-        except (orjson.JSONDecodeError, TypeError):
+        except _DECODE_ERRORS:
             suspects.append(i)
             continue
         if type(doc) is dict and _conforms(doc, timestamps):
@@ -124,9 +152,7 @@ def decode(records: Sequence[Any], values: Sequence[bytes | None], timestamps: T
             documents.append(doc)
         else:
             suspects.append(i)
-    if suspects:
-        _judge(out, records, suspects)
-    return out
+    return index, documents, suspects
 
 
 def _judge(out: Decoded, records: Sequence[Any], suspects: list[int]) -> None:
@@ -186,14 +212,14 @@ def encode(
 
     Fields outside the contract come first, in their input order, and ours win on a clash (as the
     result schema says); contract fields that the result does not repeat (author, lang, url) are left out.
-    The compiled encoder (``worker/_fastencode.c``) writes the records that carry no such field; Python
+    The compiled encoder (``worker/_fastbatch.c``) writes the records that carry no such field; Python
     writes the rest, and everything where the extension is not built.
     """
-    if _fastencode is None or not documents:
+    if _fastbatch is None or not documents:
         return _encode_python(documents, probabilities, label_ids, model, processed_at)
     rows = np.ascontiguousarray(probabilities, dtype=np.float64)
     labels = np.ascontiguousarray(label_ids, dtype=np.int64)
-    out = _fastencode.encode(
+    out = _fastbatch.encode(
         documents if type(documents) is list else list(documents),
         orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY),  # every float written once, by orjson
         labels,

@@ -1,4 +1,17 @@
-/* worker.batch.encode in C for the common record: a result event's JSON without a per-record dict.
+/* worker.batch's decode and encode in C for the common record: the per-record Python loop around orjson
+ * and the contract's fast checks, and a result event's JSON without a per-record dict.
+ *
+ * decode(values, loads, decode_errors, max_text_chars, optional_strings, seen_timestamps, seconds)
+ *   values: list of bytes | None; loads: orjson.loads; decode_errors: the exception types that make a
+ *   value a suspect (orjson.JSONDecodeError, TypeError); max_text_chars: the contract's limit;
+ *   optional_strings: tuple of the field names that must be a str when present; seen_timestamps: the
+ *   TimestampParser's dict of created_at strings already parsed; seconds: its parse method (str -> float
+ *   | None), called for a created_at not in that dict.
+ * -> (index, documents, suspects): exactly what worker.batch._decode_python returns. A value is valid
+ *   when loads gives a dict whose "id" and "text" are str with something besides whitespace (str.isspace),
+ *   text no longer than max_text_chars, each optional string absent, None or a str, and created_at absent,
+ *   None, or a str that is in seen_timestamps or that seconds() parses. Anything else is a suspect, judged
+ *   by the contract in Python. Any other exception from loads or seconds propagates.
  *
  * encode(documents, scores_json, label_ids, labels, model_json, processed_at_json, known)
  *   documents: list of dicts (decoded mentions, already checked against the contract);
@@ -207,7 +220,7 @@ static int label_names(PyObject *labels, Context *ctx) {
     return 0;
 }
 
-static PyObject *fastencode_encode(PyObject *module, PyObject *args) {
+static PyObject *fastbatch_encode(PyObject *module, PyObject *args) {
     (void)module;
     PyObject *documents, *scores_json, *label_ids, *labels, *model_json, *processed_at_json, *known;
     if (!PyArg_ParseTuple(args, "O!SOOSSO!:encode", &PyList_Type, &documents, &scores_json, &label_ids,
@@ -274,16 +287,124 @@ done:
     return out;
 }
 
-static PyMethodDef fastencode_methods[] = {
-    {"encode", fastencode_encode, METH_VARARGS,
+/* 1 when `value` is a str with a character that is not whitespace (Python: `value.strip() != ""`). */
+static int has_content(PyObject *value) {
+    int kind = PyUnicode_KIND(value);
+    const void *data = PyUnicode_DATA(value);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(value);
+    for (Py_ssize_t i = 0; i < length; i++)
+        if (!Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i))) return 1;
+    return 0;
+}
+
+typedef struct {
+    PyObject *id, *text, *created_at;
+    PyObject *optional; /* tuple of str */
+    Py_ssize_t max_text_chars;
+    PyObject *seen;    /* dict */
+    PyObject *seconds; /* callable */
+} Checks;
+
+/* Whether `doc` certainly passes the contract (worker.batch._conforms). 1 yes, 0 no, -1 error set. */
+static int conforms(PyObject *doc, const Checks *checks) {
+    PyObject *post_id = PyDict_GetItemWithError(doc, checks->id);
+    if (post_id == NULL) return PyErr_Occurred() ? -1 : 0;
+    PyObject *text = PyDict_GetItemWithError(doc, checks->text);
+    if (text == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyUnicode_CheckExact(post_id) || !PyUnicode_CheckExact(text)) return 0;
+    if (PyUnicode_GET_LENGTH(text) > checks->max_text_chars) return 0;
+    if (!has_content(post_id) || !has_content(text)) return 0;
+    Py_ssize_t names = PyTuple_GET_SIZE(checks->optional);
+    for (Py_ssize_t i = 0; i < names; i++) {
+        PyObject *value = PyDict_GetItemWithError(doc, PyTuple_GET_ITEM(checks->optional, i));
+        if (value == NULL && PyErr_Occurred()) return -1;
+        if (value != NULL && value != Py_None && !PyUnicode_CheckExact(value)) return 0;
+    }
+    PyObject *created = PyDict_GetItemWithError(doc, checks->created_at);
+    if (created == NULL) return PyErr_Occurred() ? -1 : 1;
+    if (created == Py_None) return 1;
+    if (!PyUnicode_CheckExact(created)) return 0;
+    PyObject *cached = PyDict_GetItemWithError(checks->seen, created);
+    if (cached != NULL && cached != Py_None) return 1;
+    if (PyErr_Occurred()) return -1;
+    PyObject *parsed = PyObject_CallOneArg(checks->seconds, created);
+    if (parsed == NULL) return -1;
+    int valid = parsed != Py_None;
+    Py_DECREF(parsed);
+    return valid;
+}
+
+static int append_index(PyObject *list, Py_ssize_t i) {
+    PyObject *number = PyLong_FromSsize_t(i);
+    if (number == NULL) return -1;
+    int status = PyList_Append(list, number);
+    Py_DECREF(number);
+    return status;
+}
+
+static PyObject *fastbatch_decode(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *values, *loads, *errors;
+    Checks checks = {0};
+    if (!PyArg_ParseTuple(args, "O!OOnO!O!O:decode", &PyList_Type, &values, &loads, &errors,
+                          &checks.max_text_chars, &PyTuple_Type, &checks.optional, &PyDict_Type, &checks.seen,
+                          &checks.seconds))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(checks.optional); i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(checks.optional, i))) {
+            PyErr_SetString(PyExc_TypeError, "optional_strings must be a tuple of str");
+            return NULL;
+        }
+    }
+    PyObject *index = PyList_New(0), *documents = PyList_New(0), *suspects = PyList_New(0);
+    PyObject *result = NULL;
+    checks.id = PyUnicode_InternFromString("id");
+    checks.text = PyUnicode_InternFromString("text");
+    checks.created_at = PyUnicode_InternFromString("created_at");
+    if (!index || !documents || !suspects || !checks.id || !checks.text || !checks.created_at) goto done;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *doc = PyObject_CallOneArg(loads, PyList_GET_ITEM(values, i));
+        if (doc == NULL) {
+            if (!PyErr_ExceptionMatches(errors)) goto done;
+            PyErr_Clear();
+            if (append_index(suspects, i) < 0) goto done;
+            continue;
+        }
+        int valid = PyDict_CheckExact(doc) ? conforms(doc, &checks) : 0;
+        if (valid < 0) {
+            Py_DECREF(doc);
+            goto done;
+        }
+        int status = valid ? (append_index(index, i) < 0 || PyList_Append(documents, doc) < 0 ? -1 : 0)
+                           : append_index(suspects, i);
+        Py_DECREF(doc);
+        if (status < 0) goto done;
+    }
+    result = PyTuple_Pack(3, index, documents, suspects);
+done:
+    Py_XDECREF(index);
+    Py_XDECREF(documents);
+    Py_XDECREF(suspects);
+    Py_XDECREF(checks.id);
+    Py_XDECREF(checks.text);
+    Py_XDECREF(checks.created_at);
+    return result;
+}
+
+static PyMethodDef fastbatch_methods[] = {
+    {"decode", fastbatch_decode, METH_VARARGS,
+     "decode(values, loads, decode_errors, max_text_chars, optional_strings, seen_timestamps, seconds) -> "
+     "(index, documents, suspects): the valid records and the ones the contract must judge."},
+    {"encode", fastbatch_encode, METH_VARARGS,
      "encode(documents, scores_json, label_ids, labels, model_json, processed_at_json, known) -> "
      "list[bytes | None]: each document's result JSON, or None where Python must encode it."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef fastencode_module = {
-    PyModuleDef_HEAD_INIT, "_fastencode", "worker.batch.encode for the common record, in C.", -1,
-    fastencode_methods,
+static struct PyModuleDef fastbatch_module = {
+    PyModuleDef_HEAD_INIT, "_fastbatch", "worker.batch decode and encode for the common record, in C.", -1,
+    fastbatch_methods,
 };
 
-PyMODINIT_FUNC PyInit__fastencode(void) { return PyModule_Create(&fastencode_module); }
+PyMODINIT_FUNC PyInit__fastbatch(void) { return PyModule_Create(&fastbatch_module); }
