@@ -395,10 +395,10 @@ def main() -> int:
             ("2 passthroughs", "bench.passthrough", {"OUTPUT_TOPIC": f"bench-pass2-{run}"}, 2, None),
             ("2 workers at-least-once", "worker", {"OUTPUT_TOPIC": f"bench-alo2-{run}"}, 2, None),
         ):
-            if module == "bench.quix_app" and quix is None:
+            interpreter = quix if module == "bench.quix_app" else sys.executable
+            if interpreter is None:  # no Quix Streams venv: said above
                 continue
             env = {**base, **extra, "CONSUMER_GROUP": f"bench-{name.split()[0]}-{len(results)}-{run}"}
-            interpreter = quix if module == "bench.quix_app" and quix else sys.executable
             phase = results[name] = run_phase(
                 name, module, env, args.posts, bootstrap, copies, core, interpreter
             )
@@ -425,12 +425,12 @@ def main() -> int:
             + ", ".join(f"{name.removesuffix(' (peer)')} {alo / results[name].rate:.2f}" for name in peers)
         )
         cpu = {name: result.cpu_us for name, result in results.items()}
-        alo_name = "worker at-least-once"
+        alo_cpu = cpu["worker at-least-once"]
         print(
             f"CPU per record, passthrough / worker (the per-core efficiency, whatever the broker's pace): "
-            f"at-least-once {cpu['passthrough'] / cpu['worker at-least-once']:.2f}, "
+            f"at-least-once {cpu['passthrough'] / alo_cpu:.2f}, "
             f"exactly-once {cpu['passthrough'] / cpu['worker exactly-once']:.2f}; peer / worker: "
-            + ", ".join(f"{name.removesuffix(' (peer)')} {cpu[name] / cpu[alo_name]:.2f}" for name in peers)
+            + ", ".join(f"{name.removesuffix(' (peer)')} {cpu[name] / alo_cpu:.2f}" for name in peers)
         )
         costs = stage_costs(model, preloaded[:20_000])
         total = sum(costs.values())

@@ -26,7 +26,7 @@ from schemas import LABELS, DeadLetterReason
 from schemas.mention import MAX_TEXT_CHARS, Mention, primary_language
 from worker.processing import Rejected, validate
 
-try:  # the result encoder in C for the common record; optional (Python encodes everything without it)
+try:  # decode and encode loops in C for the common record; optional (the Python twins run without it)
     from worker import _fastbatch
 except ImportError:  # pragma: no cover - a build without the extension
     _fastbatch = None  # type: ignore[assignment]
