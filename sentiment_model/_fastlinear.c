@@ -13,10 +13,13 @@
  *   keys: list of bytes (words then labels), codes: list of int (word id, or < 0 for a label; a later
  *   duplicate key replaces an earlier one), bucket_rows: int32 buffer of `bucket` entries (-1: pruned)
  *   or None (row = nwords + bucket), table: C-contiguous float32 buffer of rows x dim.
- * Kernel.sum_rows(lines, sums, counts) -> bool
+ * Kernel.sum_rows(lines, sums, counts[, words]) -> bool | bytes
  *   lines: sequence of str; sums: writable float32 buffer of len(lines) * dim; counts: writable int64
  *   buffer of len(lines). False (buffers untouched or partly written) when a line has no UTF-8 form
  *   (a lone surrogate): the caller scores that batch another way. The loop runs without the GIL.
+ *   words (optional, writable int64 buffer of len(lines)): each line's number of word rows ("</s>"
+ *   included, unknown words and labels left out), and the result is those rows as int64 bytes, line
+ *   after line in token order (the explanations' words, without a second tokenisation).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -305,7 +308,8 @@ typedef struct {
 /* One line, in phases so the cache misses of a phase overlap (the vocabulary, prune index and table
  * are several MB each, read at random): tokens and their hashes, vocabulary slots, n-gram buckets,
  * then the rows summed in order. */
-static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Scratch *s, float *sum) {
+static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Scratch *s, float *sum,
+                        Py_ssize_t *words) {
     const float *table = k->rows;
     const Py_ssize_t dim = k->dim;
     Py_ssize_t ntokens = 0, i = 0;
@@ -349,6 +353,7 @@ static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Sc
         if (k->eos_code >= 0) s->rows[nrows++] = k->eos_code;
         s->hashes[nhashes++] = (uint64_t)(int64_t)(int32_t)k->eos_hash;
     }
+    *words = nrows; /* s->rows[0, nrows): the word rows in token order; the n-grams go after them */
     if (k->word_ngrams > 1) {
         const int32_t *prune = k->has_prune ? (const int32_t *)k->prune.buf : NULL;
         const RankWord *ranks = k->ranks;
@@ -403,8 +408,8 @@ static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Sc
 }
 
 static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
-    PyObject *lines_arg, *sums_arg, *counts_arg;
-    if (!PyArg_ParseTuple(args, "OOO", &lines_arg, &sums_arg, &counts_arg)) return NULL;
+    PyObject *lines_arg, *sums_arg, *counts_arg, *words_arg = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|O", &lines_arg, &sums_arg, &counts_arg, &words_arg)) return NULL;
     if (self->slots == NULL || self->table.obj == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Kernel was not initialised");
         return NULL;
@@ -413,10 +418,11 @@ static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
     PyObject *lines = PySequence_Tuple(lines_arg);
     if (lines == NULL) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(lines);
-    Py_buffer sums = {0}, counts = {0};
+    Py_buffer sums = {0}, counts = {0}, words = {0};
     PyObject *result = NULL;
     const char **texts = NULL;
     Py_ssize_t *lengths = NULL;
+    int64_t *word_rows = NULL;
     Scratch scratch = {0};
     if (PyObject_GetBuffer(sums_arg, &sums, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) goto done;
     if (PyObject_GetBuffer(counts_arg, &counts, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
@@ -427,13 +433,21 @@ static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "sums must be float32[n * dim] and counts int64[n]");
         goto done;
     }
+    if (words_arg != Py_None) {
+        if (PyObject_GetBuffer(words_arg, &words, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) goto done;
+        if (words.itemsize != 8 || (words.format && strcmp(words.format, "q") != 0 && strcmp(words.format, "l") != 0) ||
+            words.len != 8 * n) {
+            PyErr_SetString(PyExc_ValueError, "words must be int64[n]");
+            goto done;
+        }
+    }
     texts = PyMem_Malloc(sizeof(char *) * (size_t)(n + 1));
     lengths = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
     if (!texts || !lengths) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t longest = 0;
+    Py_ssize_t longest = 0, all_words = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *line = PyTuple_GET_ITEM(lines, i);
         if (!PyUnicode_Check(line)) {
@@ -449,6 +463,11 @@ static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
             goto done;
         }
         if (lengths[i] > longest) longest = lengths[i];
+        all_words += lengths[i] / 2 + 2; /* at most L / 2 + 1 tokens, and "</s>" */
+    }
+    if (words.obj && !(word_rows = PyMem_Malloc(sizeof(int64_t) * (size_t)all_words))) {
+        PyErr_NoMemory();
+        goto done;
     }
     {
         /* A line of L bytes holds at most L / 2 + 1 tokens; plus "</s>"; n-grams: word_ngrams - 1 each. */
@@ -466,12 +485,22 @@ static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
     }
     {
         float *out = (float *)sums.buf;
-        int64_t *count_out = (int64_t *)counts.buf;
+        int64_t *count_out = (int64_t *)counts.buf, *words_out = (int64_t *)words.buf;
         const Py_ssize_t dim = self->dim;
+        Py_ssize_t line_words, kept = 0;
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++)
-            count_out[i] = sum_line(self, texts[i], lengths[i], &scratch, out + i * dim);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            count_out[i] = sum_line(self, texts[i], lengths[i], &scratch, out + i * dim, &line_words);
+            if (word_rows) {
+                memcpy(word_rows + kept, scratch.rows, sizeof(int64_t) * (size_t)line_words);
+                kept += words_out[i] = line_words;
+            }
+        }
         Py_END_ALLOW_THREADS
+        if (word_rows) {
+            result = PyBytes_FromStringAndSize((const char *)word_rows, (Py_ssize_t)sizeof(int64_t) * kept);
+            goto done;
+        }
     }
     Py_INCREF(Py_True);
     result = Py_True;
@@ -484,16 +513,19 @@ done:
     PyMem_Free(scratch.heads);
     PyMem_Free(scratch.hashes);
     PyMem_Free(scratch.rows);
+    PyMem_Free(word_rows);
     if (sums.obj) PyBuffer_Release(&sums);
     if (counts.obj) PyBuffer_Release(&counts);
+    if (words.obj) PyBuffer_Release(&words);
     Py_DECREF(lines);
     return result;
 }
 
 static PyMethodDef Kernel_methods[] = {
     {"sum_rows", (PyCFunction)Kernel_sum_rows, METH_VARARGS,
-     "sum_rows(lines, sums, counts) -> bool: each line's float32 row sum and row count, in fastText's "
-     "order; False if a line has no UTF-8 form."},
+     "sum_rows(lines, sums, counts[, words]) -> bool | bytes: each line's float32 row sum and row count, "
+     "in fastText's order; False if a line has no UTF-8 form. With words (int64[n]): each line's number of "
+     "word rows there, and the word rows themselves returned as int64 bytes, line after line."},
     {NULL, NULL, 0, NULL},
 };
 

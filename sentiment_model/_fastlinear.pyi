@@ -4,6 +4,7 @@ The C code takes any buffer of the right item type; typed here as the numpy arra
 """
 
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,15 @@ class Kernel:
         table: npt.NDArray[np.float32],
         dim: int,
     ) -> None: ...
+    @overload
     def sum_rows(
         self, lines: Sequence[str], sums: npt.NDArray[np.float32], counts: npt.NDArray[np.int64]
     ) -> bool: ...
+    @overload
+    def sum_rows(
+        self,
+        lines: Sequence[str],
+        sums: npt.NDArray[np.float32],
+        counts: npt.NDArray[np.int64],
+        words: npt.NDArray[np.int64],
+    ) -> bytes | bool: ...

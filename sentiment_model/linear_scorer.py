@@ -301,6 +301,7 @@ class LinearScorer:
         hashes = _sign_extend(fnv1a(packed, np.arange(nwords, dtype=np.int64)))
         self._word_hash = np.append(hashes, np.uint64(0))  # index -1: the unknown-word placeholder
         self._pull: npt.NDArray[np.float64] | None = None
+        self._texts: npt.NDArray[np.object_] | None = None
         if kernel == "c" and _fastlinear is None:
             raise UnsupportedModelError("the compiled kernel sentiment_model._fastlinear is not built")
         use_c = _fastlinear is not None and kernel != "numpy"
@@ -588,18 +589,37 @@ class LinearScorer:
         """Each line's words (the model's own, in token order; word n-grams and unknown words left out)
         and each word's pull: its contribution to the negative logit minus its contribution to the
         positive one (``> 0`` pulls negative), with the same contributions as :meth:`explain`."""
-        rows = self.token_rows(lines)
-        counts = np.diff(rows.offsets)
-        post = np.repeat(np.arange(len(lines)), counts)
-        is_word = np.flatnonzero((rows.lengths == 1) & (rows.row_ids < self._nwords))
-        word_rows = rows.row_ids[is_word]
-        pull = self._row_pull()[word_rows] / counts[post[is_word]]
-        ends = np.searchsorted(post[is_word], np.arange(1, len(lines) + 1))
-        words = self._words
-        texts = [words[r].decode("utf-8", "replace") for r in word_rows.tolist()]
+        word_rows, per_line, counts = self._word_rows(lines)
+        pull = self._row_pull()[word_rows] / np.repeat(counts, per_line)
+        ends = np.cumsum(per_line)
+        texts = self._word_texts()[word_rows].tolist()
         bounds = [0, *ends.tolist()]
         tokens = [texts[a:b] for a, b in itertools.pairwise(bounds)]
         return tokens, np.split(pull, ends[:-1]) if len(lines) else []
+
+    def _word_rows(
+        self, lines: Sequence[str]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The lines' word rows in token order (``</s>`` included), how many each line has, and each
+        line's number of rows of any kind. The compiled loop reads them off its own pass (50 TweetEval
+        lines: 75 against 300 µs for the numpy path's features)."""
+        n = len(lines)
+        if self._kernel is not None:
+            counts, per_line = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+            found = self._kernel.sum_rows(lines, np.empty((n, self.dim), np.float32), counts, per_line)
+            if isinstance(found, bytes):
+                return np.frombuffer(found, dtype=np.int64), per_line, counts
+        rows = self.token_rows(lines)
+        counts = np.diff(rows.offsets)
+        post = np.repeat(np.arange(n), counts)
+        is_word = np.flatnonzero((rows.lengths == 1) & (rows.row_ids < self._nwords))
+        return rows.row_ids[is_word], np.bincount(post[is_word], minlength=n), counts
+
+    def _word_texts(self) -> npt.NDArray[np.object_]:
+        """Every vocabulary entry as text, decoded once (row i is word i)."""
+        if self._texts is None:
+            self._texts = np.array([w.decode("utf-8", "replace") for w in self._words], dtype=object)
+        return self._texts
 
     def _row_pull(self) -> npt.NDArray[np.float64]:
         """``(output_negative - output_positive) . row`` of every input row, computed once."""

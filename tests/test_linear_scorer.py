@@ -141,7 +141,7 @@ def _fuzz(count: int, vocabulary: list[str], seed: int) -> Iterator[str]:
 
 
 def assert_kernels_agree(c_scorer: LinearScorer, numpy_scorer: LinearScorer, lines: list[str]) -> None:
-    """The compiled loop's float32 row sums and row counts are the numpy path's, bit for bit."""
+    """The compiled loop's float32 row sums, row counts and word pulls are the numpy path's, bit for bit."""
     c_sums, c_counts = c_scorer.row_sums(lines)
     numpy_sums, numpy_counts = numpy_scorer.row_sums(lines)
     differ = np.flatnonzero(c_counts != numpy_counts)
@@ -149,6 +149,12 @@ def assert_kernels_agree(c_scorer: LinearScorer, numpy_scorer: LinearScorer, lin
     # Bits, not values (-0.0 and +0.0 would count as different): both start a line's sum from zero.
     differ = np.flatnonzero((c_sums.view(np.uint32) != numpy_sums.view(np.uint32)).any(axis=1))
     assert differ.size == 0, [(lines[i][:80], c_sums[i], numpy_sums[i]) for i in differ[:5]]
+    # The explanations' words: the compiled loop's own word rows, the numpy path's from its features.
+    c_words, c_pulls = c_scorer.word_pulls(lines)
+    numpy_words, numpy_pulls = numpy_scorer.word_pulls(lines)
+    assert c_words == numpy_words
+    for i, (c_pull, numpy_pull) in enumerate(zip(c_pulls, numpy_pulls, strict=True)):
+        assert np.array_equal(c_pull, numpy_pull), (lines[i][:80], c_pull, numpy_pull)
 
 
 def test_the_compiled_kernel_is_built_and_used(predictors: dict[str, Predictor]) -> None:
