@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +41,12 @@ from training.data import Dataset
 from worker.kafka import Consumer, DeliveryFailedError, Producer
 from worker.kafka.mock_cluster import MockCluster
 
-# Per mode: enough that neither worker is through the stream when the broker freezes (a worker scored
-# about 4,000 posts/s here), and with the duplicates of a restart still below the ~10,000 records per
-# partition the mock keeps (see test_worker_resilience.py).
-N = 20_000
+# Per mode: enough that neither worker is through the stream when the broker freezes (at BATCH_SIZE 20 the
+# at-least-once worker did 20,000 posts in about a second here). The mock keeps about 5 MB per partition
+# (test_worker_resilience.py): lz4 on input and output keeps 15,000 results a partition, restart
+# duplicates included, well inside it (120,000 records of 267 bytes in 4 partitions: all kept with lz4,
+# the oldest 14,142 a partition dropped without).
+N = 60_000
 MODES = ("at_least_once", "exactly_once")
 COMMIT_MAX_RECORDS = 500
 BATCH_SIZE = 20  # small batches: the worker is still busy with the stream when the broker freezes
@@ -83,9 +86,13 @@ class Pipeline:
 
     mode: str
     env: dict[str, str]
-    ids: list[str]
+    records: list[tuple[bytes, bytes]]  # (key, value) of the N input posts: the key is the post's id
     log: Path
     worker: WorkerProcess | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [key.decode() for key, _ in self.records]
 
     def start(self, workers: list[WorkerProcess], **extra: str) -> WorkerProcess:
         self.worker = WorkerProcess(self.env | extra, self.log).start()
@@ -97,7 +104,7 @@ class Pipeline:
 def pipelines(
     broker: StallableBroker, small_model: Path, val_split: Dataset, tmp_path: Path
 ) -> dict[str, Pipeline]:
-    """N posts on a fresh input topic per mode (nothing started yet)."""
+    """Fresh topics per mode and the N posts for them (nothing produced or started yet)."""
     items = posts(val_split, N)
     found: dict[str, Pipeline] = {}
     for mode in MODES:
@@ -114,12 +121,11 @@ def pipelines(
             "COMMIT_INTERVAL_SECONDS": "0.3",
             "COMMIT_MAX_RECORDS": str(COMMIT_MAX_RECORDS),
             "REPUTATION_TOPIC": "",
+            "KAFKA_COMPRESSION_TYPE": "lz4",  # N results a mode fit the mock's 5 MB a partition
         }
         create_worker_topics(broker.bootstrap, env)
-        produce(
-            broker.bootstrap, env["INPUT_TOPIC"], ((str(p["id"]).encode(), orjson.dumps(p)) for p in items)
-        )
-        found[mode] = Pipeline(mode, env, [str(p["id"]) for p in items], tmp_path / f"{mode}.log")
+        records = [(str(p["id"]).encode(), orjson.dumps(p)) for p in items]
+        found[mode] = Pipeline(mode, env, records, tmp_path / f"{mode}.log")
     return found
 
 
@@ -129,6 +135,21 @@ OUTAGE_WARNING = re.compile(
 )
 
 
+#: Posts each worker gets before the rest of its stream (see start_mid_stream).
+HEAD = 1_000
+
+
+def feed(broker: StallableBroker, pipelines: dict[str, Pipeline], part: slice) -> None:
+    """Produce ``part`` of every pipeline's posts, all pipelines at once, in large lz4 batches."""
+    settings = {"linger.ms": 50, "batch.size": 1_000_000, "compression.type": "lz4"}
+    with ThreadPoolExecutor(len(pipelines)) as feeders:
+        fed = feeders.map(
+            lambda p: produce(broker.bootstrap, p.env["INPUT_TOPIC"], p.records[part], settings),
+            pipelines.values(),
+        )
+        assert sum(fed) == len(pipelines) * len(range(N)[part])
+
+
 #: For the workers a test kills with the broker frozen: their successors join after 6 s, not 45 s.
 SHORT_SESSION = {"KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
 
@@ -136,12 +157,27 @@ SHORT_SESSION = {"KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_HEARTBEAT_INTERVAL_M
 def start_mid_stream(
     broker: StallableBroker, pipelines: dict[str, Pipeline], workers: list[WorkerProcess], **extra: str
 ) -> None:
-    """Start one worker per mode and wait until each has begun writing its results."""
+    """Start one worker per mode, wait until each is writing results, then give both the rest of their
+    stream at once, so that the broker freezes while both are mid-stream.
+
+    Started on their whole input, the at-least-once worker was through the stream (20,000 posts) before
+    the exactly-once one had written its first 200 results (seen in CI): so each gets the first HEAD
+    posts only, and the rest once both are running, in large batches that reach the broker in about
+    half a second.
+    """
     for pipeline in pipelines.values():
         pipeline.start(workers, **extra)
     for pipeline in pipelines.values():
         assert pipeline.worker is not None
+        pipeline.worker.wait_for_log("assigned partitions", timeout=90)
+    feed(broker, pipelines, slice(0, HEAD))
+    for pipeline in pipelines.values():
+        assert pipeline.worker is not None
         wait_progress(broker.bootstrap, pipeline.env["OUTPUT_TOPIC"], 200, pipeline.worker, timeout=90)
+    feed(broker, pipelines, slice(HEAD, N))
+    for pipeline in pipelines.values():  # busy with the rest: the freeze finds work in flight
+        assert pipeline.worker is not None
+        wait_progress(broker.bootstrap, pipeline.env["OUTPUT_TOPIC"], HEAD + 200, pipeline.worker, timeout=90)
     for pipeline in pipelines.values():  # the premise of every test here, not what they test
         written = progress(broker.bootstrap, pipeline.env["OUTPUT_TOPIC"])
         assert written < N, f"{pipeline.mode} finished the stream before the freeze: make N larger"
