@@ -407,6 +407,17 @@ static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Sc
     return nrows;
 }
 
+/* A writable int64[n] buffer (released by the caller, also on failure); -1 with ValueError otherwise. */
+static int get_int64s(PyObject *arg, Py_buffer *view, Py_ssize_t n, const char *name) {
+    if (PyObject_GetBuffer(arg, view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) return -1;
+    if (view->itemsize != 8 || (view->format && strcmp(view->format, "q") != 0 && strcmp(view->format, "l") != 0) ||
+        view->len != 8 * n) {
+        PyErr_Format(PyExc_ValueError, "%s must be int64[n]", name);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
     PyObject *lines_arg, *sums_arg, *counts_arg, *words_arg = Py_None;
     if (!PyArg_ParseTuple(args, "OOO|O", &lines_arg, &sums_arg, &counts_arg, &words_arg)) return NULL;
@@ -425,22 +436,12 @@ static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
     int64_t *word_rows = NULL;
     Scratch scratch = {0};
     if (PyObject_GetBuffer(sums_arg, &sums, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) goto done;
-    if (PyObject_GetBuffer(counts_arg, &counts, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
-        goto done;
-    if (sums.itemsize != 4 || (sums.format && strcmp(sums.format, "f") != 0) || sums.len != 4 * n * self->dim ||
-        counts.itemsize != 8 || (counts.format && strcmp(counts.format, "q") != 0 && strcmp(counts.format, "l") != 0) ||
-        counts.len != 8 * n) {
-        PyErr_SetString(PyExc_ValueError, "sums must be float32[n * dim] and counts int64[n]");
+    if (sums.itemsize != 4 || (sums.format && strcmp(sums.format, "f") != 0) || sums.len != 4 * n * self->dim) {
+        PyErr_SetString(PyExc_ValueError, "sums must be float32[n * dim]");
         goto done;
     }
-    if (words_arg != Py_None) {
-        if (PyObject_GetBuffer(words_arg, &words, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) goto done;
-        if (words.itemsize != 8 || (words.format && strcmp(words.format, "q") != 0 && strcmp(words.format, "l") != 0) ||
-            words.len != 8 * n) {
-            PyErr_SetString(PyExc_ValueError, "words must be int64[n]");
-            goto done;
-        }
-    }
+    if (get_int64s(counts_arg, &counts, n, "counts") < 0) goto done;
+    if (words_arg != Py_None && get_int64s(words_arg, &words, n, "words") < 0) goto done;
     texts = PyMem_Malloc(sizeof(char *) * (size_t)(n + 1));
     lengths = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
     if (!texts || !lengths) {
