@@ -39,19 +39,21 @@ typecheck: install
 unit: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# System tools some tests drive for real: Prometheus/promtool (scrape and rule tests) and a Compose CLI
-# (`docker-compose config` validates the compose file offline, no daemon needed). Installed from
-# Debian/Ubuntu packages when missing and we may (root or password-less sudo); the tests say what is
-# missing otherwise.
+# What the suite needs from the system, installed here and nowhere else (tests never run apt-get):
+# Java 17+ for the Apache Kafka broker the suite starts from ../shared/kafka, Prometheus' promtool and
+# prometheus for the scrape and rule tests, a Compose CLI to validate docker-compose.yml offline. From
+# Debian's packages when missing and we may (root or password-less sudo); the tests say what is missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+APT_INSTALL := $(SUDO) apt-get install -y -q --no-install-recommends
+define apt_ensure
+	@$(1) || $(APT_INSTALL) $(2) >/dev/null 2>&1 || \
+		($(SUDO) apt-get update -q >/dev/null 2>&1 && $(APT_INSTALL) $(2) >/dev/null 2>&1) || \
+		echo "could not install $(2): the tests that need it will say so"
+endef
 sysdeps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
-		$(SUDO) apt-get install -y -q --no-install-recommends prometheus >/dev/null || \
-		($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends prometheus >/dev/null) || \
-		echo "could not install prometheus: tests that need it will say so"
-	@(docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null) || \
-		$(SUDO) apt-get install -y -q --no-install-recommends docker-compose >/dev/null || \
-		echo "could not install docker-compose: the compose test will say so"
+	$(call apt_ensure,java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])',openjdk-17-jre-headless)
+	$(call apt_ensure,command -v promtool >/dev/null && command -v prometheus >/dev/null,prometheus)
+	$(call apt_ensure,docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null,docker-compose)
 
 test: lint typecheck sysdeps unit
 
