@@ -13,7 +13,7 @@ import pytest
 
 from sentiment_model import Predictor, normalize_batch
 from sentiment_model.drift import oov_rate
-from tests.kafka_harness import WorkerProcess, kafka_broker
+from tests.kafka_harness import SessionBroker, WorkerProcess, kafka_broker
 from training.data import Dataset, load_split
 from training.fasttext_train import fit, labelled_lines, quantize, training_file
 from training.metrics import label_distribution
@@ -104,12 +104,24 @@ def workers() -> Iterator[list[WorkerProcess]]:
         worker.stop()
 
 
+#: The session's broker once a test asked for it (reported at the end of the run).
+_SESSION_BROKER: list[SessionBroker] = []
+
+
 @pytest.fixture(scope="session")
 def kafka_cluster() -> Iterator[tuple[str, str]]:
-    """``(bootstrap servers, kind)`` of the session's broker: real cluster, container or mock process."""
-    with kafka_broker() as (bootstrap, kind):
-        print(f"\nKafka for this session: {kind} at {bootstrap}")
-        yield bootstrap, kind
+    """``(bootstrap servers, kind)`` of the session's broker (see tests/kafka_harness.py)."""
+    with kafka_broker() as broker:
+        _SESSION_BROKER.append(broker)
+        yield broker.bootstrap, broker.kind
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line that says which broker the run used, and why."""
+    for broker in _SESSION_BROKER:
+        terminalreporter.write_line(
+            f"Kafka broker of this run: {broker.kind} at {broker.bootstrap} ({broker.why})"
+        )
 
 
 @pytest.fixture(scope="session")
