@@ -226,7 +226,7 @@ class Worker:
         self.consumer.pause()
 
     def _report_outage(self) -> None:
-        self.metrics.broker_unreachable.set(self.checkpoint.waited_seconds)
+        self.metrics.broker_unreachable.set(self.checkpoint.unreachable_seconds)
         self.metrics.outputs_unacknowledged.set(self.producer.outstanding)
 
     def _finish(self) -> Outcome:

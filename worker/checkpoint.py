@@ -34,8 +34,16 @@ Exactly-once (``PROCESSING_GUARANTEE=exactly_once``):
        A step that times out is called again by the next :meth:`commit` (librdkafka resumes it). A
        timed-out delivery or an abortable error aborts the transaction (the abort, too, is retried until
        the broker answers) and rewinds the consumer to the committed offsets, so the records are
-       processed again in a new transaction (``REWOUND``); a fatal error (a fenced producer) is raised.
+       processed again in a new transaction (``REWOUND``).
     5. It resumes the paused partitions; the next records open the next transaction.
+
+    Recovery from a broken producer (a broker crash and restart): a fatal error other than fencing,
+    or a step out far longer than a live broker takes while the broker answers (librdkafka can wait
+    forever for a restarted group coordinator), replaces the producer with a new one under the same
+    transactional id. Registering it fences the old one and makes the coordinator finish the open
+    transaction, committed if its commit was already requested, else aborted; so the consumer rewinds
+    to the group's committed offsets as the broker now has them (``REWOUND``). A producer fenced by
+    another instance with the same transactional id is the one fatal case: it is raised.
 
 On partition revocation the checkpoint finishes (steps 2-5) within ``timeout_seconds`` before the
 partitions go, else abandons its work; on partition loss (the member was already thrown out) the open
@@ -65,6 +73,7 @@ log = logging.getLogger(__name__)
 
 _WARN_AFTER_SECONDS = 5.0  # a flush slower than this is an outage worth a WARNING, not a busy broker
 _WARN_EVERY_SECONDS = 10.0
+_PROBE_SECONDS = 0.5  # a metadata request a live broker answers in milliseconds
 
 
 class Outcome(enum.Enum):
@@ -108,6 +117,9 @@ class Checkpoint:
         self._offsets_sent = False  # exactly-once step 3 done for the open transaction
         self._committing = False  # exactly-once step 4 started (its outcome is in doubt until it returns)
         self._aborting = False
+        self._replacing_producer = False  # recovery: a new producer registers, then the rewind
+        self._rewinding_to_committed = False  # recovery: the group's committed offsets are read back
+        self._unreachable = False  # the last probe of a long wait found no broker answering
         self._attempt_started = 0.0
         self._waiting_since: float | None = None
         self._warned_at = 0.0
@@ -149,13 +161,23 @@ class Checkpoint:
 
     @property
     def waiting(self) -> bool:
-        """Whether a commit (or an abort) waits for the broker: process no new input until it is done."""
-        return self._waiting_since is not None or self._aborting
+        """Whether a commit, an abort or a recovery waits for the broker: process no new input until done."""
+        return (
+            self._waiting_since is not None
+            or self._aborting
+            or self._replacing_producer
+            or self._rewinding_to_committed
+        )
 
     @property
     def waited_seconds(self) -> float:
         """How long the current commit has waited for the broker (0: not waiting)."""
         return 0.0 if self._waiting_since is None else time.monotonic() - self._waiting_since
+
+    @property
+    def unreachable_seconds(self) -> float:
+        """How long the current commit has waited for a broker that does not answer (0: it answers)."""
+        return self.waited_seconds if self._unreachable else 0.0
 
     @property
     def uncommitted_records(self) -> int:
@@ -191,12 +213,33 @@ class Checkpoint:
     def _commit_step(self, step: float) -> Outcome:
         if self._waiting_since is None:
             self._attempt_started = time.monotonic()
-        outcome = self._abort_step(step) if self._aborting else self._attempt(step)
+        try:
+            outcome = self._next_step(step)
+        except TransactionFailedError as exc:
+            if not exc.reinitialise:
+                raise
+            outcome = self._replace_producer(str(exc), step)
+        if outcome is Outcome.WAITING and not self._replacing_producer:
+            hung = self._producer.hung_call()
+            if hung is not None and self._producer.reachable(_PROBE_SECONDS):
+                name, seconds = hung
+                outcome = self._replace_producer(
+                    f"{name} has not returned for {seconds:.0f}s though the broker answers", step
+                )
         if outcome is Outcome.WAITING:
             self._wait()
         else:
             self._done(outcome)
         return outcome
+
+    def _next_step(self, step: float) -> Outcome:
+        if self._replacing_producer:
+            return self._replacing_step(step)
+        if self._rewinding_to_committed:
+            return self._rewind_to_committed(step)
+        if self._aborting:
+            return self._abort_step(step)
+        return self._attempt(step)
 
     def _attempt(self, step: float) -> Outcome:
         remaining = self._producer.wait_for_acks(step)  # step 2
@@ -275,6 +318,46 @@ class Checkpoint:
         self.rewinds += 1
         return Outcome.REWOUND
 
+    # recovery (exactly-once) ------------------------------------------------------------------------------
+    def _replace_producer(self, reason: str, step: float) -> Outcome:
+        log.warning(
+            "transaction %d cannot finish (%s): replacing the producer; its open transaction is "
+            "resolved by the coordinator and processing resumes from the committed offsets",
+            self.transactions,
+            reason,
+        )
+        self._replacing_producer = True
+        self._aborting = self._offsets_sent = self._committing = False
+        return self._replacing_step(step)
+
+    def _replacing_step(self, step: float) -> Outcome:
+        try:
+            self._producer.reinitialise(step)
+        except TransactionFailedError as exc:
+            if exc.retriable:
+                return Outcome.WAITING
+            raise
+        log.info("new producer registered: transaction %d was resolved by the coordinator", self.transactions)
+        self._replacing_producer = False
+        self._in_transaction = False
+        self._rewinding_to_committed = True
+        return self._rewind_to_committed(step)
+
+    def _rewind_to_committed(self, step: float) -> Outcome:
+        """Rewind to the offsets the group has committed: the transaction in doubt may have committed."""
+        keys = sorted(self._offsets)
+        try:
+            committed = self._consumer.committed([TopicPartition(t, p) for t, p in keys], step)
+        except CommitFailedError as exc:
+            if not exc.retriable:
+                raise
+            return Outcome.WAITING  # the coordinator has not answered yet
+        for tp in committed:
+            if tp.offset >= 0:
+                self._restart_from[(tp.topic, tp.partition)] = tp.offset
+        self._rewinding_to_committed = False
+        return self._rewind()
+
     def _wait(self) -> None:
         now = time.monotonic()
         if self._waiting_since is None:
@@ -285,20 +368,29 @@ class Checkpoint:
         waited = now - self._waiting_since
         if waited > self._budget:
             raise BrokerOutageError(
-                f"broker unreachable for {waited:.0f}s, past the outage budget "
+                f"{self._waited_for(waited)}, past the outage budget "
                 f"(BROKER_OUTAGE_BUDGET_SECONDS={self._budget:g}): {self._producer.outstanding} output(s) "
                 f"unacknowledged, {self._records} input record(s) uncommitted"
             )
         if waited >= _WARN_AFTER_SECONDS and now - self._warned_at >= _WARN_EVERY_SECONDS:
+            self._unreachable = not self._producer.reachable(_PROBE_SECONDS)
             log.warning(
-                "broker unreachable for %.0f s, %d outputs pending (%d input records uncommitted): "
+                "%s, %d outputs pending (%d input records uncommitted): "
                 "waiting, no new input fetched; giving up after %gs (BROKER_OUTAGE_BUDGET_SECONDS)",
-                waited,
+                self._waited_for(waited),
                 self._producer.outstanding,
                 self._records,
                 self._budget,
             )
             self._warned_at = now
+
+    def _waited_for(self, waited: float) -> str:
+        """What the wait is about, as the last probe found it: a silent broker, or a step that hangs."""
+        if self._unreachable:
+            return f"broker unreachable for {waited:.0f} s"
+        running = self._producer.running_call
+        step = "the new producer's registration" if self._replacing_producer else running or "the commit"
+        return f"the broker answers, but {step} has waited {waited:.0f} s"
 
     def _done(self, outcome: Outcome) -> None:
         if outcome is Outcome.COMMITTED:
@@ -313,6 +405,7 @@ class Checkpoint:
             )
         self._resume()
         self._waiting_since = None
+        self._unreachable = False
         self._offsets_sent = self._committing = False
         self._reset()
 
@@ -336,13 +429,14 @@ class Checkpoint:
         self._reset()
         self._restart_from.clear()
         self._offsets_sent = self._committing = False
-        if self.exactly_once and self._in_transaction:
+        if self.exactly_once and self._in_transaction and not self._replacing_producer:
             self._aborting = True  # until the abort went through, no new transaction (waiting is True)
             try:
                 self._abort_step(self._step)
             except TransactionFailedError as exc:
-                log.warning("abort after partition loss failed: %s", exc)
-                self._aborting = self._in_transaction = False
+                if not exc.reinitialise:
+                    raise
+                self._replace_producer(str(exc), self._step)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

@@ -166,6 +166,16 @@ class Consumer:
             elif self._commit_failure is None:
                 self._commit_failure = failure
 
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        """The group's committed offsets of ``partitions`` as the coordinator has them now (stable ones:
+        under read_committed the coordinator first settles transactional commits in progress)."""
+        if not partitions:
+            return []
+        try:
+            return list(self._consumer.committed(partitions, timeout=timeout))
+        except KafkaException as exc:
+            raise _commit_error(exc.args[0]) from exc
+
     def seek(self, positions: list[TopicPartition]) -> None:
         """Move the fetch position of each partition (to reprocess after an abort or a timed-out delivery)."""
         try:

@@ -58,10 +58,15 @@ class TransactionFailedError(KafkaLayerError):
 
     ``retriable``: the step did not finish in time (broker unreachable); calling the same step again
     resumes it. ``abortable``: abort the transaction and reprocess from the last committed offsets.
-    Neither: this producer is fenced or broken and the process must stop.
+    ``reinitialise``: this client is broken (a fatal error other than fencing): replace it, then
+    reprocess from the committed offsets. None of these: the producer was fenced by another instance
+    with the same transactional id, and the process must stop.
     """
 
-    def __init__(self, message: str, *, retriable: bool = False, abortable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, retriable: bool = False, abortable: bool = False, reinitialise: bool = False
+    ) -> None:
         super().__init__(message)
         self.retriable = retriable
         self.abortable = abortable
+        self.reinitialise = reinitialise

@@ -25,6 +25,10 @@ _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 _QUEUE_FULL_POLL_SECONDS = 0.05
 # librdkafka's own limit for one transactional call; the caller waits in shorter steps (see _Call).
 _TXN_CALL_SECONDS = 30.0
+# A transactional call takes milliseconds when the broker answers: this long is hung (see hung_call).
+_HUNG_AFTER_SECONDS = 10.0
+# Fenced by a newer instance with our transactional id: the one error that must stop the process.
+_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED})
 
 
 @dataclass
@@ -40,6 +44,7 @@ class _Call:
     name: str
     done: threading.Event = field(default_factory=threading.Event)
     error: KafkaException | None = None
+    started: float = field(default_factory=time.monotonic)
 
     def start(self, function: Callable[..., Any], *args: Any) -> _Call:
         def run() -> None:
@@ -78,15 +83,20 @@ class Producer:
         if transactional_id:
             settings["transactional.id"] = transactional_id
         self.transactional = bool(transactional_id)
+        self._settings = settings
         self._buffer_wait = buffer_wait_seconds
         self._on_wait = on_wait or (lambda: True)
-        try:
-            self._producer = ck.Producer(settings)
-        except KafkaException as exc:
-            raise ClientConfigError(f"invalid producer configuration: {exc.args[0].str()}") from exc
+        self._producer = self._client()
         self._failure: KafkaError | None = None
         self._failures = 0
         self._running: _Call | None = None
+        self._replaced = False  # reinitialise() made a new client that has not registered yet
+
+    def _client(self) -> ck.Producer:
+        try:
+            return ck.Producer(self._settings)
+        except KafkaException as exc:
+            raise ClientConfigError(f"invalid producer configuration: {exc.args[0].str()}") from exc
 
     def _on_delivery(self, error: KafkaError | None, _record: Any) -> None:
         if error is not None and error.code() not in _PURGED:
@@ -156,6 +166,14 @@ class Producer:
         """The failed records' inputs will be processed again: start counting afresh."""
         self._failure, self._failures = None, 0
 
+    def reachable(self, timeout: float) -> bool:
+        """Whether a broker answers a metadata request within ``timeout`` (a probe, not a guarantee)."""
+        try:
+            self._producer.list_topics(timeout=timeout)
+        except KafkaException:
+            return False
+        return True
+
     # --- transactions (exactly-once) ---------------------------------------------------------------------
     # The last three steps wait at most ``timeout`` and then raise a retriable TransactionFailedError while
     # the call goes on in the background; calling the same step again waits for it (or resumes it).
@@ -183,6 +201,41 @@ class Producer:
         self._step("abort_transaction", timeout, _TXN_CALL_SECONDS)
         self.forget_failures()
 
+    @property
+    def running_call(self) -> str | None:
+        """The transactional call out right now, if any."""
+        running = self._running
+        return None if running is None or running.done.is_set() else running.name
+
+    def hung_call(self) -> tuple[str, float] | None:
+        """The transactional call out for longer than a live broker ever takes, and for how long.
+
+        librdkafka 2.x can leave send_offsets_to_transaction waiting forever for a group coordinator
+        that restarted (librdkafka issues #5456, #5511): such a producer never finishes the call."""
+        running = self._running
+        if running is None or running.done.is_set():
+            return None
+        age = time.monotonic() - running.started
+        return (running.name, age) if age > _HUNG_AFTER_SECONDS else None
+
+    def reinitialise(self, timeout: float) -> None:
+        """Replace the client with a new one under the same transactional id and register it.
+
+        Registering fences the old client and makes the coordinator finish its open transaction (a
+        commit already requested completes, anything else is aborted), so afterwards the group's
+        committed offsets say exactly which inputs have their outputs. Raises a retriable
+        :class:`TransactionFailedError` while the coordinator has not answered; call again."""
+        if not self._replaced:
+            abandoned = self._producer
+            self._producer = self._client()
+            self._running = None  # a hung call belongs to the abandoned client
+            self._replaced = True
+            self.forget_failures()
+            # Its queues are empty or purged by the fencing; destroying it can block, so not here.
+            threading.Thread(target=abandoned.purge, name="kafka-abandoned", daemon=True).start()
+        self._step("init_transactions", timeout, _TXN_CALL_SECONDS)
+        self._replaced = False
+
     def _step(self, name: str, timeout: float, *args: Any) -> None:
         running = self._running
         if running is not None and running.name != name:  # another step is still out: let it end first
@@ -208,8 +261,11 @@ class Producer:
 def _transaction_error(name: str, exc: KafkaException) -> TransactionFailedError:
     error: KafkaError = exc.args[0]
     abortable = error.txn_requires_abort()
+    fenced = error.code() in _FENCED
     return TransactionFailedError(
         f"{name} failed: {error.str()}",
         retriable=error.retriable() and not abortable and not error.fatal(),
         abortable=abortable,
+        # Fatal for this client but not for the process: a new client under the same id goes on.
+        reinitialise=error.fatal() and not fenced,
     )
