@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from api.auth import require_api_key
 from api.direct_route import DirectRoute, UnsupportedDependencyError
 from api.main import create_app
-from tests.test_api import KEY, serving, settings
+from tests.api_harness import KEY, serving, settings
 
 GUARD = [Depends(require_api_key)]
 

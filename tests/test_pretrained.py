@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from sentiment_model import normalize_batch
-from tests.test_training_pipeline import train
+from tests.training_harness import train
 from training.data import Dataset
 from training.fasttext_train import TrainingError, fit, labelled_lines, training_file, vectors_dim
 from training.pretrained import DIM, PACKAGE, VectorsError, glove_vectors
