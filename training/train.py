@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="search budget: fastText autotune and a random search, confirmed as soups (e.g. 900, or the "
         "seed's 14400); 0 trains the default recipe (or the manual flags) as a soup, no search "
-        "(default: 0, measured as good as a 900 s search, see README)",
+        "(default: 0, measured as good as a 900 s search, see docs/results.md)",
     )
     p.add_argument(
         "--time-margin",
