@@ -2,10 +2,10 @@
 
 FastAPI's per-request machinery (body parsing, dependency solving, response-model validation) is a large
 share of a ``/predict`` that does little else, and the API benchmark's target needs it gone (figures in
-docs/results.md). A :class:`DirectRoute` keeps everything FastAPI builds
-from the route's declarations (the OpenAPI operation: ``response_model``, ``responses``,
-``openapi_extra``, declared dependencies) but calls ``endpoint(request)`` directly, through FastAPI's
-documented extension point (``APIRoute.get_route_handler``).
+docs/results.md). A :class:`DirectRoute` keeps everything FastAPI builds from the route's declarations
+(the OpenAPI operation: ``response_model``, ``responses``, ``openapi_extra``, declared dependencies) but
+calls ``endpoint(request)`` directly, through FastAPI's documented extension point
+(``APIRoute.get_route_handler``).
 
 Contract for its endpoints: ``async def endpoint(request: Request) -> Response``, validating the body
 themselves (:func:`api.json_io.read_json`). Exceptions still reach the app's exception handlers.
