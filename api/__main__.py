@@ -14,7 +14,7 @@ def main() -> None:
     """Serve one uvicorn worker on ``API_HOST:API_PORT``."""
     settings = ApiSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # uvicorn's "auto" loop/http pick uvloop and httptools when installed: the fast path, see README.
+    # uvicorn's "auto" loop/http pick uvloop and httptools when installed: the fast path.
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

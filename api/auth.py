@@ -1,8 +1,9 @@
 """Optional API key for the scoring routes: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 
 A route is protected by declaring :func:`require_api_key` as a dependency (on the route, its router or an
-``include_router``). FastAPI runs it on ordinary routes; :class:`api.direct_route.DirectRoute` runs its
-check itself and refuses any dependency it would not run, so a declared key is always an enforced key.
+``include_router``). FastAPI runs it on ordinary routes and on included copies of any route;
+:class:`api.direct_route.DirectRoute` runs its check itself and refuses any dependency it would not run,
+so a declared key is always an enforced key.
 """
 
 from __future__ import annotations

@@ -3,24 +3,15 @@
 Requests append their texts to a queue and await a future; one drain task takes everything pending,
 scores it with ONE predictor call, and resolves the futures. There is no timer: a call never waits for
 company, so an idle server adds no latency; under load, the texts that arrived while the loop was busy
-share the next call (fastText: 24 µs for 1 text, 509 µs for 32).
+share the next call (one call for many texts costs far less than one call each).
 
-Where that call runs was measured (``python -m bench.api_bench``: 1 uvicorn worker, 32 connections of
-tweet-sized ``/predict`` bodies, wrk, the 2-core dev box). Server CPU per request is the steady figure;
-req/s and p99 moved a lot with other work on the box, so they are from its quietest runs:
-
-=====================================  ============  ===========  ==========
-where the model call runs              CPU µs / req  req/s        p99 ms
-=====================================  ============  ===========  ==========
-``asyncio.to_thread`` per request      173-195       5,250-5,660  10-11
-micro-batch, call in a thread          139-168       6,610-6,890  7.8-8.8
-micro-batch, small calls on the loop   124-147       7,320-7,690  6.9-7.0
-=====================================  ============  ===========  ==========
+Where that call runs was measured with ``python -m bench.api_bench`` (docs/results.md): micro-batching
+beat a thread per request, and small calls on the loop beat a thread for every call.
 
 A thread does not buy parallelism here: fastText holds the GIL for most of a call, so the loop waits
 for it anyway, and pays the hand-off and GIL convoy on top. So a call whose texts are small (at most
-``inline_chars`` characters in all, ~0.2 µs a character plus ~15 µs a text: the default 4,000 is about
-1 ms, the loop's own work for a dozen requests) runs on the loop; anything bigger (a large
+``inline_chars`` characters in all: the default 4,000 is about the loop's own work for a dozen
+requests) runs on the loop; anything bigger (a large
 ``/predict/batch``, 10,000-character texts) goes to the model thread, so no request can hold the loop
 for long. ``inline_chars=0`` sends every call to the thread.
 

@@ -1,19 +1,23 @@
 """A FastAPI route that hands its endpoint the bare request: for the hot scoring routes.
 
-FastAPI's per-request machinery (body parsing, dependency solving, response-model validation) costs about
-27 µs of the ~90 µs a ``/predict`` spends in the app (measured in-process, 32 concurrent requests), and
-the benchmark's 0.6 x ceiling target needs it gone. A :class:`DirectRoute` keeps everything FastAPI builds
-from the route's declarations (the OpenAPI operation: ``response_model``, ``responses``,
-``openapi_extra``, declared dependencies) but calls ``endpoint(request)`` directly, through FastAPI's
-documented extension point (``APIRoute.get_route_handler``).
+FastAPI's per-request machinery (body parsing, dependency solving, response-model validation) is a large
+share of a ``/predict`` that does little else, and the API benchmark's target needs it gone (figures in
+docs/results.md). A :class:`DirectRoute` keeps everything FastAPI builds from the route's declarations
+(the OpenAPI operation: ``response_model``, ``responses``, ``openapi_extra``, declared dependencies) but
+calls ``endpoint(request)`` directly, through FastAPI's documented extension point
+(``APIRoute.get_route_handler``).
 
 Contract for its endpoints: ``async def endpoint(request: Request) -> Response``, validating the body
 themselves (:func:`api.json_io.read_json`). Exceptions still reach the app's exception handlers.
 
 Dependencies: the one a DirectRoute runs is :func:`api.auth.require_api_key` (its check, before the
-endpoint), however it is declared (route, router, ``include_router``). Any other dependency, or an
-endpoint parameter other than the request, would be documented but never run, so building the route
-raises :class:`UnsupportedDependencyError` instead: nothing a route declares can be silently skipped.
+endpoint), declared on the route or on its router. Any other dependency, or an endpoint parameter other
+than the request, would be documented but never run, so building the route raises
+:class:`UnsupportedDependencyError` instead: nothing a route declares can be silently skipped.
+
+Included copies (``include_router``) get FastAPI's own handler: FastAPI keeps the dependencies an
+inclusion adds to itself (no public API exposes them), and its handler runs all of them. The app's hot
+routes are added to the app's router directly, so they take the direct path.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
-import fastapi.routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
@@ -43,14 +46,22 @@ class UnsupportedDependencyError(TypeError):
 class DirectRoute(APIRoute):
     """An ``APIRoute`` whose handler is the endpoint itself, after the checks of :data:`CHECKS`."""
 
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        self._constructed = False
+        super().__init__(path, endpoint, **kwargs)
+        self._constructed = True
+
     def get_route_handler(self) -> Endpoint:
         """The endpoint, called with the request and nothing else, behind the declared checks.
 
-        FastAPI calls this once for the route and once per ``include_router``, with the dependencies of
-        that inclusion (its route context), so each inclusion gets its own checks.
+        ``APIRoute.__init__`` builds the route's own handler from :attr:`dependant`. A later build is
+        FastAPI building an included copy, whose added dependencies only FastAPI's handler knows: it
+        gets that handler, so every dependency of the inclusion runs.
         """
+        if self._constructed:
+            return super().get_route_handler()
         endpoint = cast(Endpoint, self.endpoint)
-        checks = _checks(self.path, _dependant_in_context(self))
+        checks = _checks(self.path, self.dependant)
         if not checks:
             return endpoint
 
@@ -60,20 +71,6 @@ class DirectRoute(APIRoute):
             return await endpoint(request)
 
         return checked
-
-
-def _dependant_in_context(route: DirectRoute) -> Dependant:
-    """The dependant FastAPI would solve: the route's own, or, while FastAPI builds the handler of an
-    included copy, that copy's (route + router + ``include_router`` dependencies).
-
-    FastAPI has no public way to get the latter (``APIRoute.get_route_handler`` reads a private context
-    variable); tests/test_api_auth.py fails if a FastAPI upgrade moves it, instead of a key going unchecked.
-    """
-    variable = getattr(fastapi.routing, "_effective_route_context_var", None)
-    context = variable.get() if variable is not None else None
-    if context is not None and getattr(context, "original_route", None) is route:
-        return cast(Dependant, context.dependant)
-    return route.dependant
 
 
 def _checks(path: str, dependant: Dependant) -> list[RequestCheck]:

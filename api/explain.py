@@ -20,7 +20,7 @@ def explain(predictor: Predictor, texts: Sequence[str], labels: Sequence[Label])
     """One explanation per text, tokens ordered by contribution to that text's predicted label.
 
     Raises :class:`ModelCannotExplainError` when the model has no numpy scorer. Per text in Python: this
-    is a diagnostic path (about 0.2 ms a text), not the scoring hot path.
+    is a diagnostic path, not the scoring hot path.
     """
     scorer = predictor.scorer
     if scorer is None:

@@ -49,8 +49,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         reloader = api.reloader = api.model.operations = operations
         api.model.when_loaded(lambda loaded: operations.start(loaded.resolved))  # never, if it fails to load
-    # Everything imported so far lives as long as the process: take it out of the cyclic GC's sight. A full
-    # collection otherwise walks those ~100k objects, a 30-60 ms pause that was the whole p99 (bench/).
+    # Everything imported so far lives as long as the process: take it out of the cyclic GC's sight, or a
+    # full collection walks it all and its pause becomes the requests' p99.
     gc.collect()
     gc.freeze()
     try:

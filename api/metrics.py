@@ -89,7 +89,7 @@ class ApiMetrics:
         self.model_ops = ModelOpsMetrics(self.registry)  # hot reload and shadow: shared with the worker
 
         # Children looked up once per label set: ``.labels()`` takes a lock and builds a tuple every call,
-        # a noticeable share of a request that costs ~100 µs.
+        # a noticeable share of a cheap request.
         # Present from the start, so rate() sees the first prediction.
         self._predicted = {
             (endpoint, label): self.predictions.labels(label, endpoint)

@@ -421,7 +421,7 @@ def main() -> int:
         if cluster is not None and two < alo / 4:
             print(
                 "  (far below one worker: the mock cluster held a member's rejoin for about 41 s after a "
-                "SyncGroup it refused; see README, Worker benchmark. A real broker does not.)"
+                "SyncGroup it refused; see docs/results.md. A real broker does not.)"
             )
         peers = [name for name in ("plain loop", "Quix Streams app") if (name, 1, None) in results]
         print(

@@ -3,8 +3,8 @@
 Uses VADER's lexicon and emoji descriptions, shipped inside the ``vaderSentiment`` package (nothing is
 downloaded). For every word whose valence is at least 0.5 in magnitude a ``__lexpos__`` or ``__lexneg__``
 token is appended, flipped for words up to three tokens after a negation, so fastText can learn from
-polarity even for words it rarely saw in training. Measured on TweetEval: test macro-recall 0.628 -> 0.646
-for the same settings (mean of 2 seeds); a sentence-level VADER score did no better and costs far more.
+polarity even for words it rarely saw in training; a sentence-level VADER score did no better and costs
+far more (docs/results.md, "Model quality").
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import shutil
@@ -12,7 +11,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,11 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.context import context_of
 from api.main import create_app
-from api.settings import ApiSettings
 from schemas import LABELS
 from schemas.api import MAX_BATCH_TEXTS
 from sentiment_model import ModelError, Predictor, ScoredBatch
 from sentiment_model.resolve import file_sha256
+from tests.api_harness import KEY, serving, settings
 
 TEXTS = [
     "I love this phone, best purchase ever!",
@@ -37,7 +35,6 @@ TEXTS = [
     "my order arrived broken and nobody answers",
     "Apple announces its quarterly results on Thursday",
 ]
-KEY = "s3cret-key"
 
 
 class CountingPredictor(Predictor):
@@ -70,20 +67,6 @@ def model_dir(small_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def direct(small_model: Path) -> Predictor:
     """The same model, loaded directly: the reference the API must agree with."""
     return Predictor.load(small_model)
-
-
-def settings(**values: Any) -> ApiSettings:
-    # Explicit values for everything the environment could otherwise set on the test machine.
-    defaults: dict[str, Any] = {"api_key": None, "hf_model_repo": "nobody/nothing", "model_sha256": None}
-    return ApiSettings.model_validate({**defaults, **values})
-
-
-@contextlib.contextmanager
-def serving(app: FastAPI) -> Iterator[TestClient]:
-    """A TestClient with the lifespan running and the model load settled (loaded or failed)."""
-    with TestClient(app) as client:
-        assert context_of(app).model.wait(120), "model load did not settle"
-        yield client
 
 
 @pytest.fixture(scope="module")

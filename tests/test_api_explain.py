@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from schemas import LABELS
-from tests.test_api import serving, settings
+from tests.api_harness import serving, settings
 from training.data import Dataset
 from training.fasttext_train import fit, labelled_lines, training_file
 

@@ -15,7 +15,7 @@ import yaml
 from schemas import LABELS, ReputationWindow
 from sentiment_model import Predictor, normalize
 from tests.kafka_harness import REPO, WorkerProcess, produce, read_all, unique
-from tests.test_worker_e2e import create_topics
+from tests.worker_harness import create_topics
 from training.data import Dataset, load_split
 from worker.demo import board
 from worker.demo.posts import CRISIS_MOOD, CRISIS_PHRASES, CRISIS_SHARE, PostStream

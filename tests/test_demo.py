@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 from tests.kafka_harness import REPO, read_all, unique
-from tests.test_worker_e2e import create_topics
+from tests.worker_harness import create_topics
 
 CONFIGURED_BRANDS = ("acme", "globex", "initech", "umbrella")
 

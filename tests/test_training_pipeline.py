@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from schemas import LABELS
 from sentiment_model import Predictor
 from sentiment_model.resolve import file_sha256
 from tests.fakehub import FakeHub
+from tests.training_harness import train
 from training.data import Dataset, load_split
 
 SMALL = [
@@ -35,32 +34,6 @@ SMALL = [
     "200000",
 ]
 REPO = "acme/sentiment-model"
-
-
-def train(
-    tmp: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the training CLI in its own process, as a user would."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.train",
-            "--data-dir",
-            str(data_dir),
-            "--output-dir",
-            str(tmp / "out"),
-            "--mlflow-dir",
-            str(tmp / "mlruns"),
-            *args,
-        ],
-        # No GloVe download in tests: tests/test_pretrained.py covers vectors with a local .vec file.
-        env={**os.environ, "MLFLOW_TRACKING_URI": "", "PRETRAINED_VECTORS": "none", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from schemas import DeadLetterReason, Mention, SentimentResult
 from schemas.mention import MAX_TEXT_CHARS
-from tests.test_worker_e2e import POISON
+from tests.worker_harness import POISON
 from worker import batch as batch_module
 from worker.batch import (
     TimestampParser,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import urllib.request
 from pathlib import Path
 
-import confluent_kafka as ck
 import orjson
 import pytest
 
@@ -15,6 +13,7 @@ from schemas import DeadLetterHeader, SentimentResult
 from sentiment_model import Predictor
 from sentiment_model.resolve import file_sha256
 from tests.kafka_harness import WorkerProcess, metric_sum, produce, read_all, scrape, unique
+from tests.worker_harness import POISON, create_worker_topics, posts
 from training.data import Dataset
 
 
@@ -43,36 +42,6 @@ def start_worker(workers: list[WorkerProcess], env: dict[str, str], log: Path) -
     worker = WorkerProcess(env, log).start()
     workers.append(worker)
     return worker
-
-
-def create_topics(kafka: str, *topics: str) -> None:
-    """Create topics before any worker starts, as an operator would. The mock cluster has no
-    CreateTopics: a metadata request from a client that allows auto-creation creates them."""
-    producer = ck.Producer({"bootstrap.servers": kafka})
-    for topic in topics:
-        producer.list_topics(topic, timeout=10)
-
-
-def create_worker_topics(kafka: str, env: dict[str, str]) -> None:
-    """The worker's input, output and dead-letter topics."""
-    create_topics(kafka, env["INPUT_TOPIC"], env["OUTPUT_TOPIC"], env["DLQ_TOPIC"])
-
-
-def posts(dataset: Dataset, n: int, start: int = 0) -> list[dict[str, object]]:
-    brands = ["acme", "globex", "initech", None]
-    out: list[dict[str, object]] = []
-    for i in range(start, start + n):
-        post: dict[str, object] = {"id": f"p{i}", "text": dataset.texts[i % len(dataset)]}
-        if brands[i % 4] is not None:
-            post["brand"] = brands[i % 4]
-        if i % 3 == 0:
-            post |= {
-                "source": "twitter",
-                "created_at": "2026-11-26T10:15:00Z",
-                "campaign": {"name": "spring"},
-            }
-        out.append(post)
-    return out
 
 
 def test_end_to_end_results_match_the_model(
@@ -143,25 +112,6 @@ def test_end_to_end_results_match_the_model(
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     assert "stopped cleanly" in worker.log
-
-
-POISON: list[tuple[bytes | None, str]] = [
-    (b"\xff\xfe not utf-8 \xc3\x28", "undecodable"),
-    (None, "undecodable"),
-    (b"{not json", "invalid_json"),
-    (b"", "invalid_json"),
-    (b"[1, 2, 3]", "not_an_object"),
-    (b'"just a string"', "not_an_object"),
-    (b"42", "not_an_object"),
-    (b'{"text": "no id"}', "schema_violation"),
-    (b'{"id": "", "text": "empty id"}', "schema_violation"),
-    (b'{"id": "x1", "text": "   "}', "schema_violation"),
-    (b'{"id": "x2"}', "schema_violation"),
-    (b'{"id": 12, "text": "id is a number"}', "schema_violation"),
-    (b'{"id": "x3", "text": ["a", "list"]}', "schema_violation"),
-    (json.dumps({"id": "x4", "text": "x" * 10_001}).encode(), "schema_violation"),
-    (b'{"id": "x5", "text": "ok", "created_at": "yesterday"}', "schema_violation"),
-]
 
 
 #: Valid posts in languages the model does not score (MODEL_LANGUAGES defaults to en), and their label.

@@ -18,7 +18,7 @@ from sentiment_model import Predictor
 from sentiment_model.resolve import file_sha256
 from tests.conftest import publish_model, train_small_model
 from tests.kafka_harness import WorkerProcess, metric_sum, produce, read_all, scrape, unique
-from tests.test_worker_e2e import create_topics
+from tests.worker_harness import create_topics
 from training.data import Dataset, load_split
 
 

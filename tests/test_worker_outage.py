@@ -35,8 +35,15 @@ from tests.kafka_harness import (
     scrape,
     unique,
 )
-from tests.test_worker_e2e import create_worker_topics, posts
-from tests.test_worker_resilience import progress, result_id, result_ids, run_to_exit, wait_progress
+from tests.worker_harness import (
+    create_worker_topics,
+    posts,
+    progress,
+    result_id,
+    result_ids,
+    run_to_exit,
+    wait_progress,
+)
 from training.data import Dataset
 from worker.kafka import Consumer, DeliveryFailedError, Producer
 from worker.kafka.mock_cluster import MockCluster

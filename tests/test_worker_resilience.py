@@ -8,12 +8,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import confluent_kafka as ck
 import orjson
 import pytest
 
 from tests.kafka_harness import WorkerProcess, committed_offsets, free_port, produce, read_all, unique
-from tests.test_worker_e2e import create_topics, create_worker_topics, posts
+from tests.worker_harness import (
+    create_topics,
+    create_worker_topics,
+    posts,
+    progress,
+    result_id,
+    result_ids,
+    run_to_exit,
+    wait_progress,
+)
 from training.data import Dataset
 
 # librdkafka's mock cluster dropped the oldest records of a partition once it held about 10,000 in one
@@ -46,36 +54,6 @@ def loaded(kafka: str, env: dict[str, str], val_split: Dataset) -> list[str]:
     create_worker_topics(kafka, env)
     produce(kafka, env["INPUT_TOPIC"], ((str(p["id"]).encode(), orjson.dumps(p)) for p in items))
     return [str(p["id"]) for p in items]
-
-
-def progress(kafka: str, topic: str) -> int:
-    """Records written to ``topic`` so far (including uncommitted transactional ones)."""
-    consumer = ck.Consumer({"bootstrap.servers": kafka, "group.id": unique("probe")})
-    try:
-        return sum(
-            max(0, consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=5)[1])
-            for p in range(4)
-        )
-    except ck.KafkaException:  # the worker has not created the topic yet
-        return 0
-    finally:
-        consumer.close()
-
-
-def wait_progress(kafka: str, topic: str, at_least: int, worker: WorkerProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while progress(kafka, topic) < at_least:
-        assert worker.process is not None and worker.process.poll() is None, worker.log
-        assert time.monotonic() < deadline, f"no progress to {at_least}:\n{worker.log}"
-        time.sleep(0.05)
-
-
-def result_id(record: Any) -> str:
-    return str(orjson.loads(record.value())["id"])
-
-
-def result_ids(records: list[Any]) -> list[str]:
-    return [result_id(r) for r in records]
 
 
 def transactions(log: str, outcome: str) -> set[str]:
@@ -222,14 +200,6 @@ def test_sigterm_exits_0_and_commits_only_acknowledged_work(
     ]
     missing = set(below_commit) - produced
     assert not missing, f"committed past {len(missing)} unacknowledged results"
-
-
-def run_to_exit(env: dict[str, str], tmp_path: Path, timeout: float = 60) -> tuple[int, str]:
-    worker = WorkerProcess(env, tmp_path / unique("w")).start()
-    try:
-        return worker.wait(timeout), worker.log
-    finally:
-        worker.stop()
 
 
 def test_fails_fast_when_the_broker_is_unreachable(env: dict[str, str], tmp_path: Path) -> None:

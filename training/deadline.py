@@ -1,8 +1,8 @@
 """Hard wall-clock deadlines for fastText: each fit runs in a child process that is ended at its deadline.
 
-fastText offers no deadline of its own. Measured on this machine (issue #13): autotune's final re-training
-with the settings it picked (a heavy char n-gram model) was still running 19 minutes after its 225 s
-budget, inside ``fasttext::Autotune::train``, and a training thread in C++ cannot be interrupted from
+fastText offers no deadline of its own: autotune's final re-training with the settings it picked (a heavy
+char n-gram model) once ran many minutes past its budget (issue #13), inside
+``fasttext::Autotune::train``, and a training thread in C++ cannot be interrupted from
 Python. A child process can always be ended, and when it dies (a segfault, an abort) the parent learns
 it at once from the closed pipe instead of waiting.
 

@@ -2,7 +2,7 @@
 ``python -m training.demo``: score a few brand mentions from the command line.
 
 The model comes from the Hub (or its local cache) when reachable; otherwise one is trained once from the
-local TweetEval copy with the no-vectors recipe and no search (about 20 s on 2 cores) and reused.
+local TweetEval copy with the no-vectors recipe and no search (quick: nothing to download) and reused.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def vectors_dim(vectors: Path) -> int:
 def check_params(params: Mapping[str, Any]) -> None:
     """Refuse settings fasttext-numpy2 cannot train, with a clear error instead of a crash.
 
-    Measured here: an explicit ``bucket=0`` with word or char n-grams kills the process (SIGFPE).
+    An explicit ``bucket=0`` with word or char n-grams kills the process (SIGFPE).
     """
     if int(params.get("bucket", 2_000_000)) <= 0:
         raise TrainingError("bucket must be > 0 when word or char n-grams are used (fastText crashes on 0)")
@@ -102,12 +102,10 @@ def zero_filled_allocations() -> Iterator[bool]:
     fasttext-numpy2 0.10.4 stores matrices in an ``AlignedVector`` (``posix_memalign``, never
     initialised) where upstream fastText uses a zero-filled ``std::vector``, and fastText's
     ``DenseMatrix::uniform`` writes only ``thread/10`` of the input matrix (one tenth per thread):
-    upstream the other rows start at zero, here at whatever an earlier allocation left in that memory.
-    Measured: the same file, seed and settings on one thread gave "Encountered NaN" or a model,
-    depending on what the process had freed before; ``wordNgrams=1`` without char n-grams (a small
-    matrix, always recycled memory) diverged every time; a clean-clone CI run diverged three times in a
-    row on a 2,000-row char n-gram fit late in the suite. With glibc's perturb byte set for the fit, all
-    of those train, every time, with upstream's starting point. Yields False where there is no glibc
+    upstream the other rows start at zero, here at whatever an earlier allocation left in that memory,
+    so the same file, seed and settings diverged ("Encountered NaN") or trained depending on what the
+    process had freed before. With glibc's perturb byte set for the fit, they train from upstream's
+    starting point every time (tests/test_training_units.py). Yields False where there is no glibc
     (nothing to do there). The setting is process-wide while the block runs; other threads' allocations
     are zero-filled too, which is only slower.
     """
@@ -126,13 +124,11 @@ def zero_filled_allocations() -> Iterator[bool]:
 def fit(train_file: Path, params: Mapping[str, Any], threads: int, seed: int = 0, attempts: int = 3) -> Any:
     """Train a supervised fastText model.
 
-    fastText now and then aborts with "Encountered NaN" on settings that usually train fine (seen here
-    even on TweetEval subsets at lr 0.5, and once three times in a row on a 2,000-row skewed subset
-    under CI load that trains cleanly 80 times out of 80 otherwise). Much of that was recycled heap
-    memory (:func:`zero_filled_allocations`, now around every fit); the rest is Hogwild:
-    fastText's threads update shared rows without locks, so on a small vocabulary the outcome depends on
-    thread timing. Each retry therefore trains single-threaded, with another seed and a lower learning
-    rate; when all ``attempts`` diverge the last error becomes :class:`TrainingError`.
+    fastText now and then aborts with "Encountered NaN" on settings that usually train fine. Much of
+    that was recycled heap memory (:func:`zero_filled_allocations`, now around every fit); the rest is
+    Hogwild: fastText's threads update shared rows without locks, so on a small vocabulary the outcome
+    depends on thread timing. Each retry therefore trains single-threaded, with another seed and a lower
+    learning rate; when all ``attempts`` diverge the last error becomes :class:`TrainingError`.
     """
     settings = dict(params)
     check_params(settings)
@@ -164,8 +160,8 @@ def project_onto_labels(model: Any, path: Path) -> Any:
     fastText scores a text as ``output @ mean(input rows)``, and the output matrix has one row per
     label (3), so only each input row's component in the span of those rows reaches a score. Rotating
     every input row into an orthonormal basis of that span (and the output rows likewise) gives exactly
-    the same scores with 3 numbers per row instead of 100 (predict measured 1.2x faster: tokenising and
-    hashing, not the dot products, dominate). It also makes quantization keep the right
+    the same scores with 3 numbers per row instead of 100 (predict gets a little faster too; tokenising
+    and hashing, not the dot products, dominate). It also makes quantization keep the right
     rows: fastText keeps the rows with the largest norms, and a projected row's norm is its influence on
     the scores (a 100-d GloVe row's norm is mostly in directions no label reads).
     """
@@ -173,7 +169,7 @@ def project_onto_labels(model: Any, path: Path) -> Any:
     outputs = model.get_output_matrix().astype(np.float64)
     basis = np.linalg.svd(outputs, full_matrices=False)[2]  # orthonormal rows spanning the output rows
     projected = np.empty((len(inputs), len(basis)), dtype=np.float32)
-    # In float64 but a block at a time: the whole 1.05M x 100 matrix in float64 would be 840 MB more.
+    # In float64 but a block at a time: the whole matrix in float64 would be a large temporary.
     for start in range(0, len(inputs), _PROJECTION_ROWS):
         block = inputs[start : start + _PROJECTION_ROWS].astype(np.float64)
         projected[start : start + _PROJECTION_ROWS] = block @ basis.T
@@ -185,8 +181,8 @@ def project_onto_labels(model: Any, path: Path) -> Any:
 def autotune(train_file: Path, val_file: Path, seconds: int, threads: int) -> dict[str, Any]:
     """fastText's autotune (its metric: F1 on ``val_file``) for ``seconds``; the settings it picked.
 
-    Its final re-training with those settings has no time limit (measured: still running 19 minutes after
-    a 225 s budget), so callers run this under :func:`training.deadline.run_with_deadline`.
+    Its final re-training with those settings has no time limit (it can run far past the budget), so
+    callers run this under :func:`training.deadline.run_with_deadline`.
     """
     try:
         with zero_filled_allocations():

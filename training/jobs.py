@@ -1,7 +1,7 @@
 """The work the search hands to a child process (:mod:`training.deadline`): a fit or a soup, scored on
 val, or fastText's autotune. Each returns only what is small; a model the parent may publish goes to a
 file, projected onto the labels (:func:`training.fasttext_train.project_onto_labels`: the same scores in
-3 numbers per row, 13 MB instead of 420 MB for the vector recipe)."""
+3 numbers per row instead of 100, so the file is a fraction of the size)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The default recipes: the known-good starting candidates and how the final model is quantized.
 
-Measured on TweetEval (see README, "Model quality"): these settings are the search's first candidate,
+Measured on TweetEval (docs/results.md, "Model quality"): these settings are the search's first candidate,
 so even a short budget starts from a good model. With pretrained vectors (the default) the model reads
 whole words only: a word's GloVe vector would otherwise be averaged with a dozen randomly initialised
 character n-gram rows, and without n-grams scoring is cheaper too.
@@ -51,11 +51,9 @@ NO_VECTORS_CANDIDATE: Final = Candidate(
 #: fastText quantize arguments, applied after the model is projected onto its labels (dim 3, exact:
 #: training.fasttext_train.project_onto_labels). fastText keeps the `cutoff` rows with the largest norms
 #: and, with dsub=1, codes each of the 3 numbers of a row in one byte. Without projection (100 dims,
-#: dsub 2) only 75,000 rows fit 5 MB and the norm ranking favoured GloVe rows over trained ones; a weight-
-#: averaged soup lost up to 0.009 test macro-F1 there (its trained rows are shorter). Projected, 300,000
-#: rows make 3.9 MB and the ranking is by influence on the scores. Measured over 4 runs and 2 soups:
-#: 0.0024 macro-F1 lost on average (research, README "Model quality"). No retraining, no norm
-#: quantization (retrain=True with qnorm lost up to 0.02).
+#: dsub 2) too few rows fit 5 MB and the norm ranking favoured GloVe rows over trained ones, which cost a
+#: soup (its trained rows are shorter). Projected, 300,000 rows fit and the ranking is by influence on the
+#: scores. No retraining and no norm quantization: both lost quality (docs/results.md).
 DEFAULT_QUANTIZE: Final[dict[str, Any]] = {"cutoff": 300_000, "retrain": False, "qnorm": False, "dsub": 1}
 
 

@@ -28,7 +28,7 @@ from training.plots import plot_metrics_over_time
 from training.tracking import EXPERIMENT, default_tracking_uri
 
 EXIT_NO_STORE = 2
-#: The issue's quality bar on test (README, "Model quality").
+#: The issue's quality bar on test (docs/results.md, "Model quality").
 BAR_MACRO_RECALL, BAR_MACRO_F1 = 0.66, 0.64
 
 #: Report field -> the MLflow metric key train.py logs (``tracking.flat_metrics`` of metrics.json).

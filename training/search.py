@@ -37,11 +37,10 @@ from training.metrics import IntArray, paired_bootstrap_win_rate
 Progress = Callable[[str], None]
 
 #: The whole command may run this long past its search budget (``--time-margin``): the named candidate's
-#: soup, quantizing and measuring. Measured on this 2-core machine: the default recipe's single run and
-#: soup of 4 took 46 s idle and 140-170 s at load average 5; the whole default command 3.0-3.5 min then.
+#: soup, quantizing and measuring, with room for a busy machine (times in docs/results.md).
 DEFAULT_MARGIN_SECONDS: Final = 600
-#: Kept free at the end of the time limit for quantizing, measuring and logging the chosen model
-#: (measured for the vector recipe: 14 s idle, 22-26 s at load average 5).
+#: Kept free at the end of the time limit for quantizing, measuring and logging the chosen model, with
+#: room for a busy machine.
 FINISH_RESERVE_SECONDS: Final = 60
 #: fastText autotune's child may run this share of its search time longer: its final re-training with
 #: the settings it picked has no limit of its own, and a pick that cannot retrain in that time would not
@@ -129,7 +128,7 @@ def sample_candidate(rng: random.Random, vectors: Mapping[str, Any] | None = Non
 
     With pretrained ``vectors`` (fastText's ``pretrainedVectors`` and the matching ``dim``) the space is
     word-only models that stay near their starting point (few epochs, small learning rates): that is
-    where the measured gains were (README, "Model quality").
+    where the measured gains were (docs/results.md, "Model quality").
     """
     if vectors is not None:
         return Candidate(

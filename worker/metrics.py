@@ -227,7 +227,8 @@ class WorkerMetrics:
         )
         for reason in DeadLetterReason:
             self.dead_letters.labels(reason.value)
-        #: The bounded brand labels; a post's brand is an index into this tuple.
+        #: Every brand label this worker exports: the configured brands, then ``other``; a post's brand
+        #: is an index into this tuple.
         self.brand_names: tuple[str, ...] = (*sorted(self.brands), OTHER_BRAND)
         self._brand_index = {b: i for i, b in enumerate(self.brand_names)}
         self._brand_cache: dict[str | None, int] = {}
@@ -236,7 +237,7 @@ class WorkerMetrics:
             [self.predictions.labels(label, brand) for label in LABELS] for brand in self.brand_names
         ]
 
-        for brand in self.brand_labels:
+        for brand in self.brand_names:
             for gauge in (
                 self.brand_negative_share,
                 self.brand_negative_share_baseline,
@@ -278,11 +279,6 @@ class WorkerMetrics:
         """Add a batch's tally to ``sentiment_predictions_total``: one increment per pair, not per post."""
         for (label, brand), n in tally.items():
             self._prediction_children[self._brand_index[brand]][_LABEL_INDEX[label]].inc(n)
-
-    @property
-    def brand_labels(self) -> tuple[str, ...]:
-        """Every brand label this worker can export: the configured brands, then ``other``."""
-        return self.brand_names
 
     def brand_label(self, brand: str | None) -> str:
         """The bounded brand label of a post."""
@@ -401,8 +397,8 @@ class MetricsServer:
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        # shutdown() waits for the serving loop's next poll: at the default 0.5 s that was half a second
-        # of every worker's exit, which counts against SHUTDOWN_TIMEOUT_SECONDS.
+        # shutdown() waits for the serving loop's next poll, and every worker's exit counts against
+        # SHUTDOWN_TIMEOUT_SECONDS: poll often.
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
