@@ -53,6 +53,18 @@ class FakeConsumer:
     def group_metadata(self) -> object:
         return "group-metadata"
 
+    #: What the group has committed, as the broker would answer an OffsetFetch now.
+    broker_offsets: dict[tuple[str, int], int] = {}
+    offset_fetch_errors: list[Exception] = []
+
+    def committed_offsets(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        if self.offset_fetch_errors:
+            raise self.offset_fetch_errors.pop(0)
+        return [
+            TopicPartition(tp.topic, tp.partition, self.broker_offsets.get((tp.topic, tp.partition), -1001))
+            for tp in partitions
+        ]
+
 
 class FakeProducer:
     """``outstanding`` outputs stay unacknowledged until the test sets it to 0; ``failure`` is what
@@ -64,6 +76,19 @@ class FakeProducer:
         self.errors: dict[str, list[TransactionFailedError]] = {}
         self.calls: list[str] = []
         self.sent_offsets: list[list[tuple[str, int, int]]] = []
+        self.hung: tuple[str, float] | None = None  # what hung_call() reports
+        self.answers = True  # what reachable() reports
+        self.running_call: str | None = None
+
+    def hung_call(self) -> tuple[str, float] | None:
+        return self.hung
+
+    def reachable(self, timeout: float) -> bool:
+        return self.answers
+
+    def reinitialise(self, timeout: float) -> None:
+        self.hung = None  # the new client has no call out
+        self._step("reinitialise")
 
     def wait_for_acks(self, timeout: float) -> int:
         return self.outstanding
@@ -328,3 +353,99 @@ def test_finish_gives_up_at_its_deadline_and_commits_nothing_unacknowledged() ->
     assert made.finish(0.2) is Outcome.WAITING
     assert 0.15 < time.monotonic() - started < 2
     assert consumer.committed == []
+
+
+# --- recovery from a broken producer (a broker crash and restart) -----------------------------------------
+
+
+def test_a_call_that_hangs_while_the_broker_answers_replaces_the_producer_and_rewinds_to_the_committed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    made, consumer, producer = checkpoint(exactly_once=True)
+    made.begin()
+    made.track_batch(T, 0, 0, 9, 10)
+    assert made.commit() is Outcome.COMMITTED  # partition 0 restarts from 10
+    made.begin()
+    made.track_batch(T, 0, 10, 29, 20)
+    producer.errors["send_offsets_to_transaction"] = [retriable("send_offsets_to_transaction")] * 2
+    assert made.commit() is Outcome.WAITING
+    producer.hung = ("send_offsets_to_transaction", 11.0)
+    consumer.broker_offsets = {(T, 0): 10}
+    with caplog.at_level(logging.INFO, logger="worker.checkpoint"):
+        assert made.commit() is Outcome.REWOUND
+    assert producer.calls[-2:] == ["reinitialise", "forget_failures"]
+    assert "abort_transaction" not in producer.calls, "the new producer's registration ends the old one"
+    assert consumer.seeks == [[(T, 0, 10)]] and not made.waiting and not consumer.paused
+    assert any("send_offsets_to_transaction has not returned" in r.getMessage() for r in caplog.records)
+    made.begin()  # the records come again, in a new transaction of the new producer
+    made.track_batch(T, 0, 10, 29, 20)
+    assert made.commit() is Outcome.COMMITTED and producer.sent_offsets[-1] == [(T, 0, 30)]
+
+
+def test_a_hung_commit_whose_transaction_did_commit_rewinds_to_where_the_broker_says() -> None:
+    made, consumer, producer = checkpoint(exactly_once=True)
+    made.begin()
+    made.track_batch(T, 1, 100, 199, 100)
+    producer.errors["commit_transaction"] = [retriable("commit_transaction")] * 2
+    assert made.commit() is Outcome.WAITING  # the commit was requested: its outcome is in doubt
+    producer.hung = ("commit_transaction", 12.0)
+    consumer.broker_offsets = {(T, 1): 200}  # the coordinator completed it
+    assert made.commit() is Outcome.REWOUND
+    assert consumer.seeks == [[(T, 1, 200)]], "nothing committed is processed twice"
+
+
+def test_a_crash_between_transactions_that_breaks_the_producer_replaces_it() -> None:
+    made, consumer, producer = checkpoint(exactly_once=True)
+    made.begin()
+    made.track_batch(T, 2, 0, 9, 10)
+    producer.errors["send_offsets_to_transaction"] = [
+        TransactionFailedError(
+            "send_offsets_to_transaction failed: Local: Fatal idempotent producer error", reinitialise=True
+        )
+    ]
+    producer.errors["reinitialise"] = [retriable("init_transactions"), retriable("init_transactions")]
+    consumer.offset_fetch_errors = [CommitFailedError("offset fetch timed out", retriable=True)]
+    outcomes = [made.commit() for _ in range(4)]
+    assert outcomes == [Outcome.WAITING, Outcome.WAITING, Outcome.WAITING, Outcome.REWOUND]
+    assert producer.calls.count("reinitialise") == 3 and consumer.seeks == [[(T, 2, 0)]]
+
+
+def test_a_hung_call_while_the_broker_is_silent_is_an_outage_not_a_broken_producer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    made, _, producer = checkpoint(exactly_once=True)
+    made.begin()
+    made.track_batch(T, 0, 0, 9, 10)
+    producer.errors["commit_transaction"] = [retriable("commit_transaction")] * 3
+    producer.hung, producer.answers = ("commit_transaction", 40.0), False
+    assert [made.commit() for _ in range(3)] == [Outcome.WAITING] * 3
+    assert "reinitialise" not in producer.calls and made.waiting
+
+
+def test_the_outage_warning_says_unreachable_only_when_the_broker_does_not_answer(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker.checkpoint._WARN_AFTER_SECONDS", 0.0)
+    for answers, expected in ((False, "broker unreachable for"), (True, "the broker answers, but")):
+        made, _, producer = checkpoint(exactly_once=True)
+        made.begin()
+        made.track_batch(T, 0, 0, 9, 10)
+        producer.outstanding, producer.answers = 5, answers
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="worker.checkpoint"):
+            assert made.commit() is Outcome.WAITING
+        assert any(expected in r.getMessage() for r in caplog.records), caplog.text
+        assert (made.unreachable_seconds > 0) is (not answers)
+
+
+def test_abandon_with_a_broken_producer_replaces_it_instead_of_giving_up() -> None:
+    made, _, producer = checkpoint(exactly_once=True)
+    made.begin()
+    made.track_batch(T, 0, 0, 9, 10)
+    producer.errors["abort_transaction"] = [
+        TransactionFailedError("abort_transaction failed: Local: Fatal error", reinitialise=True)
+    ]
+    made.abandon()
+    assert producer.calls[-2:] == ["reinitialise", "forget_failures"] and not made.waiting
+    made.begin()
+    assert producer.calls[-1] == "begin_transaction"

@@ -1,10 +1,11 @@
 """Broker outages (issue #12): the worker rides out a stalled broker, fails loudly only past its budget.
 
 The broker is frozen with SIGSTOP: its connections stay open and nothing answers, which is what a long
-GC pause, a network blip or a stuck leader looks like to a client. librdkafka's mock cluster runs in a
-process of its own (one per module here, so freezing it stalls no other test); a real broker is used when
-``KAFKA_BOOTSTRAP_SERVERS`` is set together with ``KAFKA_BROKER_PID``, the process to freeze. Each test
-runs both processing guarantees side by side against the same freeze, to keep the suite short.
+GC pause, a network blip or a stuck leader looks like to a client. The module freezes a broker of its own,
+never the one the rest of the suite shares: Apache Kafka from ``../shared/kafka`` on ports of its own, else
+the broker of ``KAFKA_BOOTSTRAP_SERVERS`` when ``KAFKA_BROKER_PID`` names its process, else librdkafka's
+mock cluster in a process of its own. Each test runs both processing guarantees side by side against the
+same freeze, to keep the suite short. Crashes (kill -9 and restart) are in test_worker_broker_crash.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import pytest
 
 from tests.kafka_harness import (
     WorkerProcess,
+    apache_kafka,
+    apache_kafka_missing,
     committed_offsets,
     free_port,
     metric_sum,
@@ -49,10 +52,7 @@ from worker.kafka import Consumer, DeliveryFailedError, Producer
 from worker.kafka.mock_cluster import MockCluster
 
 # Per mode: enough that neither worker is through the stream when the broker freezes (at BATCH_SIZE 20 the
-# at-least-once worker did 20,000 posts in about a second here). The mock keeps about 5 MB per partition
-# (test_worker_resilience.py): lz4 on input and output keeps 15,000 results a partition, restart
-# duplicates included, well inside it (120,000 records of 267 bytes in 4 partitions: all kept with lz4,
-# the oldest 14,142 a partition dropped without).
+# at-least-once worker did 20,000 posts in about a second here).
 N = 60_000
 MODES = ("at_least_once", "exactly_once")
 COMMIT_MAX_RECORDS = 500
@@ -79,6 +79,10 @@ class StallableBroker:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[StallableBroker]:
+    if apache_kafka_missing() is None:
+        with apache_kafka() as kafka:
+            yield StallableBroker(kafka.bootstrap, "apache-kafka", kafka.pid())
+        return
     external, pid = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("KAFKA_BROKER_PID")
     if external and pid:
         yield StallableBroker(external, "external", int(pid))
@@ -128,7 +132,6 @@ def pipelines(
             "COMMIT_INTERVAL_SECONDS": "0.3",
             "COMMIT_MAX_RECORDS": str(COMMIT_MAX_RECORDS),
             "REPUTATION_TOPIC": "",
-            "KAFKA_COMPRESSION_TYPE": "lz4",  # N results a mode fit the mock's 5 MB a partition
         }
         create_worker_topics(broker.bootstrap, env)
         records = [(str(p["id"]).encode(), orjson.dumps(p)) for p in items]
@@ -147,8 +150,8 @@ HEAD = 1_000
 
 
 def feed(broker: StallableBroker, pipelines: dict[str, Pipeline], part: slice) -> None:
-    """Produce ``part`` of every pipeline's posts, all pipelines at once, in large lz4 batches."""
-    settings = {"linger.ms": 50, "batch.size": 1_000_000, "compression.type": "lz4"}
+    """Produce ``part`` of every pipeline's posts, all pipelines at once, in large batches."""
+    settings = {"linger.ms": 50, "batch.size": 1_000_000}
     with ThreadPoolExecutor(len(pipelines)) as feeders:
         fed = feeders.map(
             lambda p: produce(broker.bootstrap, p.env["INPUT_TOPIC"], p.records[part], settings),
@@ -197,7 +200,7 @@ def healthz(port: int) -> int:
 
 def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[ck.Message]:
     """Every record of ``topic`` visible to a read_committed reader right now. Assigns the partitions
-    instead of joining a group (the mock takes 3 s per join) and stops at each partition's end."""
+    instead of joining a group (a join takes seconds) and stops at each partition's end."""
     consumer = ck.Consumer(
         {"bootstrap.servers": bootstrap, "group.id": unique("end"), "isolation.level": "read_committed"}
     )

@@ -9,17 +9,23 @@ from typing import Any
 
 import confluent_kafka as ck
 import orjson
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.kafka_harness import WorkerProcess, unique
 from training.data import Dataset
 
 
-def create_topics(kafka: str, *topics: str) -> None:
-    """Create topics before any worker starts, as an operator would. The mock cluster has no
-    CreateTopics: a metadata request from a client that allows auto-creation creates them."""
-    producer = ck.Producer({"bootstrap.servers": kafka})
-    for topic in topics:
-        producer.list_topics(topic, timeout=10)
+def create_topics(kafka: str, *topics: str, partitions: int = 4) -> None:
+    """Create topics before any worker starts, as an operator would (CreateTopics). The mock cluster
+    refuses CreateTopics: there a metadata request from a client that allows auto-creation creates them."""
+    admin = AdminClient({"bootstrap.servers": kafka})
+    futures = admin.create_topics([NewTopic(t, partitions, 1) for t in topics], operation_timeout=30)
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=30)
+        except ck.KafkaException as exc:
+            if exc.args[0].code() != ck.KafkaError.TOPIC_ALREADY_EXISTS:
+                ck.Producer({"bootstrap.servers": kafka}).list_topics(topic, timeout=10)
 
 
 def create_worker_topics(kafka: str, env: dict[str, str]) -> None:
