@@ -47,7 +47,7 @@ class FakeConsumer:
     def pause(self) -> None:
         self.paused = True
 
-    def resume(self) -> None:
+    def resume(self, partitions: list[TopicPartition] | None = None) -> None:
         self.paused = False
 
     def group_metadata(self) -> object:

@@ -511,6 +511,7 @@ class Worker:
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+        self.checkpoint.assigned(partitions)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         if self._closing:  # the final commit was tried already (or failed): do not wait a second time

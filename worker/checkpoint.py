@@ -347,7 +347,7 @@ class Checkpoint:
         """Rewind to the offsets the group has committed: the transaction in doubt may have committed."""
         keys = sorted(self._offsets)
         try:
-            committed = self._consumer.committed([TopicPartition(t, p) for t, p in keys], step)
+            committed = self._consumer.committed_offsets([TopicPartition(t, p) for t, p in keys], step)
         except CommitFailedError as exc:
             if not exc.retriable:
                 raise
@@ -413,6 +413,14 @@ class Checkpoint:
         if self._paused:
             self._consumer.resume()
             self._paused = False
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        """New partitions: fetch them, unless the checkpoint waits (then they are paused with the rest)."""
+        if self.waiting:
+            self._consumer.pause()
+            self._paused = True
+        else:
+            self._consumer.resume(partitions)
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
         """Partitions are being taken away: commit what we hold for them first (abandon it if we cannot)."""

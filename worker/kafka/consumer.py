@@ -166,7 +166,7 @@ class Consumer:
             elif self._commit_failure is None:
                 self._commit_failure = failure
 
-    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+    def committed_offsets(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         """The group's committed offsets of ``partitions`` as the coordinator has them now (stable ones:
         under read_committed the coordinator first settles transactional commits in progress)."""
         if not partitions:
@@ -188,15 +188,18 @@ class Consumer:
         """Stop fetching every assigned partition (backpressure); positions are kept."""
         self._flow("pause")
 
-    def resume(self) -> None:
-        """Fetch every assigned partition again, from where the application left off."""
-        self._flow("resume")
+    def resume(self, partitions: list[TopicPartition] | None = None) -> None:
+        """Fetch ``partitions`` (default: every assigned one) again, from where the application left off.
 
-    def _flow(self, name: str) -> None:
+        A partition keeps its paused state across a loss and a new assignment in librdkafka: one paused
+        during an outage came back paused, and was never fetched again, unless resumed by name."""
+        self._flow("resume", partitions)
+
+    def _flow(self, name: str, partitions: list[TopicPartition] | None = None) -> None:
         try:
-            partitions = self._consumer.assignment()
-            if partitions:
-                getattr(self._consumer, name)(partitions)
+            chosen = self._consumer.assignment() if partitions is None else partitions
+            if chosen:
+                getattr(self._consumer, name)(chosen)
         except KafkaException as exc:
             raise ConsumerFailedError(f"{name} failed: {exc.args[0].str()}") from exc
 
