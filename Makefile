@@ -14,7 +14,7 @@ help:
 	@echo "make test   - install, lint, type-check and run the whole test suite"
 	@echo "make train  - the default training run (the recipe as a soup, ends within 10 min), see README"
 	@echo "make bench  - the API benchmark (needs wrk)"
-	@echo "make bench-worker - the worker benchmark (embedded broker unless KAFKA_BOOTSTRAP_SERVERS)"
+	@echo "make bench-worker - the worker benchmark (embedded broker; BENCH_ARGS=--apache-kafka or KAFKA_BOOTSTRAP_SERVERS)"
 
 # The .c files too: an editable install builds sentiment_model/_fastlinear, _fastnormalize and
 # worker/_fastbatch in place.

@@ -2,8 +2,9 @@
 
 ``python -m bench.worker_bench [--posts 200000] [--model-path FILE]``
 
-One broker for all phases: ``KAFKA_BOOTSTRAP_SERVERS`` or the embedded mock cluster. 200,000 TweetEval
-posts (JSON, keyed, lz4 like the outputs) are preloaded once; each phase reads them with a fresh group
+One broker for all phases: ``KAFKA_BOOTSTRAP_SERVERS``, else Apache Kafka from ``../shared/kafka`` with
+``--apache-kafka`` (started on ports of its own, wiped afterwards), else the embedded mock cluster.
+200,000 TweetEval posts (JSON, keyed, lz4 like the outputs) are preloaded once; each phase reads them with a fresh group
 and writes its own output topic. Throughput is measured from the first output record to the last one
 written (output high watermarks), so process start, model load and group join are excluded for both.
 """
@@ -11,6 +12,7 @@ written (output high watermarks), so process start, model load and group join ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -34,6 +36,7 @@ from tests.kafka_harness import produce
 from training.data import load_split
 from worker.batch import TimestampParser, decode, encode
 from worker.kafka.admin import ensure_topics
+from worker.kafka.apache_kafka import ApacheKafka, apache_kafka, apache_kafka_missing
 from worker.kafka.mock_cluster import MockCluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -302,7 +305,19 @@ def main() -> int:
         type=Path,
         default=Path(os.environ.get("TWEETEVAL_DIR", REPO.parent / "shared/data/tweeteval-sentiment")),
     )
+    parser.add_argument(
+        "--apache-kafka",
+        action="store_true",
+        help="run every phase on Apache Kafka from ../shared/kafka instead of the embedded mock cluster",
+    )
     args = parser.parse_args()
+    brokers = contextlib.ExitStack()
+    apache: ApacheKafka | None = None
+    if args.apache_kafka and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        missing = apache_kafka_missing()
+        if missing is not None:
+            parser.error(f"--apache-kafka: {missing}")
+        apache = brokers.enter_context(apache_kafka())
     model = args.model_path
     if model is None:
         folder = Path(tempfile.mkdtemp(prefix="bench-model-"))
@@ -326,15 +341,16 @@ def main() -> int:
             capture_output=True,
         )
         model = folder / "sentiment_ft.ftz"
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or (apache.bootstrap if apache else None)
     cluster = None if external else MockCluster().start()
     bootstrap = external or (cluster.bootstrap_servers if cluster else "")
     try:
         run = uuid.uuid4().hex[:8]
         source = f"bench-in-{run}"
         create(bootstrap, source, f"bench-dlq-{run}", mock=cluster is not None)
+        kind = "Apache Kafka (../shared/kafka)" if apache else "external" if external else "mock cluster"
         print(
-            f"broker: {'external' if external else 'mock cluster'}; preloading {args.posts:,} posts ...",
+            f"broker: {kind}; preloading {args.posts:,} posts ...",
             flush=True,
         )
         # lz4 and big batches: the mock cluster keeps only about 5 MB per partition
@@ -354,8 +370,9 @@ def main() -> int:
             "METRICS_PORT": "0",
             "BRANDS": "acme,globex",
         }
-        if cluster is not None:  # the broker on core 1, so that "pinned to core 0" means one whole core
-            os.sched_setaffinity(cluster.pid, {1})
+        broker_pid = cluster.pid if cluster is not None else apache.pid() if apache is not None else None
+        if broker_pid is not None:  # the broker on core 1, so that "pinned to core 0" means one whole core
+            os.sched_setaffinity(broker_pid, {1})
         eos = {"PROCESSING_GUARANTEE": "exactly_once"}
         quix = quix_interpreter()
         if quix is None:
@@ -479,6 +496,7 @@ def main() -> int:
     finally:
         if cluster is not None:
             cluster.stop()
+        brokers.close()
     return 0
 
 

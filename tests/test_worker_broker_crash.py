@@ -23,16 +23,14 @@ import orjson
 import pytest
 
 from tests.kafka_harness import (
-    ApacheKafka,
     WorkerProcess,
-    apache_kafka,
-    apache_kafka_missing,
     produce,
     read_all,
     unique,
 )
 from tests.worker_harness import create_worker_topics, posts, progress, result_id, result_ids
 from training.data import Dataset
+from worker.kafka.apache_kafka import ApacheKafka, apache_kafka, apache_kafka_missing
 
 MODES = ("at_least_once", "exactly_once")
 PART = 12_000  # posts a mode gets before each crash (and once more after the last one)

@@ -28,8 +28,6 @@ import pytest
 
 from tests.kafka_harness import (
     WorkerProcess,
-    apache_kafka,
-    apache_kafka_missing,
     committed_offsets,
     free_port,
     metric_sum,
@@ -49,6 +47,7 @@ from tests.worker_harness import (
 )
 from training.data import Dataset
 from worker.kafka import Consumer, DeliveryFailedError, Producer
+from worker.kafka.apache_kafka import apache_kafka, apache_kafka_missing
 from worker.kafka.mock_cluster import MockCluster
 
 # Per mode: enough that neither worker is through the stream when the broker freezes (at BATCH_SIZE 20 the
