@@ -4,9 +4,10 @@
 
 One broker for all phases: ``KAFKA_BOOTSTRAP_SERVERS``, else Apache Kafka from ``../shared/kafka`` with
 ``--apache-kafka`` (started on ports of its own, wiped afterwards), else the embedded mock cluster.
-200,000 TweetEval posts (JSON, keyed, lz4 like the outputs) are preloaded once; each phase reads them with a fresh group
-and writes its own output topic. Throughput is measured from the first output record to the last one
-written (output high watermarks), so process start, model load and group join are excluded for both.
+200,000 TweetEval posts (JSON, keyed, lz4 like the outputs) are preloaded once; each phase reads them
+with a fresh group and writes its own output topic. Throughput is measured from the first output record
+to the last one written (output high watermarks), so process start, model load and group join are
+excluded for both.
 """
 
 from __future__ import annotations
