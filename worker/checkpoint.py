@@ -367,6 +367,7 @@ class Checkpoint:
         self._paused = True
         waited = now - self._waiting_since
         if waited > self._budget:
+            self._unreachable = not self._producer.reachable(_PROBE_SECONDS)
             raise BrokerOutageError(
                 f"{self._waited_for(waited)}, past the outage budget "
                 f"(BROKER_OUTAGE_BUDGET_SECONDS={self._budget:g}): {self._producer.outstanding} output(s) "
