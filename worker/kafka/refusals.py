@@ -1,0 +1,122 @@
+"""Kafka's refusals named as what they are: who was refused, which resource, which operation.
+
+librdkafka reports a failed login or TLS handshake only to the error callback and keeps reconnecting, so
+a wrong password looked like an unreachable broker; an authorization failure arrives as an error code on
+whatever call hit it. Every client of the Kafka layer turns both into :class:`KafkaRefusedError` here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError
+
+from worker.kafka.errors import (
+    AuthenticationFailedError,
+    AuthorizationFailedError,
+    KafkaRefusedError,
+    TlsFailedError,
+)
+
+log = logging.getLogger("worker.kafka")
+
+_AUTHORIZATION = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "topic",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "group",
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "transactional id",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "cluster",
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a client is to the cluster, from its configuration (never the password)."""
+
+    protocol: str
+    mechanism: str | None
+    user: str | None
+
+    @classmethod
+    def of(cls, config: Mapping[str, object]) -> Identity:
+        """Read ``security.protocol``, ``sasl.mechanism`` (librdkafka's default: GSSAPI) and
+        ``sasl.username``."""
+        protocol = str(config.get("security.protocol", "plaintext")).upper()
+        sasl = protocol.startswith("SASL")
+        mechanism = config.get("sasl.mechanism", config.get("sasl.mechanisms", "GSSAPI"))
+        user = config.get("sasl.username")
+        return cls(protocol, str(mechanism).upper() if sasl else None, str(user) if sasl and user else None)
+
+    def __str__(self) -> str:
+        if self.mechanism is None:
+            return f"this client ({self.protocol}, no SASL login)"
+        who = f"user {self.user!r}" if self.user else "the client (no KAFKA_SASL_USERNAME)"
+        return f"{who} (SASL mechanism {self.mechanism} over {self.protocol})"
+
+    @property
+    def principal(self) -> str:
+        """The ACL principal as kafka-acls.sh spells it, or a placeholder."""
+        return f"User:{self.user}" if self.user else "the client's principal"
+
+
+def refusal(
+    error: KafkaError,
+    who: Identity,
+    *,
+    operation: str = "",
+    topic: str | None = None,
+    group: str | None = None,
+    transactional_id: str | None = None,
+) -> KafkaRefusedError | None:
+    """The refusal ``error`` is, named for the operator; None when it is not one.
+
+    ``operation`` is what the call needed (Read, Write, Describe); ``topic``, ``group`` and
+    ``transactional_id`` name the resources the call touched, when the error itself does not."""
+    code = error.code()
+    if code == KafkaError._AUTHENTICATION:
+        return AuthenticationFailedError(
+            f"Kafka refused the login of {who}: {error.str()}; check KAFKA_SASL_USERNAME and "
+            "KAFKA_SASL_PASSWORD (or the client certificate)"
+        )
+    if code == KafkaError._SSL:
+        return TlsFailedError(
+            f"TLS with the Kafka broker failed for {who}: {error.str()}; check KAFKA_SECURITY_PROTOCOL, "
+            "KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' certificates) and the broker address"
+        )
+    resource = _AUTHORIZATION.get(code)
+    if resource is None:
+        return None
+    name = {"topic": topic, "group": group, "transactional id": transactional_id}.get(resource) or ""
+    if resource == "cluster":
+        operation, name = operation or "IdempotentWrite", "kafka-cluster"
+    subject = f"{resource} {name!r}" if name else f"a {resource}"
+    return AuthorizationFailedError(
+        f"Kafka refused {who}: not authorized to {operation or 'use'} {subject} ({error.name()}); "
+        f"grant {operation or 'it'} on {subject} to {who.principal}",
+        resource=resource,
+        name=name,
+        operation=operation,
+    )
+
+
+class ErrorWatch:
+    """A client's ``error_cb``: keeps the first refusal (raised by :meth:`raise_if_refused`) and logs the
+    other errors, as librdkafka itself does when no callback is set. Served by the client's
+    poll/consume/flush calls."""
+
+    def __init__(self, config: Mapping[str, object]) -> None:
+        self.who = Identity.of(config)
+        self.refused: KafkaRefusedError | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        refused = refusal(error, self.who)
+        if refused is None:
+            log.warning("kafka client: %s", error.str())
+        elif self.refused is None:
+            self.refused = refused
+
+    def raise_if_refused(self) -> None:
+        """Raise the refusal seen, if any."""
+        if self.refused is not None:
+            raise self.refused
