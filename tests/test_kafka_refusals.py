@@ -227,3 +227,19 @@ def test_a_revoked_acl_while_running_is_named_the_same_way(
         f"grant Write on topic '{output}' to User:revoked" in worker.log
     )
     assert_no_password(broker, worker.log)
+
+
+def test_tls_to_a_listener_without_it_is_named_a_failed_handshake(
+    broker: SaslBroker, small_model: Path, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    env = {**worker_env(broker, small_model, "scorer", "tls"), "KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    workers.append(worker)
+    assert worker.wait(60) == 5
+    log = worker.log
+    assert (
+        "cannot start: TLS with the Kafka broker failed for user 'scorer' (SASL mechanism PLAIN over "
+        "SASL_SSL): " in log
+    )
+    assert "SSL handshake failed" in log and "check KAFKA_SECURITY_PROTOCOL" in log
+    assert_no_password(broker, log)

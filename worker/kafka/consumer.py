@@ -89,6 +89,7 @@ class Consumer:
                 break
             except KafkaException as exc:
                 self._serve_errors()
+                self._watch.raise_if_refused(starting=True)
                 if time.monotonic() >= deadline:
                     raise BrokerUnreachableError(
                         f"no Kafka broker answered within {timeout:.0f}s ({exc.args[0]}): "

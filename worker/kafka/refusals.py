@@ -8,6 +8,7 @@ whatever call hit it. Every client of the Kafka layer turns both into :class:`Ka
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -80,10 +81,7 @@ def refusal(
             "KAFKA_SASL_PASSWORD (or the client certificate)"
         )
     if code == KafkaError._SSL:
-        return TlsFailedError(
-            f"TLS with the Kafka broker failed for {who}: {error.str()}; check KAFKA_SECURITY_PROTOCOL, "
-            "KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' certificates) and the broker address"
-        )
+        return tls_failed(who, error.str())
     resource = _AUTHORIZATION.get(code)
     if resource is None:
         return None
@@ -100,23 +98,51 @@ def refusal(
     )
 
 
+def tls_failed(who: Identity, detail: str) -> TlsFailedError:
+    """A failed TLS handshake, with what to check."""
+    return TlsFailedError(
+        f"TLS with the Kafka broker failed for {who}: {detail}; check KAFKA_SECURITY_PROTOCOL (SSL or "
+        "SASL_SSL only for a TLS listener), KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' "
+        "certificates) and the broker address"
+    )
+
+
 class ErrorWatch:
     """A client's ``error_cb``: keeps the first refusal (raised by :meth:`raise_if_refused`) and logs the
-    other errors, as librdkafka itself does when no callback is set. Served by the client's
+    other errors, as librdkafka itself does when no callback is set, each kind at most every
+    ``_LOG_EVERY_SECONDS`` (a refused handshake is retried within milliseconds). Served by the client's
     poll/consume/flush calls."""
+
+    # A handshake the broker hangs up on is reported as a transport error, not as _SSL: a TLS client on a
+    # plaintext listener. It is a refusal only at start, after this many in a row with nothing else
+    # working; while running, one may be a broker restarting.
+    HANDSHAKES_REFUSED = 3
+    _LOG_EVERY_SECONDS = 30.0
 
     def __init__(self, config: Mapping[str, object]) -> None:
         self.who = Identity.of(config)
         self.refused: KafkaRefusedError | None = None
+        self._handshakes_failed = 0
+        self._last_handshake = ""
+        self._logged: dict[int, float] = {}
 
     def __call__(self, error: KafkaError) -> None:
         refused = refusal(error, self.who)
-        if refused is None:
+        if refused is not None:
+            self.refused = self.refused or refused
+            return
+        if error.code() == KafkaError._TRANSPORT and "SSL_HANDSHAKE" in error.str():
+            self._handshakes_failed += 1
+            self._last_handshake = error.str()
+        now = time.monotonic()
+        if now - self._logged.get(error.code(), -self._LOG_EVERY_SECONDS) >= self._LOG_EVERY_SECONDS:
+            self._logged[error.code()] = now
             log.warning("kafka client: %s", error.str())
-        elif self.refused is None:
-            self.refused = refused
 
-    def raise_if_refused(self) -> None:
-        """Raise the refusal seen, if any."""
+    def raise_if_refused(self, starting: bool = False) -> None:
+        """Raise the refusal seen, if any; ``starting``: nothing has worked yet, so repeated hang-ups
+        during the TLS handshake count as a failed handshake too."""
         if self.refused is not None:
             raise self.refused
+        if starting and self._handshakes_failed >= self.HANDSHAKES_REFUSED:
+            raise tls_failed(self.who, self._last_handshake)
