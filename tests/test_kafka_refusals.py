@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError
 from confluent_kafka.admin import AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType
 from confluent_kafka.admin import ResourceType as Kind
 
@@ -19,6 +20,8 @@ from tests.kafka_harness import WorkerProcess, produce, read_all
 from tests.sasl_broker import Grant, SaslBroker, missing_prerequisite, sasl_broker
 from tests.test_worker_e2e import posts
 from training.data import Dataset
+from worker.kafka import AuthenticationFailedError, AuthorizationFailedError, TlsFailedError
+from worker.kafka.refusals import Identity, refusal
 
 INPUT, OUTPUT, DLQ, GROUP = "mentions", "sentiment", "mentions.dlq", "sentiment-worker"
 POSTS = 300
@@ -48,6 +51,65 @@ USERS = {
     "no-group": lacking(EVERYTHING[3], describe=False),
     "no-txn": lacking(EVERYTHING[4]),
 }
+
+
+# --- the mapping alone (no broker) -------------------------------------------------------------------------
+
+SCORER = Identity.of(
+    {
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "scorer",
+        "sasl.password": "s3cret",
+    }
+)
+
+
+def test_identity_says_who_never_the_password() -> None:
+    assert str(SCORER) == "user 'scorer' (SASL mechanism SCRAM-SHA-512 over SASL_SSL)"
+    assert str(Identity.of({"security.protocol": "SSL"})) == "this client (SSL, no SASL login)"
+    kerberos = Identity.of({"security.protocol": "SASL_PLAINTEXT", "sasl.kerberos.principal": "svc/host"})
+    assert str(kerberos) == "user 'svc/host' (SASL mechanism GSSAPI over SASL_PLAINTEXT)"
+
+
+@pytest.mark.parametrize(
+    ("code", "context", "kind", "words"),
+    [
+        (KafkaError._AUTHENTICATION, {}, AuthenticationFailedError, "refused the login of user 'scorer'"),
+        (KafkaError._SSL, {}, TlsFailedError, "TLS with the Kafka broker failed for user 'scorer'"),
+        (
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            {"operation": "Read", "topic": "mentions"},
+            AuthorizationFailedError,
+            "not authorized to Read topic 'mentions'",
+        ),
+        (
+            KafkaError.GROUP_AUTHORIZATION_FAILED,
+            {"operation": "Read", "topic": "mentions", "group": "g1"},
+            AuthorizationFailedError,
+            "not authorized to Read group 'g1'",
+        ),
+        (
+            KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            {"operation": "Write", "transactional_id": "t1"},
+            AuthorizationFailedError,
+            "not authorized to Write transactional id 't1'",
+        ),
+    ],
+)
+def test_each_refusal_code_has_its_own_type_and_names_the_resource(
+    code: int, context: dict[str, str], kind: type[Exception], words: str
+) -> None:
+    refused = refusal(KafkaError(code), SCORER, **context)
+    assert isinstance(refused, kind) and words in str(refused) and "s3cret" not in str(refused)
+
+
+def test_other_errors_are_not_refusals() -> None:
+    for code in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError.REQUEST_TIMED_OUT):
+        assert refusal(KafkaError(code), SCORER, operation="Read", topic="mentions") is None
+
+
+# --- on the SASL broker ------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,7 @@ class Consumer:
         self._commit_failure: KafkaLayerError | None = None
         self._watch = ErrorWatch(config)
         self._group = str(config.get("group.id", ""))
+        self._subscribed = False
         try:
             self._consumer = ck.Consumer(
                 {
@@ -134,8 +135,9 @@ class Consumer:
 
     def _serve_errors(self) -> None:
         """Before subscribing: serve the error callback and the consumer's error events (a refused login or
-        TLS handshake, a group we may not use, which librdkafka reports once) and raise a refusal."""
-        while (event := self._consumer.poll(0)) is not None:
+        TLS handshake, a group we may not use, which librdkafka reports once) and raise a refusal. Once
+        subscribed, :meth:`consume` serves them (polling here would drop records)."""
+        while not self._subscribed and (event := self._consumer.poll(0)) is not None:
             error = event.error()
             if error is None:
                 continue
@@ -155,6 +157,7 @@ class Consumer:
         on_lost: PartitionsCallback,
     ) -> None:
         """Join the group; the callbacks run inside :meth:`consume`."""
+        self._subscribed = True
         try:
             self._consumer.subscribe(
                 topics,

@@ -41,18 +41,20 @@ class Identity:
 
     @classmethod
     def of(cls, config: Mapping[str, object]) -> Identity:
-        """Read ``security.protocol``, ``sasl.mechanism`` (librdkafka's default: GSSAPI) and
-        ``sasl.username``."""
+        """Read ``security.protocol``, ``sasl.mechanism`` (librdkafka's default: GSSAPI) and the user:
+        ``sasl.username``, else the Kerberos principal or the OAuth client id."""
         protocol = str(config.get("security.protocol", "plaintext")).upper()
-        sasl = protocol.startswith("SASL")
-        mechanism = config.get("sasl.mechanism", config.get("sasl.mechanisms", "GSSAPI"))
-        user = config.get("sasl.username")
-        return cls(protocol, str(mechanism).upper() if sasl else None, str(user) if sasl and user else None)
+        if not protocol.startswith("SASL"):
+            return cls(protocol, None, None)
+        mechanism = str(config.get("sasl.mechanism", config.get("sasl.mechanisms", "GSSAPI"))).upper()
+        names = ("sasl.username", "sasl.kerberos.principal", "sasl.oauthbearer.client.id")
+        user = next((str(config[name]) for name in names if config.get(name)), None)
+        return cls(protocol, mechanism, user)
 
     def __str__(self) -> str:
         if self.mechanism is None:
             return f"this client ({self.protocol}, no SASL login)"
-        who = f"user {self.user!r}" if self.user else "the client (no KAFKA_SASL_USERNAME)"
+        who = f"user {self.user!r}" if self.user else "the client"
         return f"{who} (SASL mechanism {self.mechanism} over {self.protocol})"
 
     @property
