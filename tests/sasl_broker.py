@@ -29,6 +29,9 @@ from confluent_kafka.admin import (
     NewTopic,
     ResourcePatternType,
     ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
 )
 
 from tests.kafka_harness import REPO, free_port
@@ -54,22 +57,33 @@ class SaslBroker:
     process: subprocess.Popen[bytes]
     log_path: Path
 
-    def client_config(self, user: str, password: str | None = None) -> dict[str, str]:
-        """librdkafka properties of a client logged in as ``user``."""
+    def client_config(
+        self, user: str, password: str | None = None, mechanism: str = "PLAIN"
+    ) -> dict[str, str]:
+        """librdkafka properties of a client logged in as ``user`` (PLAIN: the JAAS users; SCRAM-SHA-256:
+        users given a password with :meth:`set_scram_password`)."""
         return {
             "bootstrap.servers": self.bootstrap,
             "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanism": "PLAIN",
+            "sasl.mechanism": mechanism,
             "sasl.username": user,
             "sasl.password": self.passwords[user] if password is None else password,
         }
 
-    def env(self, user: str, password: str | None = None) -> dict[str, str]:
+    def env(self, user: str, password: str | None = None, mechanism: str = "PLAIN") -> dict[str, str]:
         """The same as ``KAFKA_*`` variables, as an operator would set them for the worker."""
         return {
             f"KAFKA_{key.upper().replace('.', '_')}": value
-            for key, value in self.client_config(user, password).items()
+            for key, value in self.client_config(user, password, mechanism).items()
         }
+
+    def set_scram_password(self, user: str, password: str) -> None:
+        """Create or change ``user``'s SCRAM-SHA-256 password (as ``admin``, through the Admin API)."""
+        admin = self.admin()
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096)
+        upsert = UserScramCredentialUpsertion(user, info, password.encode())
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(30)
 
     def admin(self) -> AdminClient:
         """An Admin client logged in as the super user."""
@@ -132,13 +146,18 @@ def _server_properties(port: int, controller_port: int, data: Path, passwords: d
             "inter.broker.listener.name=SASL_PLAINTEXT",
             "controller.listener.names=CONTROLLER",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-            "sasl.enabled.mechanisms=PLAIN",
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256",
             "sasl.mechanism.inter.broker.protocol=PLAIN",
             f"listener.name.sasl_plaintext.plain.sasl.jaas.config={_jaas_line(passwords)}",
+            # SCRAM users and passwords live in the cluster metadata (set_scram_password).
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             # ANONYMOUS: the broker's own requests to the controller, over the loopback PLAINTEXT listener.
             "super.users=User:admin;User:ANONYMOUS",
             "allow.everyone.if.no.acl.found=false",
+            # Clients log in again every 10 s (KIP-368): a changed SCRAM password takes effect while running.
+            "connections.max.reauth.ms=10000",
             f"log.dirs={data}",
             "auto.create.topics.enable=false",
             "num.partitions=2",

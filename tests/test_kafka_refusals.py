@@ -45,6 +45,7 @@ def lacking(grant: Grant, *, describe: bool = True) -> list[Grant]:
 USERS = {
     "scorer": EVERYTHING,
     "revoked": EVERYTHING,  # loses Write on the output while running
+    "rotated": EVERYTHING,  # logs in with SCRAM; its password changes while running
     "no-read": lacking(EVERYTHING[0]),
     "no-mentions": lacking(EVERYTHING[0], describe=False),
     "no-write": lacking(EVERYTHING[1]),
@@ -119,8 +120,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory, val_split: Dataset) -> Iter
     if reason is not None:
         pytest.skip(reason)
     with sasl_broker(tmp_path_factory.mktemp("sasl-broker"), USERS) as running:
-        outputs = [f"{OUTPUT}.at-least-once", f"{OUTPUT}.exactly-once", f"{OUTPUT}.revoked"]
-        running.create_topics([INPUT, OUTPUT, DLQ, f"{INPUT}.revoked", *outputs])
+        outputs = [f"{OUTPUT}.{case}" for case in ("at-least-once", "exactly-once", "revoked", "rotated")]
+        running.create_topics([INPUT, OUTPUT, DLQ, f"{INPUT}.revoked", f"{INPUT}.rotated", *outputs])
         for user, grants in USERS.items():
             running.grant(user, grants)
         items = posts(val_split, POSTS)
@@ -304,4 +305,39 @@ def test_tls_to_a_listener_without_it_is_named_a_failed_handshake(
         "SASL_SSL): " in log
     )
     assert "SSL handshake failed" in log and "check KAFKA_SECURITY_PROTOCOL" in log
+    assert_no_password(broker, log)
+
+
+def test_a_password_changed_while_running_is_named_a_refused_login(
+    broker: SaslBroker,
+    small_model: Path,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    val_split: Dataset,
+) -> None:
+    """The broker makes clients log in again every 10 s (connections.max.reauth.ms): the next login after
+    the change is refused."""
+    source, output = f"{INPUT}.rotated", f"{OUTPUT}.rotated"
+    admin = broker.client_config("admin")
+    bootstrap = admin["bootstrap.servers"]
+    produce(bootstrap, source, [(None, orjson.dumps(p)) for p in posts(val_split, 100)], admin)
+    first, second = "rotated-first-5f1c", "rotated-second-9d2e"
+    broker.set_scram_password("rotated", first)
+    env = {
+        **worker_env(broker, small_model, "rotated", "rotated", INPUT_TOPIC=source, OUTPUT_TOPIC=output),
+        **broker.env("rotated", first, mechanism="SCRAM-SHA-256"),
+    }
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    workers.append(worker)
+    results = read_all(bootstrap, output, 100, timeout=90, distinct=lambda r: r.value(), settings=admin)
+    assert len({r.value() for r in results}) >= 100
+    broker.set_scram_password("rotated", second)
+    assert worker.wait(60) == 3, worker.tail(30)
+    log = worker.log
+    assert (
+        "stopping without committing past the failure: Kafka refused the login of user 'rotated' "
+        "(SASL mechanism SCRAM-SHA-256 over SASL_PLAINTEXT): " in log
+    )
+    assert "invalid credentials" in log
+    assert first not in log and second not in log
     assert_no_password(broker, log)
