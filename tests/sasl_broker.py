@@ -1,8 +1,10 @@
-"""A real Apache Kafka 4.1 broker with SASL/PLAIN and ACLs (StandardAuthorizer), for the refusal tests.
+"""A real Apache Kafka 4.1 broker with SASL (PLAIN, SCRAM-SHA-256) and ACLs (StandardAuthorizer), for the
+refusal tests.
 
 Single node in KRaft mode on loopback: a SASL_PLAINTEXT listener for clients, a PLAINTEXT controller
-listener (principal ANONYMOUS, a super user like ``admin``). Users and their passwords live in the
-listener's JAAS line; ACLs are created through the Admin API as ``admin``. Needs Java 17+ and the
+listener (principal ANONYMOUS, a super user like ``admin``). PLAIN users and their passwords live in the
+listener's JAAS line, SCRAM ones in the cluster metadata; ACLs and SCRAM passwords are set through the
+Admin API as ``admin``. Needs Java 17+ and the
 distribution ``../shared/kafka/kafka_2.13-4.1.0.tgz`` (``KAFKA_DIST_TGZ`` elsewhere).
 """
 
