@@ -177,12 +177,11 @@ class Worker:
             [s.input_topic, s.output_topic, s.dlq_topic], s.startup_timeout_seconds
         )
         log.info("topics: %s", ", ".join(f"{t} ({n} partitions)" for t, n in partitions.items()))
-        check_access(
-            self._client_config, [s.input_topic], [s.output_topic, s.dlq_topic], s.startup_timeout_seconds
-        )
-        self.consumer.check_group(s.input_topic, s.startup_timeout_seconds)
         self.reputation_topic = self._reputation_topic()
         self.reputation.publish = self.reputation_topic is not None
+        outputs = [s.output_topic, s.dlq_topic, *([self.reputation_topic] if self.reputation_topic else [])]
+        check_access(self._client_config, [s.input_topic], outputs, s.startup_timeout_seconds)
+        self.consumer.check_group(s.input_topic, s.startup_timeout_seconds)
         if ModelOperations.enabled(s):
             self.model_ops.start(self.model)
         if s.exactly_once:
