@@ -121,11 +121,13 @@ def read_all(
     settle: float = 0.0,
     distinct: Callable[[Any], object] | None = None,
     until: Callable[[list[Any]], bool] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> list[Any]:
     """Read ``topic`` from the start until ``expected`` records arrived (plus ``settle`` seconds more,
     to catch duplicates) or ``timeout``. With ``distinct``, count distinct ``distinct(record)`` values
     instead of records (at-least-once output may hold duplicates). With ``until``, also wait (checked
-    about once a second) until ``until(records)`` holds."""
+    about once a second) until ``until(records)`` holds. ``settings``: further librdkafka properties (a
+    login, say)."""
     consumer = ck.Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -133,6 +135,7 @@ def read_all(
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            **(settings or {}),
         }
     )
     consumer.subscribe([topic])

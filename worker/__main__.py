@@ -3,7 +3,9 @@
 Exit codes: 0 stopped on request (SIGTERM/SIGINT) after committing what the broker acknowledged; 1 a
 runtime failure (a delivery or model error persisted, or the broker stayed unreachable past
 BROKER_OUTAGE_BUDGET_SECONDS: nothing past it was committed); 2 could not start (configuration, broker,
-topic, model).
+topic, model); 3 Kafka refused the login (SASL authentication); 4 Kafka refused an operation (a topic,
+group or transactional-id ACL is missing); 5 the TLS handshake with Kafka failed. A refusal has the same
+exit code and wording at start and while running (a rotated password, a revoked ACL).
 """
 
 from __future__ import annotations
@@ -15,13 +17,29 @@ from pydantic import ValidationError
 
 from sentiment_model import ModelError, Predictor, resolve_model
 from worker.app import Worker
-from worker.kafka import KafkaLayerError
+from worker.kafka import (
+    AuthenticationFailedError,
+    AuthorizationFailedError,
+    KafkaLayerError,
+    KafkaRefusedError,
+    TlsFailedError,
+)
 from worker.metrics import Heartbeat, MetricsServer, WorkerMetrics
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("worker")
 
 EXIT_OK, EXIT_RUNTIME, EXIT_STARTUP = 0, 1, 2
+EXIT_AUTHENTICATION, EXIT_AUTHORIZATION, EXIT_TLS = 3, 4, 5
+
+
+def refusal_exit(exc: KafkaRefusedError) -> int:
+    """The exit code of a refusal: an operator's fix differs for each."""
+    if isinstance(exc, AuthenticationFailedError):
+        return EXIT_AUTHENTICATION
+    if isinstance(exc, AuthorizationFailedError):
+        return EXIT_AUTHORIZATION
+    return EXIT_TLS if isinstance(exc, TlsFailedError) else EXIT_STARTUP
 
 
 def main() -> int:
@@ -66,12 +84,18 @@ def main() -> int:
             worker = Worker(settings, predictor, model, metrics, heartbeat)
             worker.install_signal_handlers()
             worker.start()
+        except KafkaRefusedError as exc:
+            log.error("cannot start: %s", exc)
+            return refusal_exit(exc)
         # ValueError: a malformed KAFKA_CONFIG_FILE; KafkaLayerError: client config, broker, topics.
         except (KafkaLayerError, ValueError) as exc:
             log.error("cannot start: %s", exc)
             return EXIT_STARTUP
         try:
             worker.run()
+        except KafkaRefusedError as exc:
+            log.error("stopping without committing past the failure: %s", exc)
+            return refusal_exit(exc)
         except (KafkaLayerError, ModelError) as exc:
             log.error("stopping without committing past the failure: %s", exc)
             return EXIT_RUNTIME

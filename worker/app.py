@@ -30,7 +30,16 @@ from worker.batch import (
 )
 from worker.checkpoint import Checkpoint, Outcome
 from worker.drift import DriftMonitor
-from worker.kafka import Consumer, KafkaLayerError, Producer, TopicNotFoundError, client_config, redact
+from worker.kafka import (
+    Consumer,
+    KafkaLayerError,
+    KafkaRefusedError,
+    Producer,
+    TopicNotFoundError,
+    client_config,
+    redact,
+)
+from worker.kafka.admin import check_access
 from worker.metrics import Heartbeat, WorkerMetrics
 from worker.processing import TRANSACTION_HEADER, Rejected, dead_letter_headers, model_headers
 from worker.reputation import Reputation
@@ -75,6 +84,7 @@ class Worker:
         base = client_config(
             settings.kafka_bootstrap_servers, settings.kafka_properties(), {"client.id": settings.client_id}
         )
+        self._client_config = base
         consumer_config = {
             **base,
             "group.id": settings.consumer_group,
@@ -166,6 +176,9 @@ class Worker:
         log.info("topics: %s", ", ".join(f"{t} ({n} partitions)" for t, n in partitions.items()))
         self.reputation_topic = self._reputation_topic()
         self.reputation.publish = self.reputation_topic is not None
+        outputs = [s.output_topic, s.dlq_topic, *([self.reputation_topic] if self.reputation_topic else [])]
+        check_access(self._client_config, [s.input_topic], outputs, s.startup_timeout_seconds)
+        self.consumer.check_group(s.input_topic, s.startup_timeout_seconds)
         if ModelOperations.enabled(s):
             self.model_ops.start(self.model)
         if s.exactly_once:
@@ -265,12 +278,13 @@ class Worker:
         timeout = self.settings.startup_timeout_seconds
         try:
             self.consumer.check_topics([configured or "reputation"], timeout)
-        except TopicNotFoundError:
+        except (TopicNotFoundError, KafkaRefusedError) as exc:
             if configured:
                 raise
             log.warning(
-                "no topic 'reputation': per-brand window aggregates are off (create it compacted, "
-                "or set REPUTATION_TOPIC='' to say so); the per-brand gauges still work"
+                "no topic 'reputation' (%s): per-brand window aggregates are off (create it compacted, "
+                "or set REPUTATION_TOPIC='' to say so); the per-brand gauges still work",
+                "not found" if isinstance(exc, TopicNotFoundError) else "not authorized to Describe it",
             )
             return None
         log.info(

@@ -12,14 +12,16 @@ from pydantic_settings import SettingsConfigDict
 
 from schemas.mention import primary_language
 from sentiment_model import ModelSettings
-from worker.kafka.config import properties_from_env, properties_from_file
+from worker.kafka.config import env_properties, properties_from_file
 
 
 class WorkerSettings(ModelSettings):
     """Everything ``python -m worker`` reads. Model source settings come from :class:`ModelSettings`.
 
-    Any other ``KAFKA_*`` variable is passed to librdkafka as a property (``KAFKA_SECURITY_PROTOCOL=SASL_SSL``
-    -> ``security.protocol``), as is every line of ``KAFKA_CONFIG_FILE``; the variables win over the file.
+    Other ``KAFKA_*`` variables follow the environment rule (:mod:`worker.kafka.config`): one whose derived
+    property librdkafka knows is passed on (``KAFKA_SECURITY_PROTOCOL=SASL_SSL`` -> ``security.protocol``),
+    any other is skipped with a warning, a near miss of a property stops the start. Every line of
+    ``KAFKA_CONFIG_FILE`` is passed on; the variables win over the file.
     """
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
@@ -174,6 +176,9 @@ class WorkerSettings(ModelSettings):
         return self.processing_guarantee == "exactly_once"
 
     def kafka_properties(self) -> dict[str, str]:
-        """Passthrough librdkafka properties: the config file, then KAFKA_* variables."""
+        """Passthrough librdkafka properties: the config file, then KAFKA_* variables (the environment
+        rule; logs the skipped ones, raises :class:`ClientConfigError` for a near miss)."""
         from_file = properties_from_file(self.kafka_config_file) if self.kafka_config_file else {}
-        return {**from_file, **properties_from_env(os.environ)}
+        from_env = env_properties(os.environ)
+        from_env.warn_skipped()
+        return {**from_file, **from_env.properties}

@@ -35,6 +35,7 @@ from sentiment_model.resolve import LOCAL_REPO
 from worker.demo.board import Board, BrandDeviation
 from worker.demo.posts import DEFAULT_MOODS, Post, PostStream
 from worker.demo.processes import Child, port_or_free
+from worker.kafka import KafkaLayerError
 from worker.kafka.admin import ensure_topics
 from worker.kafka.config import client_config
 from worker.kafka.mock_cluster import MockCluster
@@ -117,6 +118,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; see the module docstring."""
+    try:
+        return _run(argv)
+    except KafkaLayerError as exc:  # a misspelt KAFKA_* variable, an unreachable or refusing cluster
+        log.error("cannot start: %s", exc)
+        return 2
+
+
+def _run(argv: list[str] | None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from training.demo import get_model  # training code only when the demo runs, not on worker import

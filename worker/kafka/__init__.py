@@ -3,6 +3,8 @@
 from worker.kafka.config import client_config, redact
 from worker.kafka.consumer import Consumer
 from worker.kafka.errors import (
+    AuthenticationFailedError,
+    AuthorizationFailedError,
     BrokerOutageError,
     BrokerUnreachableError,
     ClientConfigError,
@@ -10,12 +12,16 @@ from worker.kafka.errors import (
     ConsumerFailedError,
     DeliveryFailedError,
     KafkaLayerError,
+    KafkaRefusedError,
+    TlsFailedError,
     TopicNotFoundError,
     TransactionFailedError,
 )
 from worker.kafka.producer import Producer
 
 __all__ = [
+    "AuthenticationFailedError",
+    "AuthorizationFailedError",
     "BrokerOutageError",
     "BrokerUnreachableError",
     "ClientConfigError",
@@ -24,7 +30,9 @@ __all__ = [
     "ConsumerFailedError",
     "DeliveryFailedError",
     "KafkaLayerError",
+    "KafkaRefusedError",
     "Producer",
+    "TlsFailedError",
     "TopicNotFoundError",
     "TransactionFailedError",
     "client_config",

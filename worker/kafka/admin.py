@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._acl import AclOperation
 from confluent_kafka.cimpl import NewTopic
 
-from worker.kafka.errors import BrokerUnreachableError, ClientConfigError, TopicNotFoundError
+from worker.kafka.errors import (
+    AuthorizationFailedError,
+    BrokerUnreachableError,
+    ClientConfigError,
+    TopicNotFoundError,
+)
+from worker.kafka.refusals import ErrorWatch, refusal
 
 log = logging.getLogger("worker.kafka")
 
@@ -73,3 +81,55 @@ def _ensure(
             raise TopicNotFoundError(f"topic {topic!r} could not be created; create it with your Kafka tools")
         found[topic] = len(meta.partitions)
     return found
+
+
+def check_access(
+    config: Mapping[str, object], read: Sequence[str], write: Sequence[str], timeout: float
+) -> None:
+    """Fail fast on a missing topic ACL: Read on each of ``read``, Write on each of ``write``.
+
+    Asks for the topics' authorized operations (KIP-430, Kafka 2.3+), so a missing Write shows at start,
+    not at the first result. Says nothing where the cluster does not tell (no authorizer, an older
+    broker, no controller among the brokers, as in librdkafka's mock cluster, where the request waited
+    for one until the time-out): the refusal is then named when it happens."""
+    watch = ErrorWatch(config)
+    settings: dict[str, Any] = {k: v for k, v in config.items() if isinstance(v, str | int | float)}
+    settings["error_cb"] = watch
+    try:
+        admin = AdminClient(settings)
+    except KafkaException as exc:
+        raise ClientConfigError(f"invalid admin client configuration: {exc.args[0].str()}") from exc
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnreachableError(
+            f"no Kafka broker answered within {timeout:.0f}s ({exc.args[0]})"
+        ) from exc
+    if metadata.controller_id not in metadata.brokers:
+        return
+    needs = {topic: "Read" for topic in read} | {topic: "Write" for topic in write}
+    wanted = {"Read": AclOperation.READ, "Write": AclOperation.WRITE}
+    futures = admin.describe_topics(
+        TopicCollection(list(needs)), request_timeout=timeout, include_authorized_operations=True
+    )
+    for topic, future in futures.items():
+        try:
+            allowed = future.result(timeout).authorized_operations
+        except KafkaException as exc:
+            refused = refusal(exc.args[0], watch.who, operation="Describe", topic=topic)
+            if refused is not None:
+                raise refused from exc
+            log.debug("authorized operations of %s unknown: %s", topic, exc.args[0].str())
+            continue
+        except TimeoutError:
+            continue
+        operation = needs[topic]
+        if allowed and wanted[operation] not in allowed and AclOperation.ALL not in allowed:
+            raise AuthorizationFailedError(
+                f"Kafka refused {watch.who}: not authorized to {operation} topic {topic!r} (its ACLs "
+                f"allow {', '.join(sorted(op.name for op in allowed))}); grant {operation} on topic "
+                f"{topic!r} to {watch.who.principal}",
+                resource="topic",
+                name=topic,
+                operation=operation,
+            )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,8 +16,10 @@ from worker.kafka.errors import (
     ClientConfigError,
     CommitFailedError,
     ConsumerFailedError,
+    KafkaLayerError,
     TopicNotFoundError,
 )
+from worker.kafka.refusals import ErrorWatch, refusal
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +41,19 @@ _SKIPPABLE_COMMIT_CODES = frozenset(
 )
 
 
-def _commit_error(error: KafkaError) -> CommitFailedError:
-    retriable = error.retriable() or error.code() in _SKIPPABLE_COMMIT_CODES
-    return CommitFailedError(f"offset commit failed: {error.str()}", retriable=retriable)
+# How long one start-up request may wait before the error events are served: a refused login shows there
+# after about 0.3 s, while the request itself would wait for the whole start-up timeout.
+_STEP_SECONDS = 1.0
 
 
 class Consumer:
     """A group member that never commits on its own: offsets move only through :meth:`commit`."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._commit_failure: CommitFailedError | None = None
+        self._commit_failure: KafkaLayerError | None = None
+        self._watch = ErrorWatch(config)
+        self._group = str(config.get("group.id", ""))
+        self._subscribed = False
         try:
             self._consumer = ck.Consumer(
                 {
@@ -56,6 +62,7 @@ class Consumer:
                     "enable.auto.offset.store": False,
                     "enable.partition.eof": False,
                     "on_commit": self._on_commit,
+                    "error_cb": self._watch,
                 }
             )
         except KafkaException as exc:
@@ -74,22 +81,73 @@ class Consumer:
             raise ConsumerFailedError(f"no consumer group metadata: {exc.args[0].str()}") from exc
 
     def check_topics(self, topics: Sequence[str], timeout: float) -> dict[str, int]:
-        """Fail fast: the cluster answers and each topic exists. Returns partitions per topic."""
-        try:
-            metadata = self._consumer.list_topics(timeout=timeout)
-        except KafkaException as exc:
-            raise BrokerUnreachableError(
-                f"no Kafka broker answered within {timeout:.0f}s ({exc.args[0]}): "
-                "check KAFKA_BOOTSTRAP_SERVERS and the network/security settings"
-            ) from exc
+        """Fail fast: the cluster answers, lets us in, and each topic exists and may be described.
+        Returns partitions per topic."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                metadata = self._consumer.list_topics(timeout=_STEP_SECONDS)
+                break
+            except KafkaException as exc:
+                self._serve_errors()
+                self._watch.raise_if_refused(starting=True)
+                if time.monotonic() >= deadline:
+                    raise BrokerUnreachableError(
+                        f"no Kafka broker answered within {timeout:.0f}s ({exc.args[0]}): "
+                        "check KAFKA_BOOTSTRAP_SERVERS and the network"
+                    ) from exc
         partitions: dict[str, int] = {}
         for topic in topics:
-            found = metadata.topics.get(topic)
+            # A topic the principal may not describe is left out of the full list: ask for it by name.
+            found = metadata.topics.get(topic) or self._describe(topic, timeout)
+            if found is not None and found.error is not None:
+                refused = refusal(found.error, self._watch.who, operation="Describe", topic=topic)
+                if refused is not None:
+                    raise refused
             if found is None or found.error is not None or not found.partitions:
                 reason = found.error.str() if found is not None and found.error is not None else "not found"
                 raise TopicNotFoundError(f"topic {topic!r} does not exist ({reason}); create it first")
             partitions[topic] = len(found.partitions)
         return partitions
+
+    def _describe(self, topic: str, timeout: float) -> Any:
+        try:
+            return self._consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        except KafkaException:
+            return None
+
+    def check_group(self, topic: str, timeout: float) -> None:
+        """Fail fast on a group we may not use: fetch its committed offset of ``topic`` partition 0 (finding
+        the coordinator needs the group ACL). Other failures are left to the group join."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._consumer.committed([TopicPartition(topic, 0)], timeout=_STEP_SECONDS)
+                return
+            except KafkaException as exc:
+                refused = refusal(exc.args[0], self._watch.who, operation="Read", group=self._group)
+                if refused is not None:
+                    raise refused from exc
+                self._serve_errors()
+                if time.monotonic() >= deadline:
+                    log.warning("no committed offsets of group %s yet: %s", self._group, exc.args[0].str())
+                    return
+
+    def _serve_errors(self) -> None:
+        """Before subscribing: serve the error callback and the consumer's error events (a refused login or
+        TLS handshake, a group we may not use, which librdkafka reports once) and raise a refusal. Once
+        subscribed, :meth:`consume` serves them (polling here would drop records)."""
+        while not self._subscribed and (event := self._consumer.poll(0)) is not None:
+            error = event.error()
+            if error is None:
+                continue
+            refused = refusal(
+                error, self._watch.who, operation="Read", topic=event.topic(), group=self._group
+            )
+            if refused is not None:
+                raise refused
+            log.warning("consumer: %s", error.str())
+        self._watch.raise_if_refused()
 
     def subscribe(
         self,
@@ -99,6 +157,7 @@ class Consumer:
         on_lost: PartitionsCallback,
     ) -> None:
         """Join the group; the callbacks run inside :meth:`consume`."""
+        self._subscribed = True
         try:
             self._consumer.subscribe(
                 topics,
@@ -128,14 +187,21 @@ class Consumer:
                     records += self._consumer.consume(max_records - 1, 0)
         except KafkaException as exc:
             raise ConsumerFailedError(f"consume failed: {exc.args[0].str()}") from exc
+        self._watch.raise_if_refused()
         good: list[Message] = []
         for record in records:
             error = record.error()
             if error is None:
                 good.append(record)
-            elif error.fatal():
+                continue
+            refused = refusal(
+                error, self._watch.who, operation="Read", topic=record.topic(), group=self._group
+            )
+            if refused is not None:
+                raise refused
+            if error.fatal():
                 raise ConsumerFailedError(f"fatal consumer error: {error.str()}")
-            elif error.code() != KafkaError._PARTITION_EOF:
+            if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer: %s", error.str())
         return good
 
@@ -155,13 +221,22 @@ class Consumer:
         try:
             self._consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
-            raise _commit_error(exc.args[0]) from exc
+            raise self._commit_error(exc.args[0]) from exc
+
+    def _commit_error(self, error: KafkaError, topic: str | None = None) -> KafkaLayerError:
+        refused = refusal(error, self._watch.who, operation="Read", topic=topic, group=self._group)
+        if refused is not None:
+            return refused
+        retriable = error.retriable() or error.code() in _SKIPPABLE_COMMIT_CODES
+        return CommitFailedError(f"offset commit failed: {error.str()}", retriable=retriable)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        errors = [error] if error is not None else [tp.error for tp in partitions if tp.error is not None]
-        for problem in errors:
-            failure = _commit_error(problem)
-            if failure.retriable:
+        errors = (
+            [(error, None)] if error is not None else [(tp.error, tp.topic) for tp in partitions if tp.error]
+        )
+        for problem, topic in errors:
+            failure = self._commit_error(problem, topic)
+            if isinstance(failure, CommitFailedError) and failure.retriable:
                 log.warning("%s; a later checkpoint commits past it (results are acknowledged)", failure)
             elif self._commit_failure is None:
                 self._commit_failure = failure

@@ -70,3 +70,26 @@ class TransactionFailedError(KafkaLayerError):
         self.retriable = retriable
         self.abortable = abortable
         self.reinitialise = reinitialise
+
+
+class KafkaRefusedError(KafkaLayerError):
+    """The cluster refused this client: its login, a permission or the TLS handshake. Waiting or retrying
+    does not help (librdkafka would retry forever); an operator must change credentials, ACLs or TLS
+    settings. The same message whether it happens at start or while running (a rotated password, a
+    revoked ACL)."""
+
+
+class AuthenticationFailedError(KafkaRefusedError):
+    """The broker rejected the client's login (SASL)."""
+
+
+class AuthorizationFailedError(KafkaRefusedError):
+    """The client's principal lacks an ACL: ``operation`` on the ``resource`` named ``name``."""
+
+    def __init__(self, message: str, *, resource: str, name: str, operation: str) -> None:
+        super().__init__(message)
+        self.resource, self.name, self.operation = resource, name, operation
+
+
+class TlsFailedError(KafkaRefusedError):
+    """The TLS handshake with a broker failed (certificate, CA, protocol)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -12,7 +13,13 @@ from typing import Any
 import confluent_kafka as ck
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from worker.kafka.errors import ClientConfigError, DeliveryFailedError, TransactionFailedError
+from worker.kafka.errors import (
+    ClientConfigError,
+    DeliveryFailedError,
+    KafkaRefusedError,
+    TransactionFailedError,
+)
+from worker.kafka.refusals import ErrorWatch, refusal
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +86,19 @@ class Producer:
         # Success reports are never read (failures are, and flush() counts what is unacknowledged):
         # without them a producer of 200,000 300-byte records to the mock cluster ran at 117-159k/s
         # instead of 94-115k/s (two rounds each, a loaded 2-core machine).
-        settings = {"delivery.report.only.error": True, **config, "enable.idempotence": True, "acks": "all"}
+        self._watch = ErrorWatch(config)
+        settings = {
+            "delivery.report.only.error": True,
+            **config,
+            "enable.idempotence": True,
+            "acks": "all",
+            "error_cb": self._watch,
+        }
         if transactional_id:
             settings["transactional.id"] = transactional_id
         self.transactional = bool(transactional_id)
         self._settings = settings
+        self._transactional_id = transactional_id
         self._buffer_wait = buffer_wait_seconds
         self._on_wait = on_wait or (lambda: True)
         self._producer = self._client()
@@ -98,11 +113,18 @@ class Producer:
         except KafkaException as exc:
             raise ClientConfigError(f"invalid producer configuration: {exc.args[0].str()}") from exc
 
-    def _on_delivery(self, error: KafkaError | None, _record: Any) -> None:
+    def _on_delivery(self, error: KafkaError | None, record: Any) -> None:
         if error is not None and error.code() not in _PURGED:
             self._failures += 1
             if self._failure is None:
                 self._failure = error
+                self._watch.refused = self._watch.refused or refusal(
+                    error, self._watch.who, operation="Write", topic=record.topic()
+                )
+
+    def _raise_if_refused(self) -> None:
+        """A refusal seen by the error callback or in a delivery report (the same wording either way)."""
+        self._watch.raise_if_refused()
 
     def produce(self, topic: str, value: bytes, key: bytes | None, headers: Headers | None = None) -> None:
         """Queue one record; while the local queue is full, serve deliveries and wait (bounded)."""
@@ -140,8 +162,22 @@ class Producer:
                 raise DeliveryFailedError(f"cannot produce to {topic!r}: {exc.args[0]}") from exc
 
     def poll(self) -> None:
-        """Serve delivery reports without waiting."""
-        self._producer.poll(0)
+        """Serve delivery reports without waiting; raise a refusal they or the error callback brought."""
+        try:
+            self._producer.poll(0)
+        except KafkaException as exc:  # a fatal error (a fenced or refused transactional producer)
+            raise self._fatal(exc) from exc
+        self._raise_if_refused()
+
+    def _fatal(self, exc: KafkaException) -> KafkaRefusedError | TransactionFailedError:
+        refused = refusal(
+            exc.args[0], self._watch.who, operation="Write", transactional_id=self._transactional_id
+        )
+        return (
+            refused
+            if refused is not None
+            else TransactionFailedError(f"producer failed: {exc.args[0].str()}")
+        )
 
     @property
     def outstanding(self) -> int:
@@ -154,7 +190,9 @@ class Producer:
         return int(self._producer.flush(timeout))
 
     def raise_on_failure(self) -> None:
-        """Raise :class:`DeliveryFailedError` if a delivery failed since the last :meth:`forget_failures`."""
+        """Raise :class:`DeliveryFailedError` if a delivery failed since the last :meth:`forget_failures`
+        (:class:`KafkaRefusedError` if the broker refused it)."""
+        self._raise_if_refused()
         if self._failure is not None:
             error, count = self._failure, self._failures
             raise DeliveryFailedError(
@@ -249,13 +287,24 @@ class Producer:
             raise TransactionFailedError(f"{name} still waiting for the broker", retriable=True)
         self._running = None
         if running.error is not None:
-            raise _transaction_error(name, running.error) from running.error
+            raise self._transaction_error(name, running.error) from running.error
 
     def _call(self, name: str, *args: Any) -> None:
         try:
             getattr(self._producer, name)(*args)
         except KafkaException as exc:
-            raise _transaction_error(name, exc) from exc
+            raise self._transaction_error(name, exc) from exc
+
+    def _transaction_error(
+        self, name: str, exc: KafkaException
+    ) -> TransactionFailedError | KafkaRefusedError:
+        """A refusal (ours, or one the deliveries brought) stops the worker; aborting would only repeat it."""
+        with contextlib.suppress(KafkaException):  # a fatal error is raised by poll too: it is exc itself
+            self._producer.poll(0)
+        refused = self._watch.refused or refusal(
+            exc.args[0], self._watch.who, operation="Write", transactional_id=self._transactional_id
+        )
+        return refused if refused is not None else _transaction_error(name, exc)
 
 
 def _transaction_error(name: str, exc: KafkaException) -> TransactionFailedError:
