@@ -203,14 +203,22 @@ def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list[ck.Me
     consumer = ck.Consumer(
         {"bootstrap.servers": bootstrap, "group.id": unique("end"), "isolation.level": "read_committed"}
     )
+    deadline = time.monotonic() + timeout
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)[1] for p in partitions
-        }
+        while True:  # a broker just thawed can answer "unknown partition" for a moment
+            try:
+                partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+                ends = {
+                    p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)[1]
+                    for p in partitions
+                }
+                break
+            except ck.KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in partitions])
         records: list[ck.Message] = []
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             records += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
             positions = consumer.position([ck.TopicPartition(topic, p) for p in partitions])

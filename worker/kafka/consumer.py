@@ -35,6 +35,7 @@ _SKIPPABLE_COMMIT_CODES = frozenset(
         KafkaError._TIMED_OUT,
         KafkaError.REQUEST_TIMED_OUT,
         KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
         KafkaError.NOT_COORDINATOR,
         KafkaError._TRANSPORT,
     }
@@ -249,7 +250,7 @@ class Consumer:
         try:
             return list(self._consumer.committed(partitions, timeout=timeout))
         except KafkaException as exc:
-            raise _commit_error(exc.args[0]) from exc
+            raise self._commit_error(exc.args[0]) from exc
 
     def seek(self, positions: list[TopicPartition]) -> None:
         """Move the fetch position of each partition (to reprocess after an abort or a timed-out delivery)."""
