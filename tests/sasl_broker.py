@@ -5,7 +5,7 @@ Single node in KRaft mode on loopback: a SASL_PLAINTEXT listener for clients, a 
 listener (principal ANONYMOUS, a super user like ``admin``). PLAIN users and their passwords live in the
 listener's JAAS line, SCRAM ones in the cluster metadata; ACLs and SCRAM passwords are set through the
 Admin API as ``admin``. Needs Java 17+ and the
-distribution ``../shared/kafka/kafka_2.13-4.1.0.tgz`` (``KAFKA_DIST_TGZ`` elsewhere).
+distribution ``../shared/kafka/kafka_2.13-4.1.0.tgz`` (``BROKER_DIST_TGZ`` elsewhere).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from confluent_kafka.admin import (
 
 from tests.kafka_harness import REPO, free_port
 
-DIST_TGZ = Path(os.environ.get("KAFKA_DIST_TGZ") or REPO.parent / "shared/kafka/kafka_2.13-4.1.0.tgz")
+DIST_TGZ = Path(os.environ.get("BROKER_DIST_TGZ") or REPO.parent / "shared/kafka/kafka_2.13-4.1.0.tgz")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def missing_prerequisite() -> str | None:
     if java is None:
         return "no java on PATH (the SASL broker is Apache Kafka 4.1: Java 17 or newer)"
     if not DIST_TGZ.is_file():
-        return f"no Kafka distribution at {DIST_TGZ} (set KAFKA_DIST_TGZ)"
+        return f"no Kafka distribution at {DIST_TGZ} (set BROKER_DIST_TGZ)"
     return None
 
 

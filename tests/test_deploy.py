@@ -741,9 +741,9 @@ def test_ci_workflow_runs_make_test_and_builds_the_images() -> None:
     assert any("python -m training.export_tweeteval" in r for r in runs)
     assert test_job["env"]["TWEETEVAL_DIR"].endswith("/../shared/data/tweeteval-sentiment")
     # the SASL/ACL broker's prerequisites (tests/sasl_broker.py skips without them)
-    assert test_job["env"]["KAFKA_DIST_TGZ"].endswith("/kafka_2.13-4.1.0.tgz")
+    assert test_job["env"]["BROKER_DIST_TGZ"].endswith("/kafka_2.13-4.1.0.tgz")
     assert any(s.get("uses", "").startswith("actions/setup-java@") for s in test_job["steps"])
-    assert any("sha512sum" in r and '-o "$KAFKA_DIST_TGZ"' in r for r in runs)
+    assert any("sha512sum" in r and '-o "$BROKER_DIST_TGZ"' in r for r in runs)
     (python,) = [s for s in test_job["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
     assert python["with"]["python-version"] == "3.11"
     images = wf["jobs"]["images"]
