@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import fasttext
@@ -99,14 +101,17 @@ def test_wrong_labels(tmp_path: Path, train_subset: Dataset) -> None:
         Predictor.load(path)
 
 
-def test_a_crashing_file_does_not_take_the_process_down(tmp_path: Path, small_model: Path) -> None:
-    # Cut points that crash fastText's loader outright (seen with SIGSEGV): the check runs in a child.
+def test_a_file_that_crashes_fasttext_is_a_clear_error(tmp_path: Path, small_model: Path) -> None:
+    # Cut points that crash fastText's loader outright (seen with SIGSEGV): the own reader checks every
+    # size first, in this process, and fastText never sees such a file.
     data = small_model.read_bytes()
     for fraction in (0.05, 0.1, 0.2, 0.3, 0.5):
         path = tmp_path / f"cut-{fraction}.ftz"
         path.write_bytes(data[: int(len(data) * fraction)])
-        with pytest.raises(ModelLoadError):
+        with pytest.raises(ModelLoadError, match="truncated or corrupt"):
             Predictor.load(path)
+        with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+            Predictor.load_fasttext(path)
 
 
 def test_loading_builds_every_lazy_table_so_no_post_pays_for_first_use(small_model: Path) -> None:
@@ -118,3 +123,29 @@ def test_loading_builds_every_lazy_table_so_no_post_pays_for_first_use(small_mod
         cache.cache_clear()
     Predictor.load(small_model)
     assert [cache.__name__ for cache in caches if cache.cache_info().currsize == 0] == []
+
+
+def test_the_default_scorer_is_the_compiled_one_and_fasttext_is_not_loaded(small_model: Path) -> None:
+    predictor = Predictor.load(small_model)
+    assert predictor.scorer_name == "c" and predictor.scorer_reason == ""
+    reference = Predictor.load_fasttext(small_model)
+    assert reference.scorer_name == "fasttext"
+    lines = [normalize(text) for text in TEXTS]
+    assert np.allclose(
+        predictor.predict_normalized(lines).probabilities,
+        reference.predict_normalized(lines).probabilities,
+        atol=1e-5,
+    )
+    assert predictor.vocabulary() == reference.vocabulary()
+    assert predictor.oov_counts(lines) == reference.oov_counts(lines)
+
+
+def test_a_file_the_compiled_scorer_reads_never_loads_fasttext(small_model: Path) -> None:
+    """The model is read once, in-process, by the project's reader: no child process, no fastText."""
+    probe = (
+        "import sys; from sentiment_model import Predictor; "
+        f"p = Predictor.load({str(small_model)!r}); "
+        "print(p.scorer_name, 'fasttext' in sys.modules, 'huggingface_hub' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["c", "False", "False"]
