@@ -127,9 +127,8 @@ class LinearScorer:
     @classmethod
     def from_file(cls, path: Path | str) -> LinearScorer:
         """Read ``path``; :class:`ModelLoadError` if it is not a complete model,
-        :class:`UnsupportedModelError` if it is one this scorer cannot reproduce (or without the kernel)."""
-        if _fastlinear is None:
-            raise UnsupportedModelError("the compiled kernel sentiment_model._fastlinear is not built")
+        :class:`UnsupportedModelError` if it is one this scorer cannot reproduce (or without the kernel:
+        the file is checked first all the same, so fastText never loads a file the reader refuses)."""
         return cls(read_model_file(path))
 
     def words(self) -> list[str]:

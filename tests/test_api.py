@@ -155,7 +155,9 @@ def test_corrupt_model_file_is_not_ready_but_alive(tmp_path: Path, small_model: 
         assert client.get("/ready").json()["status"] == "failed"
         # The project's reader checks every size against the bytes there: always the same clear reason.
         reason = client.get("/ready").json()["detail"]
-        assert re.fullmatch(rf"model file {re.escape(str(corrupt))} is truncated or corrupt: .+", reason), reason
+        assert re.fullmatch(rf"model file {re.escape(str(corrupt))} is truncated or corrupt: .+", reason), (
+            reason
+        )
         assert_unavailable(client, reason)
 
 

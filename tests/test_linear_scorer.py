@@ -173,6 +173,7 @@ def test_scores_with_fasttext_without_the_compiled_kernel(
     references: dict[str, Predictor],
     tweeteval_lines: list[str],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setattr(linear_scorer, "_fastlinear", None)
     predictor = Predictor.load(trained["recipe"])
@@ -182,6 +183,10 @@ def test_scores_with_fasttext_without_the_compiled_kernel(
     assert np.array_equal(predictor.predict_normalized(lines).probabilities, expected)
     with pytest.raises(UnsupportedModelError, match="not built"):
         LinearScorer.from_file(trained["recipe"])
+    truncated = tmp_path / "truncated.ftz"  # still read and refused here, never handed to fastText
+    truncated.write_bytes(trained["recipe"].read_bytes()[:-100])
+    with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+        Predictor.load(truncated)
 
 
 @pytest.mark.parametrize("name", ["recipe", "softmax"])
