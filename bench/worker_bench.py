@@ -5,7 +5,10 @@
 One broker for all phases: ``KAFKA_BOOTSTRAP_SERVERS`` or the embedded mock cluster. 200,000 TweetEval
 posts (JSON, keyed, lz4 like the outputs) are preloaded once; each phase reads them with a fresh group
 and writes its own output topic. Throughput is measured from the first output record to the last one
-written (output high watermarks), so process start, model load and group join are excluded for both.
+written (output high watermarks), so process start, model load and group join are excluded for both;
+each phase also reports its start to first result (process start, imports, model load, group join, the
+first batch), with the passthrough's as the floor the broker sets (on the mock cluster its group join
+alone takes seconds: compare the worker with the passthrough, or run against a real broker).
 """
 
 from __future__ import annotations
