@@ -138,10 +138,6 @@ class FastTextScorer:
         fasttext.FastText.eprint = lambda *_args, **_kwargs: None
         return cls(fasttext.load_model(str(path)))
 
-    def words(self) -> list[str]:
-        """The model's vocabulary (``</s>`` included)."""
-        return list(self.model.get_words(on_unicode_error="replace"))
-
     def fasttext_probabilities(self, lines: Sequence[str]) -> npt.NDArray[np.float64]:
         """What fastText's ``predict(lines, k=3)`` returns, as an ``(n, 3)`` array in LABELS order."""
         out = np.zeros((len(lines), len(LABELS)), dtype=np.float64)

@@ -131,10 +131,6 @@ class LinearScorer:
         the file is checked first all the same, so fastText never loads a file the reader refuses)."""
         return cls(read_model_file(path))
 
-    def words(self) -> list[str]:
-        """The model's vocabulary, decoded (``</s>`` included)."""
-        return [word.decode("utf-8", "replace") for word in self._words]
-
     # ---- scoring -------------------------------------------------------------------------------------
 
     def logits(self, lines: Sequence[str]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:

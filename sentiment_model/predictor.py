@@ -77,18 +77,11 @@ class Predictor:
         self.path = path
         self.scorer_reason = scorer_reason
         """Why fastText scores (empty when the compiled scorer does)."""
-        self._vocabulary: frozenset[str] | None = None
 
     @property
     def scorer_name(self) -> str:
         """``"c"`` (the compiled kernel) or ``"fasttext"``: which code scores (for logs and metrics)."""
         return self.scorer.name
-
-    def vocabulary(self) -> frozenset[str]:
-        """The words the model has vectors for."""
-        if self._vocabulary is None:
-            self._vocabulary = frozenset(self.scorer.words())
-        return self._vocabulary
 
     @classmethod
     def load(cls, path: Path | str) -> Predictor:

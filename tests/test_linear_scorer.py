@@ -14,6 +14,7 @@ import pytest
 from schemas import LABELS
 from sentiment_model import ModelCannotExplainError, ModelLoadError, Predictor, linear_scorer, normalize
 from sentiment_model.linear_scorer import LinearScorer, UnsupportedModelError
+from sentiment_model.model_file import read_model_file
 from training.data import Dataset, load_split
 from training.fasttext_train import fit, labelled_lines, project_onto_labels, quantize, training_file
 
@@ -194,7 +195,7 @@ def test_same_as_fasttext_on_fuzzed_strings(
     predictors: dict[str, Predictor], references: dict[str, Predictor], name: str
 ) -> None:
     predictor = predictors[name]
-    vocabulary = sorted(predictor.vocabulary())
+    vocabulary = sorted(word.decode() for word in read_model_file(predictor.path).words)
     lines = list(_fuzz(50_000, vocabulary, seed=7 if name == "recipe" else 8))
     assert sum(len(line.split()) > 300 for line in lines) > 100  # long lines take their own path
     for start in range(0, len(lines), 5_000):  # batches of a realistic size, not one huge call
@@ -229,7 +230,7 @@ def test_unknown_word_still_feeds_word_ngrams(
     scorer = predictor.scorer
     assert isinstance(scorer, LinearScorer)
     unknown = "zzqxunseenword"
-    assert unknown not in predictor.vocabulary()
+    assert unknown.encode() not in read_model_file(predictor.path).words
     lines = ["good day", f"good {unknown} day", f"{unknown}", f"good {unknown}"]
     assert_same_as_fasttext(predictor, references["softmax"], lines)
     # words good, day, </s> (the unknown one adds no row); trigram model, 4 word tokens: 3 + 2 + 1 n-grams.
