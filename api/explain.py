@@ -10,6 +10,7 @@ from api.bodies import Problem
 from schemas import LABELS, Label
 from schemas.api import Explanation, LabelLogits, TokenContribution
 from sentiment_model import ModelCannotExplainError, Predictor, normalize
+from sentiment_model.linear_scorer import LinearScorer
 
 #: Answered when the loaded model is scored by fastText (e.g. char n-grams): the request is fine, this
 #: server's model cannot do it.
@@ -19,11 +20,11 @@ CANNOT_EXPLAIN_STATUS = 501
 def explain(predictor: Predictor, texts: Sequence[str], labels: Sequence[Label]) -> list[Explanation]:
     """One explanation per text, tokens ordered by contribution to that text's predicted label.
 
-    Raises :class:`ModelCannotExplainError` when the model has no numpy scorer. Per text in Python: this
+    Raises :class:`ModelCannotExplainError` when fastText scores the model. Per text in Python: this
     is a diagnostic path, not the scoring hot path.
     """
     scorer = predictor.scorer
-    if scorer is None:
+    if not isinstance(scorer, LinearScorer):
         why = predictor.scorer_reason or "it is scored by fastText"
         raise ModelCannotExplainError(f"the loaded model cannot explain its scores: {why}")
     scoring = "sigmoid" if scorer.loss == "ova" else "softmax"

@@ -1,12 +1,12 @@
-"""The scorer's compiled loop, its numpy path and fastText's predict: same lines, same process, interleaved.
+"""The compiled scorer and fastText's predict: same lines, same process, interleaved.
 
 ``python -m bench.scorer_bench [--model-path FILE] [--split val] [--batch 2000] [--rounds 20]``
 
 Without ``--model-path`` it trains a model shaped like the published recipe from the first 6,000 TweetEval
 train rows (ova, words + bigrams, 1M buckets, projected to dim 3, quantized with cutoff 20,000, dsub 1).
 Scores the first ``--batch`` normalised texts of ``--split`` through ``Predictor.predict_normalized``
-with the compiled kernel (``c``, when built), with the numpy kernel, and through
-``Predictor.predict_normalized_fasttext``, in turn, ``--rounds`` times each, and prints µs/record by wall
+of ``Predictor.load`` (the compiled kernel) and of ``Predictor.load_fasttext`` (fastText's predict), in
+turn, ``--rounds`` times each, and prints µs/record by wall
 clock and by process CPU time (less disturbed by other processes on a shared machine), best and median,
 with the ratios.
 """
@@ -14,7 +14,6 @@ with the ratios.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import tempfile
@@ -23,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sentiment_model import Predictor, normalize
-from sentiment_model.linear_scorer import LinearScorer
 from training.data import load_split
 
 
@@ -62,17 +60,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         path = args.model_path or _recipe_like_model(data_dir, Path(scratch))
         predictor = Predictor.load(path)
-        numpy_predictor = copy.copy(predictor)
-        numpy_predictor.scorer = LinearScorer.from_file(path, kernel="numpy")
-    if predictor.scorer is None:
-        raise SystemExit(f"the numpy scorer declined {path}: {predictor.scorer_reason}")
-    runs: dict[str, Callable[[], object]] = {}
-    if predictor.scorer.kernel == "c":
-        runs["c"] = lambda: predictor.predict_normalized(lines)
-    else:
-        print("sentiment_model._fastlinear is not built: numpy and fastText only")
-    runs["numpy"] = lambda: numpy_predictor.predict_normalized(lines)
-    runs["fastText"] = lambda: predictor.predict_normalized_fasttext(lines)
+        reference = Predictor.load_fasttext(path)
+    if predictor.scorer_name != "c":
+        raise SystemExit(f"the compiled scorer declined {path}: {predictor.scorer_reason}")
+    runs: dict[str, Callable[[], object]] = {
+        "c": lambda: predictor.predict_normalized(lines),
+        "fastText": lambda: reference.predict_normalized(lines),
+    }
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for _ in range(args.rounds):
         for name, run in runs.items():

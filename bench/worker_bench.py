@@ -7,7 +7,10 @@ One broker for all phases: ``KAFKA_BOOTSTRAP_SERVERS``, else Apache Kafka from `
 200,000 TweetEval posts (JSON, keyed, lz4 like the outputs) are preloaded once; each phase reads them
 with a fresh group and writes its own output topic. Throughput is measured from the first output record
 to the last one written (output high watermarks), so process start, model load and group join are
-excluded for both.
+excluded for both; each phase also reports its start to first result (process start, imports, model
+load, group join, the first batch), with the passthrough's as the floor the broker sets (on the mock
+cluster its group join alone takes seconds: compare the worker with the passthrough, or use
+``--apache-kafka``).
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class Phase(NamedTuple):
     rate: float  # records/s, first..n-th output record
     rss_mb: float  # peak RSS of the largest process
     cpu_us: float  # CPU µs per record over the same window, all processes together
+    first_s: float  # process start to the first output record (import, model load, group join)
 
 
 def run_phase(
@@ -132,6 +136,7 @@ def run_phase(
     probe = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
     log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115 - kept for the user to read
     pin = ["taskset", "-c", str(core)] if core is not None else []
+    started = time.monotonic()
     processes = [
         subprocess.Popen(
             [*pin, interpreter, "-m", module], cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
@@ -165,7 +170,9 @@ def run_phase(
     if first is None or last is None:
         raise SystemExit(f"{name} did not finish; see {log.name}")
     records = last[1] - first[1]
-    return Phase(records / (last[0] - first[0]), rss, (cpu_last - cpu_first) / records * 1e6)
+    return Phase(
+        records / (last[0] - first[0]), rss, (cpu_last - cpu_first) / records * 1e6, first[0] - started
+    )
 
 
 @dataclass(frozen=True)
@@ -184,14 +191,16 @@ class _Record:
 
 def stage_costs(model: Path, sample: list[tuple[bytes, bytes]], repeats: int = 5) -> dict[str, float]:
     """Microseconds per record of each stage of the worker's hot path, in this process, on ``sample``
-    (batches of 2,000 like the benchmark's worker; the median of ``repeats`` passes)."""
+    (batches of 2,000 like the benchmark's worker; the median of ``repeats`` passes); "score (fastText)"
+    is the same batches through fastText's own predict, for comparison (not part of the total)."""
     predictor = Predictor.load(model)
+    reference = Predictor.load_fasttext(model)
     model_doc = {"repo": "local", "revision": None, "sha256": "0" * 64}
     records = [_Record(value, key) for key, value in sample]
     timestamps = TimestampParser()
     passes: dict[str, list[float]] = {}
     for _ in range(repeats):
-        costs = dict.fromkeys(("decode + validate", "normalize", "score", "encode"), 0.0)
+        costs = dict.fromkeys(("decode + validate", "normalize", "score", "encode", "score (fastText)"), 0.0)
         for start in range(0, len(records), 2000):
             batch = records[start : start + 2000]
             started = time.perf_counter()
@@ -208,6 +217,9 @@ def stage_costs(model: Path, sample: list[tuple[bytes, bytes]], repeats: int = 5
                 decoded.documents, scored.probabilities, scored.label_ids, model_doc, utc_rfc3339(time.time())
             )
             costs["encode"] += time.perf_counter() - started
+            started = time.perf_counter()
+            reference.predict_normalized(lines)
+            costs["score (fastText)"] += time.perf_counter() - started
         for stage, seconds in costs.items():
             passes.setdefault(stage, []).append(seconds / len(records) * 1e6)
     return {stage: statistics.median(values) for stage, values in passes.items()}
@@ -215,10 +227,7 @@ def stage_costs(model: Path, sample: list[tuple[bytes, bytes]], repeats: int = 5
 
 def predictor_kind(model: Path) -> str:
     """Which scorer the worker uses for ``model``."""
-    predictor = Predictor.load(model)
-    if predictor.scorer is None:
-        return "fasttext"
-    return f"{predictor.scorer_name} scorer, {predictor.scorer.kernel} kernel"
+    return f"{Predictor.load(model).scorer_name} scorer"
 
 
 def latency_phase(
@@ -413,7 +422,7 @@ def main() -> int:
             results.setdefault((name, copies, core), []).append(phase)
             print(
                 f"{label:<24} {phase.rate:>9,.0f} records/s   peak RSS {phase.rss_mb:.0f} MB   "
-                f"CPU {phase.cpu_us:.1f} µs a record",
+                f"CPU {phase.cpu_us:.1f} µs a record   first result {phase.first_s:.2f} s after start",
                 flush=True,
             )
 
@@ -441,6 +450,20 @@ def main() -> int:
                 "  (far below one worker: the mock cluster held a member's rejoin for about 41 s after a "
                 "SyncGroup it refused; see docs/results.md. A real broker does not.)"
             )
+
+        def median(name: str, figure: str) -> float:
+            """The median of one Phase field over ``name``'s single-process, unpinned rounds."""
+            return float(statistics.median(getattr(p, figure) for p in results[name, 1, None]))
+
+        def first(name: str) -> float:
+            return median(name, "first_s")
+
+        print(
+            f"start to first result (median): at-least-once worker {first('alo'):.2f} s, "
+            f"exactly-once {first('eos'):.2f} s, passthrough {first('passthrough'):.2f} s; peak RSS "
+            f"(median) at-least-once {median('alo', 'rss_mb'):.0f} MB, passthrough "
+            f"{median('passthrough', 'rss_mb'):.0f} MB"
+        )
         peers = [name for name in ("plain loop", "Quix Streams app") if (name, 1, None) in results]
         print(
             "worker at-least-once (median) / peer: "
@@ -448,7 +471,7 @@ def main() -> int:
         )
 
         def cpu(name: str) -> float:
-            return statistics.median(p.cpu_us for p in results[name, 1, None])
+            return median(name, "cpu_us")
 
         print(
             f"CPU per record, passthrough / worker (the per-core efficiency, whatever the broker's pace): "
@@ -457,6 +480,7 @@ def main() -> int:
             + ", ".join(f"{name} {cpu(name) / cpu('alo'):.2f}" for name in peers)
         )
         costs = stage_costs(model, preloaded[:20_000])
+        fasttext_score = costs.pop("score (fastText)")
         total = sum(costs.values())
         print(
             "\nhot-path cost per record, one process (µs): "
@@ -465,7 +489,8 @@ def main() -> int:
         print(
             f"  = {total:.1f} µs before any Kafka work: one process can score at most {1e6 / total:,.0f} "
             f"records/s ({1e6 / total / ceiling:.2f} x passthrough); scoring alone caps it at "
-            f"{1e6 / costs['score'] / ceiling:.2f} x passthrough ({predictor_kind(model)})"
+            f"{1e6 / costs['score'] / ceiling:.2f} x passthrough ({predictor_kind(model)}; "
+            f"fastText's predict {fasttext_score:.1f} µs a record)"
         )
         # Latency with the worker's own defaults (not the throughput phases' linger and batch size).
         lat_env = {

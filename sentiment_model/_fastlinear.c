@@ -1,25 +1,29 @@
-/* The per-token loop of sentiment_model.linear_scorer in C: tokenise, hash, look up and sum rows.
+/* The tokeniser and scorer of sentiment_model.linear_scorer: tokenise, hash, look up and sum rows.
  *
- * Semantics are those of LinearScorer._features / _logits (which follow fastText's dictionary.cc
- * getLine/addWordNgrams and model.cc computeHidden): a line is cut at its first newline or literal
- * "</s>" token, split on fastText's separators (space \t \v \f \r \0), then "</s>" is appended; a token
- * found in the vocabulary is a word (its row) or a label (nothing); an unknown token starting with
- * "__label__" is a label; any other unknown token adds no row but its FNV-1a hash (bytes read as signed
- * chars) feeds the word n-grams h = h * 116049371 + next over the sign-extended hashes, % bucket, through
- * the prune index. Rows are added in float32 in fastText's order, starting from zero: the words in token
- * order, then the n-grams (i, i+1), (i, i+2), ... by i. No -ffast-math: the order is the result.
+ * Semantics are fastText's (dictionary.cc getLine/addWordNgrams, model.cc computeHidden): a line is cut at
+ * its first newline or literal "</s>" token, split on fastText's separators (space \t \v \f \r \0), then
+ * "</s>" is appended; a token found in the vocabulary is a word (its row) or a label (nothing); an
+ * unknown token starting with "__label__" is a label; any other unknown token adds no row but its hash
+ * (fastText's: FNV-1a over the bytes read as signed chars) feeds the word n-grams
+ * h = h * 116049371 + next over the sign-extended hashes, % bucket, through the prune index. Rows are
+ * added in float32 in fastText's order, starting from zero: the words in token order, then the n-grams
+ * (i, i+1), (i, i+2), ... by i. No -ffast-math: the order is the result. The tests hold it to fastText.
  *
  * Kernel(keys, codes, word_ngrams, bucket, nwords, bucket_rows, table, dim)
  *   keys: list of bytes (words then labels), codes: list of int (word id, or < 0 for a label; a later
  *   duplicate key replaces an earlier one), bucket_rows: int32 buffer of `bucket` entries (-1: pruned)
  *   or None (row = nwords + bucket), table: C-contiguous float32 buffer of rows x dim.
- * Kernel.sum_rows(lines, sums, counts[, words]) -> bool | bytes
- *   lines: sequence of str; sums: writable float32 buffer of len(lines) * dim; counts: writable int64
- *   buffer of len(lines). False (buffers untouched or partly written) when a line has no UTF-8 form
- *   (a lone surrogate): the caller scores that batch another way. The loop runs without the GIL.
- *   words (optional, writable int64 buffer of len(lines)): each line's number of word rows ("</s>"
- *   included, unknown words and labels left out), and the result is those rows as int64 bytes, line
- *   after line in token order (the explanations' words, without a second tokenisation).
+ * Kernel.sum_rows(lines, sums, counts[, words[, tokens]]) -> bool | bytes
+ *   lines: sequence of str (or bytes: a str without a UTF-8 form, encoded by the caller); sums: writable
+ *   float32 buffer of len(lines) * dim; counts: writable int64 buffer of len(lines). False (buffers
+ *   untouched or partly written) when a str line has no UTF-8 form (a lone surrogate). The loop runs
+ *   without the GIL. words (optional, writable int64 buffer of len(lines)): each line's number of word
+ *   rows ("</s>" included, unknown words and labels left out), and the result is those rows as int64
+ *   bytes, line after line in token order. tokens (optional, int64 of len(lines)): each line's number
+ *   of tokens that are not labels ("</s>" included).
+ * Kernel.explain_rows(line) -> (rows, firsts, lengths, tokens)
+ *   One line's rows in fastText's order, each row's first token and number of tokens (1: a word, n: a
+ *   word n-gram), and the line's tokens that are not labels, as bytes ("</s>" last).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -66,9 +70,7 @@ typedef struct {
     int64_t nwords;
     int64_t nrows;
     Py_ssize_t dim;
-    int has_prune;
-    Py_buffer prune;  /* int32 bucket -> row */
-    RankWord *ranks;  /* the same map in 1/16 of the memory over `rows` (else NULL) */
+    RankWord *ranks;  /* a pruned file's bucket -> row map, 1/16 the size of bucket_rows (else NULL) */
     float *own_rows;  /* the table with the kept buckets' rows in bucket order, when the file's are not */
     const float *rows; /* the rows read: own_rows or the table */
     Py_buffer table;  /* float32 rows x dim */
@@ -77,7 +79,8 @@ typedef struct {
 } Kernel;
 
 
-static inline uint32_t fnv1a(const char *data, Py_ssize_t length) {
+/* fastText's dictionary hash: FNV-1a over the bytes read as signed chars (not the standard FNV-1a). */
+static inline uint32_t fasttext_hash(const char *data, Py_ssize_t length) {
     uint32_t h = FNV_OFFSET;
     for (Py_ssize_t i = 0; i < length; i++) {
         h ^= (uint32_t)(int32_t)(signed char)data[i];
@@ -135,9 +138,66 @@ static void Kernel_dealloc(Kernel *self) {
     PyMem_Free(self->tails);
     PyMem_Free(self->ranks);
     PyMem_Free(self->own_rows);
-    if (self->has_prune) PyBuffer_Release(&self->prune);
     if (self->table.obj != NULL) PyBuffer_Release(&self->table);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The rank map (and, when the file's kept rows are not in bucket order, own_rows) of a bucket -> row
+ * map of `bucket` int32 entries (-1: pruned). 0, or -1 with an exception set. */
+static int prune_ranks(Kernel *self, const Py_buffer *prune, long long bucket, long long nwords) {
+    const Py_ssize_t dim = self->dim;
+    if (prune->itemsize != 4 || (prune->format && strcmp(prune->format, "i") != 0) ||
+        prune->len != 4 * bucket) {
+        PyErr_SetString(PyExc_ValueError, "bucket_rows must be an int32 buffer of `bucket` entries");
+        return -1;
+    }
+    const int32_t *rows = (const int32_t *)prune->buf;
+    int ranked = 1;
+    int64_t kept = 0;
+    for (long long b = 0; b < bucket; b++) {
+        if (rows[b] < -1 || rows[b] >= self->nrows) {
+            PyErr_SetString(PyExc_ValueError, "bucket_rows points past the table");
+            return -1;
+        }
+        if (rows[b] >= 0) ranked &= rows[b] == nwords + kept++;
+    }
+    /* The int32 map is 4 MB for 1M buckets, read at random once per n-gram: the rank form is
+     * 256 KB and stays in cache. fastText's quantize numbers the kept rows by n-gram count, not by
+     * bucket, so a copy of the table puts them in bucket order first (same values, other places) unless
+     * the caller did (LinearScorer does, so that the table exists once).
+     * Measured on the published model (2,000 TweetEval val lines, a loaded shared machine): 2-4%
+     * faster, about the noise; kept because it takes 3.8 MB out of the loop's random reads. */
+    if (!ranked) {
+        self->own_rows = PyMem_Malloc(sizeof(float) * (size_t)((nwords + kept) * dim));
+        if (!self->own_rows) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        const float *from = (const float *)self->table.buf;
+        memcpy(self->own_rows, from, sizeof(float) * (size_t)(nwords * dim));
+        int64_t rank = 0;
+        for (long long b = 0; b < bucket; b++)
+            if (rows[b] >= 0)
+                memcpy(self->own_rows + (nwords + rank++) * dim, from + (int64_t)rows[b] * dim,
+                       sizeof(float) * (size_t)dim);
+        self->rows = self->own_rows;
+    }
+    {
+        size_t words = (size_t)(bucket / 64 + 1);
+        self->ranks = PyMem_Calloc(words, sizeof(RankWord));
+        if (!self->ranks) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (long long b = 0; b < bucket; b++)
+            if (rows[b] >= 0) self->ranks[b / 64].kept |= 1ull << (b % 64);
+        uint64_t before = 0;
+        for (size_t w = 0; w < words; w++) {
+            self->ranks[w].before = before;
+            before += (uint64_t)bit_count(self->ranks[w].kept);
+        }
+    }
+    return 0;
 }
 
 static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
@@ -173,58 +233,11 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
     self->nrows = self->table.len / (4 * dim);
     self->rows = (const float *)self->table.buf;
     if (bucket_rows != Py_None) {
-        if (PyObject_GetBuffer(bucket_rows, &self->prune, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-        self->has_prune = 1;
-        if (self->prune.itemsize != 4 || (self->prune.format && strcmp(self->prune.format, "i") != 0) ||
-            self->prune.len != 4 * bucket) {
-            PyErr_SetString(PyExc_ValueError, "bucket_rows must be an int32 buffer of `bucket` entries");
-            return -1;
-        }
-        const int32_t *rows = (const int32_t *)self->prune.buf;
-        int ranked = 1;
-        int64_t kept = 0;
-        for (long long b = 0; b < bucket; b++) {
-            if (rows[b] < -1 || rows[b] >= self->nrows) {
-                PyErr_SetString(PyExc_ValueError, "bucket_rows points past the table");
-                return -1;
-            }
-            if (rows[b] >= 0) ranked &= rows[b] == nwords + kept++;
-        }
-        /* The int32 map is 4 MB for 1M buckets, read at random once per n-gram: the rank form is
-         * 256 KB and stays in cache. fastText's quantize numbers the kept rows by n-gram count, not by
-         * bucket, so a copy of the table puts them in bucket order first (same values, other places).
-         * Measured on the published model (2,000 TweetEval val lines, a loaded shared machine): 2-4%
-         * faster, about the noise; kept because it takes 3.8 MB out of the loop's random reads. */
-        if (!ranked) {
-            self->own_rows = PyMem_Malloc(sizeof(float) * (size_t)((nwords + kept) * dim));
-            if (!self->own_rows) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            const float *from = (const float *)self->table.buf;
-            memcpy(self->own_rows, from, sizeof(float) * (size_t)(nwords * dim));
-            int64_t rank = 0;
-            for (long long b = 0; b < bucket; b++)
-                if (rows[b] >= 0)
-                    memcpy(self->own_rows + (nwords + rank++) * dim, from + (int64_t)rows[b] * dim,
-                           sizeof(float) * (size_t)dim);
-            self->rows = self->own_rows;
-        }
-        {
-            size_t words = (size_t)(bucket / 64 + 1);
-            self->ranks = PyMem_Calloc(words, sizeof(RankWord));
-            if (!self->ranks) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            for (long long b = 0; b < bucket; b++)
-                if (rows[b] >= 0) self->ranks[b / 64].kept |= 1ull << (b % 64);
-            uint64_t before = 0;
-            for (size_t w = 0; w < words; w++) {
-                self->ranks[w].before = before;
-                before += (uint64_t)bit_count(self->ranks[w].kept);
-            }
-        }
+        Py_buffer prune; /* read here only: the rank map replaces it */
+        if (PyObject_GetBuffer(bucket_rows, &prune, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+        int status = prune_ranks(self, &prune, bucket, nwords);
+        PyBuffer_Release(&prune);
+        if (status < 0) return -1;
     } else if (word_ngrams > 1 && nwords + bucket > self->nrows) {
         PyErr_SetString(PyExc_ValueError, "table has fewer than nwords + bucket rows");
         return -1;
@@ -269,7 +282,7 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
         const char *data = PyBytes_AS_STRING(key);
         Py_ssize_t length = PyBytes_GET_SIZE(key);
         if (length == 0) continue; /* a token is never empty: such a key never matches */
-        uint32_t hash = fnv1a(data, length);
+        uint32_t hash = fasttext_hash(data, length);
         Slot *slot = find_slot(self, data, length, hash);
         /* A later duplicate replaces the earlier code, as in fastText. */
         slot->code = code < 0 ? CODE_LABEL : (int32_t)code;
@@ -280,7 +293,7 @@ static int Kernel_init(Kernel *self, PyObject *args, PyObject *kwds) {
         self->tails[slot - self->slots] = (Tail){at, (uint32_t)length};
         at += (uint32_t)length;
     }
-    self->eos_hash = fnv1a("</s>", 4);
+    self->eos_hash = fasttext_hash("</s>", 4);
     Slot *eos = find_slot(self, "</s>", 4, self->eos_hash);
     self->eos_code = eos->tag == 0 ? CODE_MISSING : eos->code;
     return 0;
@@ -303,13 +316,20 @@ typedef struct {
     uint64_t *heads;
     uint64_t *hashes; /* sign-extended word hashes (words and unknown words) */
     int64_t *rows;    /* rows to add, in fastText's order */
+    /* Only for explain_rows (NULL otherwise): each hashed token's bytes (start -1: "</s>"), and each
+     * row's first hashed token and number of tokens (1: a word, n: a word n-gram). */
+    Py_ssize_t *hash_starts;
+    Py_ssize_t *hash_lengths;
+    int64_t *row_first;
+    int64_t *row_length;
 } Scratch;
 
 /* One line, in phases so the cache misses of a phase overlap (the vocabulary, prune index and table
  * are several MB each, read at random): tokens and their hashes, vocabulary slots, n-gram buckets,
  * then the rows summed in order. */
 static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Scratch *s, float *sum,
-                        Py_ssize_t *words) {
+                        Py_ssize_t *words, Py_ssize_t *tokens) {
+    const int spans = s->row_first != NULL;
     const float *table = k->rows;
     const Py_ssize_t dim = k->dim;
     Py_ssize_t ntokens = 0, i = 0;
@@ -345,17 +365,23 @@ static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Sc
             continue;
         if (code >= 0) {
             __builtin_prefetch(table + (int64_t)code * dim);
+            if (spans) s->row_first[nrows] = nhashes, s->row_length[nrows] = 1;
             s->rows[nrows++] = code;
         }
+        if (spans) s->hash_starts[nhashes] = s->starts[t], s->hash_lengths[nhashes] = size;
         s->hashes[nhashes++] = (uint64_t)(int64_t)(int32_t)hash;
     }
     if (k->eos_code != CODE_LABEL) { /* fastText's end-of-line token */
-        if (k->eos_code >= 0) s->rows[nrows++] = k->eos_code;
+        if (k->eos_code >= 0) {
+            if (spans) s->row_first[nrows] = nhashes, s->row_length[nrows] = 1;
+            s->rows[nrows++] = k->eos_code;
+        }
+        if (spans) s->hash_starts[nhashes] = -1, s->hash_lengths[nhashes] = 4;
         s->hashes[nhashes++] = (uint64_t)(int64_t)(int32_t)k->eos_hash;
     }
-    *words = nrows; /* s->rows[0, nrows): the word rows in token order; the n-grams go after them */
+    *words = nrows;
+    *tokens = nhashes; /* s->rows[0, nrows): the word rows in token order; the n-grams go after them */
     if (k->word_ngrams > 1) {
-        const int32_t *prune = k->has_prune ? (const int32_t *)k->prune.buf : NULL;
         const RankWord *ranks = k->ranks;
         Py_ssize_t first = nrows;
         for (Py_ssize_t a = 0; a < nhashes; a++) {
@@ -364,7 +390,7 @@ static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Sc
                 h = h * NGRAM_MULTIPLIER + s->hashes[b];
                 int64_t bucket = (int64_t)(h % k->bucket);
                 if (ranks) __builtin_prefetch(ranks + bucket / 64);
-                else if (prune) __builtin_prefetch(prune + bucket);
+                if (spans) s->row_first[nrows] = a, s->row_length[nrows] = b - a + 1;
                 s->rows[nrows++] = bucket;
             }
         }
@@ -378,10 +404,11 @@ static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Sc
                           ? k->nwords + (int64_t)(word.before + (uint64_t)bit_count(word.kept & (bit - 1)))
                           : -1;
             } else {
-                row = prune ? (int64_t)prune[bucket] : k->nwords + bucket;
+                row = k->nwords + bucket;
             }
             if (row >= 0) {
                 __builtin_prefetch(table + row * dim);
+                if (spans) s->row_first[kept] = s->row_first[r], s->row_length[kept] = s->row_length[r];
                 s->rows[kept++] = row;
             }
         }
@@ -418,18 +445,73 @@ static int get_int64s(PyObject *arg, Py_buffer *view, Py_ssize_t n, const char *
     return 0;
 }
 
-static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
-    PyObject *lines_arg, *sums_arg, *counts_arg, *words_arg = Py_None;
-    if (!PyArg_ParseTuple(args, "OOO|O", &lines_arg, &sums_arg, &counts_arg, &words_arg)) return NULL;
-    if (self->slots == NULL || self->table.obj == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Kernel was not initialised");
+/* Scratch for lines of up to `longest` bytes: at most longest / 2 + 1 tokens, plus "</s>"; n-grams:
+ * word_ngrams - 1 each. With spans, the arrays explain_rows reads too. 0, or -1 with MemoryError. */
+static int scratch_alloc(Scratch *s, Py_ssize_t longest, int word_ngrams, int spans) {
+    size_t tokens = (size_t)(longest / 2 + 3), rows = tokens * (size_t)word_ngrams;
+    s->starts = PyMem_Malloc(sizeof(Py_ssize_t) * tokens);
+    s->lengths = PyMem_Malloc(sizeof(Py_ssize_t) * tokens);
+    s->token_hashes = PyMem_Malloc(sizeof(uint32_t) * tokens);
+    s->heads = PyMem_Malloc(sizeof(uint64_t) * tokens);
+    s->hashes = PyMem_Malloc(sizeof(uint64_t) * tokens);
+    s->rows = PyMem_Malloc(sizeof(int64_t) * rows);
+    int ok = s->starts && s->lengths && s->token_hashes && s->heads && s->hashes && s->rows;
+    if (ok && spans) {
+        s->hash_starts = PyMem_Malloc(sizeof(Py_ssize_t) * tokens);
+        s->hash_lengths = PyMem_Malloc(sizeof(Py_ssize_t) * tokens);
+        s->row_first = PyMem_Malloc(sizeof(int64_t) * rows);
+        s->row_length = PyMem_Malloc(sizeof(int64_t) * rows);
+        ok = s->hash_starts && s->hash_lengths && s->row_first && s->row_length;
+    }
+    if (!ok) PyErr_NoMemory();
+    return ok ? 0 : -1;
+}
+
+static void scratch_free(Scratch *s) {
+    PyMem_Free(s->starts);
+    PyMem_Free(s->lengths);
+    PyMem_Free(s->token_hashes);
+    PyMem_Free(s->heads);
+    PyMem_Free(s->hashes);
+    PyMem_Free(s->rows);
+    PyMem_Free(s->hash_starts);
+    PyMem_Free(s->hash_lengths);
+    PyMem_Free(s->row_first);
+    PyMem_Free(s->row_length);
+}
+
+/* A line's UTF-8 bytes (a str) or its bytes (bytes: the caller's encoding of a str that has no UTF-8
+ * form); NULL with TypeError for anything else, NULL with UnicodeEncodeError for a lone surrogate. */
+static const char *line_bytes(PyObject *line, Py_ssize_t index, Py_ssize_t *length) {
+    if (PyBytes_Check(line)) {
+        *length = PyBytes_GET_SIZE(line);
+        return PyBytes_AS_STRING(line);
+    }
+    if (!PyUnicode_Check(line)) {
+        PyErr_Format(PyExc_TypeError, "line %zd is %.100s, not str", index, Py_TYPE(line)->tp_name);
         return NULL;
     }
+    return PyUnicode_AsUTF8AndSize(line, length);
+}
+
+static int kernel_ready(const Kernel *self) {
+    if (self->slots == NULL || self->table.obj == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Kernel was not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
+    PyObject *lines_arg, *sums_arg, *counts_arg, *words_arg = Py_None, *tokens_arg = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|OO", &lines_arg, &sums_arg, &counts_arg, &words_arg, &tokens_arg))
+        return NULL;
+    if (!kernel_ready(self)) return NULL;
     /* A tuple of our own: the strings stay alive while the GIL is released. */
     PyObject *lines = PySequence_Tuple(lines_arg);
     if (lines == NULL) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(lines);
-    Py_buffer sums = {0}, counts = {0}, words = {0};
+    Py_buffer sums = {0}, counts = {0}, words = {0}, tokens = {0};
     PyObject *result = NULL;
     const char **texts = NULL;
     Py_ssize_t *lengths = NULL;
@@ -442,6 +524,7 @@ static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
     }
     if (get_int64s(counts_arg, &counts, n, "counts") < 0) goto done;
     if (words_arg != Py_None && get_int64s(words_arg, &words, n, "words") < 0) goto done;
+    if (tokens_arg != Py_None && get_int64s(tokens_arg, &tokens, n, "tokens") < 0) goto done;
     texts = PyMem_Malloc(sizeof(char *) * (size_t)(n + 1));
     lengths = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
     if (!texts || !lengths) {
@@ -450,15 +533,10 @@ static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
     }
     Py_ssize_t longest = 0, all_words = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *line = PyTuple_GET_ITEM(lines, i);
-        if (!PyUnicode_Check(line)) {
-            PyErr_Format(PyExc_TypeError, "line %zd is %.100s, not str", i, Py_TYPE(line)->tp_name);
-            goto done;
-        }
-        texts[i] = PyUnicode_AsUTF8AndSize(line, &lengths[i]);
-        if (texts[i] == NULL) { /* a lone surrogate: no UTF-8 form */
+        texts[i] = line_bytes(PyTuple_GET_ITEM(lines, i), i, &lengths[i]);
+        if (texts[i] == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) goto done;
-            PyErr_Clear();
+            PyErr_Clear(); /* a lone surrogate: the caller passes that line as bytes */
             Py_INCREF(Py_False);
             result = Py_False;
             goto done;
@@ -470,28 +548,17 @@ static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    {
-        /* A line of L bytes holds at most L / 2 + 1 tokens; plus "</s>"; n-grams: word_ngrams - 1 each. */
-        size_t tokens = (size_t)(longest / 2 + 3);
-        scratch.starts = PyMem_Malloc(sizeof(Py_ssize_t) * tokens);
-        scratch.lengths = PyMem_Malloc(sizeof(Py_ssize_t) * tokens);
-        scratch.token_hashes = PyMem_Malloc(sizeof(uint32_t) * tokens);
-        scratch.heads = PyMem_Malloc(sizeof(uint64_t) * tokens);
-        scratch.hashes = PyMem_Malloc(sizeof(uint64_t) * tokens);
-        scratch.rows = PyMem_Malloc(sizeof(int64_t) * tokens * (size_t)self->word_ngrams);
-        if (!scratch.starts || !scratch.lengths || !scratch.token_hashes || !scratch.heads || !scratch.hashes || !scratch.rows) {
-            PyErr_NoMemory();
-            goto done;
-        }
-    }
+    if (scratch_alloc(&scratch, longest, self->word_ngrams, 0) < 0) goto done;
     {
         float *out = (float *)sums.buf;
         int64_t *count_out = (int64_t *)counts.buf, *words_out = (int64_t *)words.buf;
+        int64_t *tokens_out = (int64_t *)tokens.buf;
         const Py_ssize_t dim = self->dim;
-        Py_ssize_t line_words, kept = 0;
+        Py_ssize_t line_words, line_tokens, kept = 0;
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t i = 0; i < n; i++) {
-            count_out[i] = sum_line(self, texts[i], lengths[i], &scratch, out + i * dim, &line_words);
+            count_out[i] = sum_line(self, texts[i], lengths[i], &scratch, out + i * dim, &line_words, &line_tokens);
+            if (tokens_out) tokens_out[i] = line_tokens;
             if (word_rows) {
                 memcpy(word_rows + kept, scratch.rows, sizeof(int64_t) * (size_t)line_words);
                 kept += words_out[i] = line_words;
@@ -508,25 +575,69 @@ static PyObject *Kernel_sum_rows(Kernel *self, PyObject *args) {
 done:
     PyMem_Free(texts);
     PyMem_Free(lengths);
-    PyMem_Free(scratch.starts);
-    PyMem_Free(scratch.lengths);
-    PyMem_Free(scratch.token_hashes);
-    PyMem_Free(scratch.heads);
-    PyMem_Free(scratch.hashes);
-    PyMem_Free(scratch.rows);
+    scratch_free(&scratch);
     PyMem_Free(word_rows);
     if (sums.obj) PyBuffer_Release(&sums);
     if (counts.obj) PyBuffer_Release(&counts);
     if (words.obj) PyBuffer_Release(&words);
+    if (tokens.obj) PyBuffer_Release(&tokens);
     Py_DECREF(lines);
+    return result;
+}
+
+static PyObject *Kernel_explain_rows(Kernel *self, PyObject *line) {
+    if (!kernel_ready(self)) return NULL;
+    Py_ssize_t length, line_words, line_tokens;
+    const char *text = line_bytes(line, 0, &length);
+    if (text == NULL) return NULL;
+    Scratch scratch = {0};
+    PyObject *result = NULL, *rows = NULL, *firsts = NULL, *spans = NULL, *tokens = NULL;
+    float *sum = PyMem_Malloc(sizeof(float) * (size_t)self->dim);
+    if (sum == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (scratch_alloc(&scratch, length, self->word_ngrams, 1) < 0) goto done;
+    int64_t nrows = sum_line(self, text, length, &scratch, sum, &line_words, &line_tokens);
+    rows = PyList_New((Py_ssize_t)nrows);
+    firsts = PyList_New((Py_ssize_t)nrows);
+    spans = PyList_New((Py_ssize_t)nrows);
+    tokens = PyList_New(line_tokens);
+    if (!rows || !firsts || !spans || !tokens) goto done;
+    for (int64_t r = 0; r < nrows; r++) {
+        PyObject *row = PyLong_FromLongLong(scratch.rows[r]), *first = PyLong_FromLongLong(scratch.row_first[r]),
+                 *span = PyLong_FromLongLong(scratch.row_length[r]);
+        if (row) PyList_SET_ITEM(rows, r, row);
+        if (first) PyList_SET_ITEM(firsts, r, first);
+        if (span) PyList_SET_ITEM(spans, r, span);
+        if (!row || !first || !span) goto done;
+    }
+    for (Py_ssize_t t = 0; t < line_tokens; t++) {
+        Py_ssize_t start = scratch.hash_starts[t];
+        PyObject *token = PyBytes_FromStringAndSize(start < 0 ? "</s>" : text + start, scratch.hash_lengths[t]);
+        if (!token) goto done;
+        PyList_SET_ITEM(tokens, t, token);
+    }
+    result = PyTuple_Pack(4, rows, firsts, spans, tokens);
+done:
+    Py_XDECREF(rows);
+    Py_XDECREF(firsts);
+    Py_XDECREF(spans);
+    Py_XDECREF(tokens);
+    scratch_free(&scratch);
+    PyMem_Free(sum);
     return result;
 }
 
 static PyMethodDef Kernel_methods[] = {
     {"sum_rows", (PyCFunction)Kernel_sum_rows, METH_VARARGS,
-     "sum_rows(lines, sums, counts[, words]) -> bool | bytes: each line's float32 row sum and row count, "
-     "in fastText's order; False if a line has no UTF-8 form. With words (int64[n]): each line's number of "
-     "word rows there, and the word rows themselves returned as int64 bytes, line after line."},
+     "sum_rows(lines, sums, counts[, words[, tokens]]) -> bool | bytes: each line's float32 row sum and row "
+     "count, in fastText's order; False if a str line has no UTF-8 form (pass it as bytes). With words "
+     "(int64[n]): each line's number of word rows there, and the word rows themselves returned as int64 "
+     "bytes, line after line. With tokens (int64[n]): each line's number of tokens that are not labels."},
+    {"explain_rows", (PyCFunction)Kernel_explain_rows, METH_O,
+     "explain_rows(line) -> (rows, firsts, lengths, tokens): the line's rows in fastText's order, each "
+     "row's first token and number of tokens, and the line's tokens that are not labels (bytes)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,10 +1,9 @@
-"""Types of the compiled per-token loop (``_fastlinear.c``, whose header comment is the reference).
+"""Types of the compiled tokeniser and scorer (``_fastlinear.c``, whose header comment is the reference).
 
 The C code takes any buffer of the right item type; typed here as the numpy arrays the scorer passes.
 """
 
 from collections.abc import Sequence
-from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -21,15 +20,13 @@ class Kernel:
         table: npt.NDArray[np.float32],
         dim: int,
     ) -> None: ...
-    @overload
-    def sum_rows(
-        self, lines: Sequence[str], sums: npt.NDArray[np.float32], counts: npt.NDArray[np.int64]
-    ) -> bool: ...
-    @overload
     def sum_rows(
         self,
-        lines: Sequence[str],
+        lines: Sequence[str] | Sequence[bytes],
         sums: npt.NDArray[np.float32],
         counts: npt.NDArray[np.int64],
-        words: npt.NDArray[np.int64],
-    ) -> bytes | bool: ...
+        words: npt.NDArray[np.int64] | None = None,
+        tokens: npt.NDArray[np.int64] | None = None,
+        /,
+    ) -> bool | bytes: ...
+    def explain_rows(self, line: str | bytes) -> tuple[list[int], list[int], list[int], list[bytes]]: ...

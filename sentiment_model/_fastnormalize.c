@@ -16,12 +16,13 @@
  *      [A-Za-z0-9_]. "#(\w+)" -> "# \1" needs no step: "#" must be padded, so the space is there anyway.
  *      Other characters (the controls \x00-\x08, \x0e-\x1b, \x7f) are none of \w, whitespace, P or S:
  *      they stay inside their token, as in Python;
- *   6. lexicon marks: a token's code is token_codes()[token] (bits: positive 1, negative 2, negation 4,
- *      clause end 8; 0 when absent); a negation makes the next `negation_reach` tokens negated and earns
+ *   6. lexicon marks: a token's code is token_codes()[token] (0 when absent; its bits positive_bit,
+ *      negative_bit, negation_bit, clause_bit as lexicon.py defines them); a negation makes the next `negation_reach` tokens negated and earns
  *      no mark, a clause end stops the negation, a token with a valence earns `positive` or `negative`
  *      (flipped when negated); the marks follow the tokens, one space between any two.
  *
- * Normalizer(token_codes, *, padded, entities, folds, positive, negative, negation_reach)
+ * Normalizer(token_codes, *, padded, entities, folds, positive, negative, negation_reach, positive_bit,
+ *            negative_bit, negation_bit, clause_bit)
  *   token_codes: dict str -> int (the lexicon; keys that are not ASCII can never match and are skipped);
  *   padded: str, the ASCII characters that Python's spacing table pads (no \w, whitespace, "'", "@";
  *   must hold "#"); entities: dict entity -> its one-character replacement ("&...;" keys); folds:
@@ -49,8 +50,6 @@
 
 /* Character classes, one bit each. */
 enum { WORD = 1, SPACE = 2, PADDED = 4, SQUASHED = 8, ESCAPABLE = 16 };
-/* The bits of lexicon.token_codes(). */
-enum { CODE_POSITIVE = 1, CODE_NEGATIVE = 2, CODE_NEGATION = 4, CODE_CLAUSE = 8 };
 
 /* One lexicon slot, open addressing with linear probing (load <= 1/2). */
 typedef struct {
@@ -81,6 +80,7 @@ typedef struct {
     uint64_t filter[FILTER_BITS / 64]; /* a bit per hash: most tokens are in no entry, found out here */
     char *positive, *negative;
     Py_ssize_t positive_length, negative_length, reach;
+    unsigned positive_bit, negative_bit, negation_bit, clause_bit; /* of token_codes' values */
     Fold folds[MAX_FOLDS];
     int nfolds;
     Entity entities[MAX_ENTITIES];
@@ -139,16 +139,18 @@ static char *copy_ascii(PyObject *text, Py_ssize_t *length, const char *what) {
 
 static int Normalizer_init(Normalizer *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"token_codes", "padded", "entities", "folds", "positive", "negative",
-                             "negation_reach", NULL};
+                             "negation_reach", "positive_bit", "negative_bit", "negation_bit", "clause_bit",
+                             NULL};
     PyObject *codes, *padded, *entities, *folds, *positive, *negative;
     Py_ssize_t reach;
     if (self->slots != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Normalizer is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!$UO!O!UUn", kwlist, &PyDict_Type, &codes, &padded,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!$UO!O!UUnIIII", kwlist, &PyDict_Type, &codes, &padded,
                                      &PyDict_Type, &entities, &PyDict_Type, &folds, &positive, &negative,
-                                     &reach))
+                                     &reach, &self->positive_bit, &self->negative_bit, &self->negation_bit,
+                                     &self->clause_bit))
         return -1;
     if (reach < 0) {
         PyErr_SetString(PyExc_ValueError, "negation_reach must be >= 0");
@@ -437,13 +439,13 @@ static inline void end_token(const Normalizer *nz, Tokens *t) {
         code = slot->length ? slot->code : 0;
     }
     const Py_ssize_t i = t->count++;
-    if (code & CODE_NEGATION) {
+    if (code & nz->negation_bit) {
         t->negated_until = i + nz->reach;
         return;
     }
-    if (code & CODE_CLAUSE) t->negated_until = -1;
-    const unsigned valence = code & (CODE_POSITIVE | CODE_NEGATIVE);
-    if (valence) t->marks[t->nmarks++] = (valence == CODE_POSITIVE) != (i <= t->negated_until);
+    if (code & nz->clause_bit) t->negated_until = -1;
+    const unsigned valence = code & (nz->positive_bit | nz->negative_bit);
+    if (valence) t->marks[t->nmarks++] = (valence == nz->positive_bit) != (i <= t->negated_until);
 }
 
 static inline void own_token(const Normalizer *nz, Tokens *t, const char *chars, Py_ssize_t length) {

@@ -13,5 +13,9 @@ class Normalizer:
         positive: str,
         negative: str,
         negation_reach: int,
+        positive_bit: int,
+        negative_bit: int,
+        negation_bit: int,
+        clause_bit: int,
     ) -> None: ...
     def normalize(self, texts: Sequence[str]) -> list[str | None]: ...

@@ -1,10 +1,11 @@
-"""Distances between label distributions and the out-of-vocabulary rate: one definition for training
-(which publishes the reference in ``metrics.json``) and serving (which compares live traffic with it)."""
+"""Distances between label distributions: one definition for training (which publishes the reference in
+``metrics.json``) and serving (which compares live traffic with it). The out-of-vocabulary rate is the
+model's own (:meth:`sentiment_model.Predictor.oov_rate`: its tokeniser, its vocabulary)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from schemas import LABELS
 
@@ -41,19 +42,3 @@ def psi(reference: Sequence[float], live: Sequence[float]) -> float:
         r, x = max(r, _EPSILON), max(x, _EPSILON)
         total += (x - r) * math.log(x / r)
     return total
-
-
-def oov_counts(lines: Iterable[str], vocabulary: frozenset[str]) -> tuple[int, int]:
-    """(tokens missing from ``vocabulary``, all tokens) over normalised ``lines``."""
-    missing = total = 0
-    for line in lines:
-        tokens = line.split()
-        total += len(tokens)
-        missing += sum(1 for token in tokens if token not in vocabulary)
-    return missing, total
-
-
-def oov_rate(lines: Iterable[str], vocabulary: frozenset[str]) -> float:
-    """Share of tokens of normalised ``lines`` the model has no word vector for."""
-    missing, total = oov_counts(lines, vocabulary)
-    return missing / total if total else 0.0

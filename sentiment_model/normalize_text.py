@@ -1,44 +1,35 @@
-"""The same normalisation as :func:`sentiment_model.normalize.normalize_batch`, one text at a time.
+"""The normalisation rules in Python, one text at a time: the reference the compiled normaliser
+(``sentiment_model/_fastnormalize.c``) is held to, and the path for the texts it leaves (any non-ASCII
+character, an escape it does not take; about 4% of TweetEval) or for a build without it.
 
-Why a second path: the batch code costs about 100 array operations per call whatever its size, so a
-call with one text took ~250 µs (load 1.5) where this per-text code takes ~25 µs; the API scores one
-text per ``POST /predict``. :func:`~sentiment_model.normalize.normalize_batch` uses this below
-``SMALL_BATCH`` texts, the batch code above. Both are held to the frozen per-text code the published
-models were trained with (``tests/test_normalize.py``, all TweetEval texts and fuzzed ones), and to each
-other.
-
-Both :func:`normalize_text` and the batch call first hand the texts to a small C extension,
-``sentiment_model/_fastnormalize.c`` (:func:`compiled_normalizer`), when it is built (the package build
-compiles it; without it the Python code runs unchanged). It follows these rules in one pass per step for
-pure-ASCII texts, every rule passed in from here, and leaves any other text (a non-ASCII character, an
-escape it does not take) to the Python code by returning None for it: it takes all 57,298 ASCII texts of
-TweetEval's 59,899 (95.7%), with the same output byte for byte (the same tests, run with it and without
-it). Measured (``python -m bench.normalize_bench``, 2,000 TweetEval texts, 9 alternating runs in one
-process, ``taskset -c 1`` on a 2-core box shared with a benchmark; median CPU µs per text): val (all
-ASCII) 0.82 with it, 4.29 for the Python batch code, 20.7 for the frozen per-text code; test (79% ASCII)
-2.15, 4.61, 20.1. One text (the API): :func:`normalize_text` 1.1 µs with it, 23 µs in Python.
+:func:`sentiment_model.normalize.normalize_batch` is the entry point; every rule the compiled code follows
+is passed in from here (:func:`compiled_normalizer`), so each table exists once. Both are held to the
+frozen per-text code the published models were trained with (``tests/test_normalize.py``, all TweetEval
+texts and fuzzed ones).
 """
 
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
 from functools import lru_cache
-from typing import Final
 
-from sentiment_model.lexicon import NEGATIVE, POSITIVE, token_codes
+from sentiment_model.lexicon import (
+    CLAUSE_BIT,
+    NEGATION_BIT,
+    NEGATION_REACH,
+    NEGATIVE,
+    NEGATIVE_BIT,
+    POSITIVE,
+    POSITIVE_BIT,
+    token_codes,
+)
 
 try:  # optional: built from _fastnormalize.c by the package build; without it the Python code runs
     from sentiment_model import _fastnormalize
 except ImportError:  # pragma: no cover - depends on the build
     _fastnormalize = None  # type: ignore[assignment]
 
-#: Below this many texts a call takes the per-text path (break-even measured at 15-20 texts).
-SMALL_BATCH: Final = 16
-
-_POSITIVE, _NEGATIVE, _NEGATION, _CLAUSE = 1, 2, 4, 8  # the bits of lexicon.token_codes()
-_NEGATION_REACH = 3
 _ENTITIES = {
     "&amp;": "&",
     "&gt;": ">",
@@ -89,14 +80,25 @@ def _padded(char: str) -> bool:
     return unicodedata.category(char)[0] in "PS" and char not in _KEEP_ATTACHED
 
 
-@lru_cache(maxsize=1)
-def _spacing_table() -> dict[int, str]:
-    """Every Unicode punctuation or symbol character (but ' _ @) -> itself padded with spaces."""
-    return {cp: f" {chr(cp)} " for cp in range(sys.maxunicode + 1) if _padded(chr(cp))}
+class _SpacingTable(dict[int, str]):
+    """Code point -> the character, padded with spaces when :func:`_padded`: filled as characters are
+    met (built whole over all 1.1M code points it took about 0.3 s, paid at every start)."""
+
+    def __missing__(self, code_point: int) -> str:
+        char = chr(code_point)
+        spaced = self[code_point] = f" {char} " if _padded(char) else char
+        return spaced
+
+
+_SPACING = _SpacingTable()
 
 
 def clean_text(text: str) -> str:
-    """:func:`sentiment_model.normalize.clean` of one text."""
+    """Lower-case, fold escapes and typography, mask URLs and handles, split punctuation, one line.
+
+    fastText reads one example per line, so every kind of whitespace (including line separators) becomes
+    a single space; the result never contains a newline. ``clean_text(clean_text(t)) == clean_text(t)``.
+    """
     text = _unescape(text.strip())
     if not text.isascii():  # NFKC and the typography table leave ASCII unchanged
         text = unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHY).strip()
@@ -113,40 +115,29 @@ def clean_text(text: str) -> str:
         text = _REPEATED_PUNCT.sub(r"\1\1", text)
     if "#" in text:
         text = _HASHTAG.sub(r"# \1", text)
-    spaced = text.translate(_spacing_table())
+    spaced = text.translate(_SPACING)
     if "'" in spaced:
         spaced = _LONE_APOSTROPHE.sub(" ' ", spaced)
     return " ".join(spaced.split())
 
 
 def normalize_text(text: str) -> str:
-    """:func:`sentiment_model.normalize.normalize` of one text: the compiled normaliser's result when it
-    handles the text (see :func:`compiled_normalizer`), else :func:`normalize_text_python`'s."""
-    normalizer = compiled_normalizer()
-    if normalizer is not None:
-        normalized = normalizer.normalize((text,))[0]
-        if normalized is not None:
-            return normalized
-    return normalize_text_python(text)
-
-
-def normalize_text_python(text: str) -> str:
-    """:func:`normalize_text` in Python: clean the text, then append its polarity tokens (one lookup per
-    token in the same table the batch code uses)."""
+    """:func:`sentiment_model.normalize.normalize` in Python: clean the text, then append its polarity
+    tokens (one lookup per token in :func:`~sentiment_model.lexicon.token_codes`)."""
     tokens = clean_text(text).split()
     codes = token_codes()
     marks: list[str] = []
     negated_until = -1
     for i, token in enumerate(tokens):
         code = codes.get(token, 0)
-        if code & _NEGATION:
-            negated_until = i + _NEGATION_REACH
+        if code & NEGATION_BIT:
+            negated_until = i + NEGATION_REACH
             continue
-        if code & _CLAUSE:
+        if code & CLAUSE_BIT:
             negated_until = -1
-        valence = code & (_POSITIVE | _NEGATIVE)
+        valence = code & (POSITIVE_BIT | NEGATIVE_BIT)
         if valence:
-            marks.append(POSITIVE if (valence == _POSITIVE) != (i <= negated_until) else NEGATIVE)
+            marks.append(POSITIVE if (valence == POSITIVE_BIT) != (i <= negated_until) else NEGATIVE)
     return " ".join(tokens + marks)
 
 
@@ -154,7 +145,7 @@ def compiled_normalizer() -> _fastnormalize.Normalizer | None:
     """The compiled normaliser (``_fastnormalize.c``), built on first use; None when it is not built.
 
     Its ``normalize(texts)`` gives :func:`normalize_text` of each pure-ASCII text (None for the texts it
-    leaves to the Python code: any non-ASCII character, a "\\u" escape that does not spell a plain
+    leaves to :func:`normalize_text`: any non-ASCII character, a "\\u" escape that does not spell a plain
     punctuation character or one of the typography folds). Every rule it follows is passed in from here.
     """
     if _fastnormalize is None:
@@ -173,5 +164,9 @@ def _build_compiled_normalizer() -> _fastnormalize.Normalizer:
         folds={cp: fold for cp, fold in folds.items() if fold.isascii()},
         positive=POSITIVE,
         negative=NEGATIVE,
-        negation_reach=_NEGATION_REACH,
+        negation_reach=NEGATION_REACH,
+        positive_bit=POSITIVE_BIT,
+        negative_bit=NEGATIVE_BIT,
+        negation_bit=NEGATION_BIT,
+        clause_bit=CLAUSE_BIT,
     )

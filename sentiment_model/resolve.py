@@ -1,4 +1,8 @@
-"""Find the model file: a local path, or the newest matching file of a Hub repo (online or cached)."""
+"""Find the model file: a local path, or the newest matching file of a Hub repo (online or cached).
+
+The Hub client is imported only when the Hub is asked: with ``MODEL_PATH`` it would add 11 MB and about
+0.4 s to every start.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,14 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx2
-from huggingface_hub import HfApi, hf_hub_download, is_offline_mode, scan_cache_dir
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-from huggingface_hub.hf_api import RepoFile
+from typing import TYPE_CHECKING, Any
 
 from schemas import ModelFile, ModelRef
 from sentiment_model.errors import ModelLoadError, ModelNotFoundError
 from sentiment_model.settings import ModelSettings
+
+if TYPE_CHECKING:
+    from huggingface_hub.hf_api import RepoFile
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +98,10 @@ def resolve_model(settings: ModelSettings) -> ResolvedModel:
     """
     if settings.model_path is not None:
         return _checked(_resolve_local(settings.model_path), settings.model_sha256)
+    import httpx2
+    from huggingface_hub import is_offline_mode
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
     if is_offline_mode():
         return _checked(_resolve_cached(settings, reason="HF_HUB_OFFLINE is set"), settings.model_sha256)
     try:
@@ -135,6 +134,17 @@ def _newest(files: list[RepoFile]) -> RepoFile:
 
 
 def _resolve_online(settings: ModelSettings) -> ResolvedModel:
+    import httpx2
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    from huggingface_hub.hf_api import RepoFile
+
     repo, revision = settings.hf_model_repo, settings.model_revision or "main"
     api = HfApi(endpoint=settings.hf_endpoint, token=settings.hf_token)
     try:
@@ -223,6 +233,8 @@ def _remember_ref(path: Path, filename: str, revision: str, commit: str) -> None
 
 
 def _resolve_cached(settings: ModelSettings, reason: str) -> ResolvedModel:
+    from huggingface_hub import scan_cache_dir
+
     repo, revision = settings.hf_model_repo, settings.model_revision or "main"
     hint = f"{reason}, and the local Hub cache has no model for {repo}@{revision}"
     try:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from sentiment_model import Predictor, normalize_batch
-from sentiment_model.drift import oov_rate
 from tests.kafka_harness import SessionBroker, WorkerProcess, kafka_broker
 from training.data import Dataset, load_split
 from training.fasttext_train import fit, labelled_lines, quantize, training_file
@@ -67,7 +66,7 @@ def publish_model(source: Path, folder: Path, val: Dataset) -> Path:
         "val_prediction_distribution": label_distribution(
             predictor.predict(val.texts).label_ids.astype(np.int64)
         ),
-        "oov_token_rate": oov_rate(normalize_batch(val.texts), predictor.vocabulary()),
+        "oov_token_rate": predictor.oov_rate(normalize_batch(val.texts)),
     }
     (folder / "metrics.json").write_text(json.dumps({"reference": reference}))
     staged = folder / ".staged"

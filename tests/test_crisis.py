@@ -1,5 +1,6 @@
 """Crisis detection per brand and the terms that explain a window, in process, on real tweets scored by a
-real fastText model (the stand-in token pulls of worker/term_pull.py read that model's own weights)."""
+real fastText model (and the stand-in token pulls of sentiment_model/fasttext_scorer.py, for models only
+fastText scores, read from that model's own weights)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import yaml
 
 from schemas import LABELS, ReputationWindow
 from sentiment_model import Predictor, normalize
+from sentiment_model.fasttext_scorer import FastTextScorer, TokenPull
 from tests.kafka_harness import REPO, WorkerProcess, produce, read_all, unique
 from tests.worker_harness import create_topics
 from training.data import Dataset, load_split
@@ -21,7 +23,6 @@ from worker.demo import board
 from worker.demo.posts import CRISIS_MOOD, CRISIS_PHRASES, CRISIS_SHARE, PostStream
 from worker.metrics import WorkerMetrics
 from worker.reputation import BrandBaseline, Reputation, TermTally, is_term
-from worker.term_pull import TokenPull, token_pulls
 
 BRANDS = ("acme", "globex", "initech")
 WINDOW = 60
@@ -58,7 +59,7 @@ def feed(
     scored = predictor.predict_normalized(lines)
     brands = [brand for brand, _ in posts]
     reputation.observe(Counter(zip(scored.labels, brands, strict=True)), now)
-    tokens, pulls = token_pulls(predictor, lines)
+    tokens, pulls = predictor.word_pulls(lines)
     reputation.observe_terms(brands, scored.label_ids, tokens, pulls, now)
 
 
@@ -198,9 +199,12 @@ def test_idle_windows_are_learned_as_empty_and_the_first_partial_window_is_not()
 # --- the terms -------------------------------------------------------------------------------------------
 
 
-def test_token_pulls_agree_with_the_models_own_log_odds(predictor: Predictor, val_split: Dataset) -> None:
+def test_token_pulls_agree_with_the_models_own_log_odds(small_model: Path, val_split: Dataset) -> None:
     """The stand-in reads the model right: u . h equals log p_neg - log p_pos on unsaturated lines."""
-    pull = TokenPull(predictor._model)
+    predictor = Predictor.load_fasttext(small_model)
+    assert isinstance(predictor.scorer, FastTextScorer)
+    model = predictor.scorer.model
+    pull = TokenPull(model)
     assert pull.direction is not None
     lines = [normalize(t) for t in val_split.texts[:400]]
     probabilities = predictor.predict_normalized(lines).probabilities
@@ -208,11 +212,11 @@ def test_token_pulls_agree_with_the_models_own_log_odds(predictor: Predictor, va
     for line, p in zip(lines, probabilities, strict=True):
         if min(p[0], p[2]) < 1e-3:
             continue
-        h = predictor._model.get_sentence_vector(line)
+        h = model.get_sentence_vector(line)
         assert float(h @ pull.direction) == pytest.approx(np.log(p[0]) - np.log(p[2]), abs=0.05)
         checked += 1
     assert checked > 50
-    tokens, pulls = token_pulls(predictor, ["this is the worst service , i hate it", "love it , great"])
+    tokens, pulls = predictor.word_pulls(["this is the worst service , i hate it", "love it , great"])
     assert [len(t) for t in tokens] == [len(p) for p in pulls] == [9, 4]
     assert pulls[0][tokens[0].index("worst")] > 0 > pulls[1][tokens[1].index("love")]
 

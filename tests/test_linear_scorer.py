@@ -1,4 +1,4 @@
-"""The numpy scorer against fastText itself, on real models trained here from TweetEval subsets."""
+"""The compiled scorer against fastText itself, on real models trained here from TweetEval subsets."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from schemas import LABELS
 from sentiment_model import ModelCannotExplainError, ModelLoadError, Predictor, linear_scorer, normalize
 from sentiment_model.linear_scorer import LinearScorer, UnsupportedModelError
+from sentiment_model.model_file import read_model_file
 from training.data import Dataset, load_split
 from training.fasttext_train import fit, labelled_lines, project_onto_labels, quantize, training_file
 
@@ -39,7 +40,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, train_subset: Dataset) -> 
         params = {**WORD_ONLY, "dim": 10, "wordNgrams": 3, "bucket": 100_000, "loss": "softmax"}
         paths["softmax"] = folder / "softmax.bin"
         fit(train_file, params, threads=1).save_model(str(paths["softmax"]))
-        # Char n-grams: the numpy scorer must decline and fastText score.
+        # Char n-grams: the compiled scorer must decline and fastText score.
         params = {**WORD_ONLY, "dim": 10, "wordNgrams": 2, "bucket": 100_000, "minn": 2, "maxn": 4}
         paths["char"] = folder / "char.bin"
         fit(train_file, params, threads=1).save_model(str(paths["char"]))
@@ -52,27 +53,35 @@ def predictors(trained: dict[str, Path]) -> dict[str, Predictor]:
 
 
 @pytest.fixture(scope="module")
+def references(trained: dict[str, Path]) -> dict[str, Predictor]:
+    """The same files scored by fastText's own predict."""
+    return {name: Predictor.load_fasttext(path) for name, path in trained.items()}
+
+
+@pytest.fixture(scope="module")
 def tweeteval_lines(data_dir: Path) -> list[str]:
     """Every TweetEval sentiment text (train, val, test: 59,899), normalised."""
     texts = [text for split in ("train", "val", "test") for text in load_split(split, data_dir).texts]
     return [normalize(text) for text in texts]
 
 
-def assert_same_as_fasttext(predictor: Predictor, lines: list[str]) -> None:
+def assert_same_as_fasttext(predictor: Predictor, reference: Predictor, lines: list[str]) -> None:
+    assert reference.scorer_name == "fasttext"
     ours = predictor.predict_normalized(lines).probabilities
-    theirs = predictor.predict_normalized_fasttext(lines).probabilities
+    theirs = reference.predict_normalized(lines).probabilities
     gap = np.abs(ours - theirs).max(axis=1)
     worst = int(gap.argmax())
-    assert gap[worst] <= TOLERANCE, f"{lines[worst]!r}: numpy {ours[worst]} fastText {theirs[worst]}"
+    assert gap[worst] <= TOLERANCE, f"{lines[worst]!r}: ours {ours[worst]} fastText {theirs[worst]}"
     differ = np.flatnonzero(ours.argmax(axis=1) != theirs.argmax(axis=1))
     assert differ.size == 0, [lines[i] for i in differ[:5]]
 
 
 @pytest.mark.parametrize("name", ["recipe", "softmax"])
-def test_word_models_are_scored_in_numpy(predictors: dict[str, Predictor], name: str) -> None:
+def test_word_models_are_scored_by_the_compiled_kernel(predictors: dict[str, Predictor], name: str) -> None:
     predictor = predictors[name]
-    assert predictor.scorer_name == "numpy", predictor.scorer_reason
-    assert predictor.scorer is not None
+    assert linear_scorer._fastlinear is not None, "sentiment_model._fastlinear is not built"
+    assert predictor.scorer_name == "c", predictor.scorer_reason
+    assert isinstance(predictor.scorer, LinearScorer)
     assert predictor.scorer.loss == ("ova" if name == "recipe" else "softmax")
 
 
@@ -88,17 +97,17 @@ def test_char_ngram_model_falls_back_to_fasttext(predictors: dict[str, Predictor
 
 def test_the_recipe_model_is_pruned(trained: dict[str, Path]) -> None:
     scorer = LinearScorer.from_file(trained["recipe"])
-    rows = scorer.token_rows(["i love this phone , best purchase ever"])
+    _, counts = scorer.row_sums(["i love this phone , best purchase ever"])
     # 9 tokens + </s>: 9 bigrams exist, far fewer survive a 20,000-row cutoff out of 1,000,000 buckets.
-    assert rows.row_ids.size < 10 + 9
+    assert counts[0] < 10 + 9
 
 
 @pytest.mark.parametrize("name", ["recipe", "softmax"])
 def test_same_as_fasttext_on_all_of_tweeteval(
-    predictors: dict[str, Predictor], tweeteval_lines: list[str], name: str
+    predictors: dict[str, Predictor], references: dict[str, Predictor], tweeteval_lines: list[str], name: str
 ) -> None:
     assert len(tweeteval_lines) == 59_899
-    assert_same_as_fasttext(predictors[name], tweeteval_lines)
+    assert_same_as_fasttext(predictors[name], references[name], tweeteval_lines)
 
 
 def _fuzz(count: int, vocabulary: list[str], seed: int) -> Iterator[str]:
@@ -140,99 +149,65 @@ def _fuzz(count: int, vocabulary: list[str], seed: int) -> Iterator[str]:
         yield text if i % 2 else normalize(text)
 
 
-def assert_kernels_agree(c_scorer: LinearScorer, numpy_scorer: LinearScorer, lines: list[str]) -> None:
-    """The compiled loop's float32 row sums, row counts and word pulls are the numpy path's, bit for bit."""
-    c_sums, c_counts = c_scorer.row_sums(lines)
-    numpy_sums, numpy_counts = numpy_scorer.row_sums(lines)
-    differ = np.flatnonzero(c_counts != numpy_counts)
-    assert differ.size == 0, [(lines[i][:80], c_counts[i], numpy_counts[i]) for i in differ[:5]]
-    # Bits, not values (-0.0 and +0.0 would count as different): both start a line's sum from zero.
-    differ = np.flatnonzero((c_sums.view(np.uint32) != numpy_sums.view(np.uint32)).any(axis=1))
-    assert differ.size == 0, [(lines[i][:80], c_sums[i], numpy_sums[i]) for i in differ[:5]]
-    # The explanations' words: the compiled loop's own word rows, the numpy path's from its features.
-    c_words, c_pulls = c_scorer.word_pulls(lines)
-    numpy_words, numpy_pulls = numpy_scorer.word_pulls(lines)
-    assert c_words == numpy_words
-    for i, (c_pull, numpy_pull) in enumerate(zip(c_pulls, numpy_pulls, strict=True)):
-        assert np.array_equal(c_pull, numpy_pull), (lines[i][:80], c_pull, numpy_pull)
-
-
-def test_the_compiled_kernel_is_built_and_used(predictors: dict[str, Predictor]) -> None:
-    # Built by the package install (pyproject's ext-modules); this fails, not skips, when it is missing.
-    assert linear_scorer._fastlinear is not None, "sentiment_model._fastlinear is not built"
-    for name in ("recipe", "softmax"):
-        scorer = predictors[name].scorer
-        assert scorer is not None and scorer.kernel == "c"
-
-
-@pytest.mark.parametrize("name", ["recipe", "softmax"])
-def test_compiled_kernel_sums_equal_numpy_on_all_of_tweeteval(
-    trained: dict[str, Path], tweeteval_lines: list[str], name: str
-) -> None:
-    c_scorer = LinearScorer.from_file(trained[name], kernel="c")
-    numpy_scorer = LinearScorer.from_file(trained[name], kernel="numpy")
-    assert (c_scorer.kernel, numpy_scorer.kernel) == ("c", "numpy")
-    assert_kernels_agree(c_scorer, numpy_scorer, tweeteval_lines)
-
-
-@pytest.mark.parametrize("name", ["recipe", "softmax"])
-def test_compiled_kernel_sums_equal_numpy_on_fuzzed_strings(
-    trained: dict[str, Path], predictors: dict[str, Predictor], name: str
-) -> None:
-    c_scorer = LinearScorer.from_file(trained[name], kernel="c")
-    numpy_scorer = LinearScorer.from_file(trained[name], kernel="numpy")
-    vocabulary = sorted(predictors[name].vocabulary())
-    lines = list(_fuzz(50_000, vocabulary, seed=17 if name == "recipe" else 18))
-    lines += ["x\ny z", "a </s> b", "a</s>b c", "</s>", "__label__", "__label__positive", "\n", "\n a b"]
-    # The cases the C loop handles itself (the numpy path leaves them to _canonical) are all here.
-    for piece in ("</s>", "__label__", "\t", "\n", "\x00", "\r", "\v", "\f", "\u3000", "😀"):
-        assert any(piece in line for line in lines), piece
-    assert "" in lines and max(len(line) for line in lines) > 10_000
-    for start in range(0, len(lines), 5_000):
-        assert_kernels_agree(c_scorer, numpy_scorer, lines[start : start + 5_000])
-    # Every line alone too: a batch's scratch is sized by its longest line.
-    for line in lines[:2_000]:
-        assert_kernels_agree(c_scorer, numpy_scorer, [line])
-
-
-def test_a_lone_surrogate_falls_back_to_numpy(trained: dict[str, Path]) -> None:
-    c_scorer = LinearScorer.from_file(trained["recipe"], kernel="c")
-    numpy_scorer = LinearScorer.from_file(trained["recipe"], kernel="numpy")
+def test_a_lone_surrogate_is_scored_from_its_bytes(predictors: dict[str, Predictor]) -> None:
+    """A str without a UTF-8 form (a lone surrogate, e.g. from a JSON escape) is read as its surrogatepass
+    bytes: an unknown word like any other, its hash still feeding the n-grams."""
+    scorer = predictors["softmax"].scorer
+    assert isinstance(scorer, LinearScorer)
     lines = ["good day", "bad \ud800 day", "\udfff", "the worst service"]
-    assert_kernels_agree(c_scorer, numpy_scorer, lines)
-    assert np.array_equal(c_scorer.fasttext_probabilities(lines), numpy_scorer.fasttext_probabilities(lines))
-    with pytest.raises(TypeError):  # not a str: a clear error from either kernel
-        c_scorer.row_sums(["good", b"day"])  # type: ignore[list-item]
+    sums, counts = scorer.row_sums(lines)
+    as_bytes = [line.encode("utf-8", "surrogatepass") for line in lines]
+    alone = [scorer.row_sums([line]) for line in lines]
+    assert counts.tolist() == [c[0] for _, c in alone]
+    assert counts.tolist()[1:3] == [3 + 3 + 2, 1 + 1]  # as an unknown word: bad, day, </s> and n-grams
+    assert np.isfinite(scorer.fasttext_probabilities(lines)).all()
+    assert np.array_equal(scorer.row_sums(lines[1:2])[0], sums[1:2])
+    assert as_bytes[1] == b"bad \xed\xa0\x80 day"
+    assert predictors["softmax"].explain_normalized(lines[1]).tokens
+    assert predictors["softmax"].oov_counts(lines[1:3]) == (2, 4)
+    with pytest.raises(TypeError):  # neither str nor bytes: a clear error
+        scorer.row_sums(["good", 3])  # type: ignore[list-item]
 
 
-def test_scores_without_the_compiled_kernel(
-    trained: dict[str, Path], tweeteval_lines: list[str], monkeypatch: pytest.MonkeyPatch
+def test_scores_with_fasttext_without_the_compiled_kernel(
+    trained: dict[str, Path],
+    references: dict[str, Predictor],
+    tweeteval_lines: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    lines = tweeteval_lines[:3_000]
-    expected = Predictor.load(trained["recipe"]).predict_normalized(lines).probabilities
     monkeypatch.setattr(linear_scorer, "_fastlinear", None)
     predictor = Predictor.load(trained["recipe"])
-    assert predictor.scorer is not None and predictor.scorer.kernel == "numpy"
+    assert predictor.scorer_name == "fasttext" and "not built" in predictor.scorer_reason
+    lines = tweeteval_lines[:3_000]
+    expected = references["recipe"].predict_normalized(lines).probabilities
     assert np.array_equal(predictor.predict_normalized(lines).probabilities, expected)
-    assert_same_as_fasttext(predictor, lines)
     with pytest.raises(UnsupportedModelError, match="not built"):
-        LinearScorer.from_file(trained["recipe"], kernel="c")
+        LinearScorer.from_file(trained["recipe"])
+    truncated = tmp_path / "truncated.ftz"  # still read and refused here, never handed to fastText
+    truncated.write_bytes(trained["recipe"].read_bytes()[:-100])
+    with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+        Predictor.load(truncated)
 
 
 @pytest.mark.parametrize("name", ["recipe", "softmax"])
-def test_same_as_fasttext_on_fuzzed_strings(predictors: dict[str, Predictor], name: str) -> None:
+def test_same_as_fasttext_on_fuzzed_strings(
+    predictors: dict[str, Predictor], references: dict[str, Predictor], name: str
+) -> None:
     predictor = predictors[name]
-    vocabulary = sorted(predictor.vocabulary())
+    vocabulary = sorted(word.decode() for word in read_model_file(predictor.path).words)
     lines = list(_fuzz(50_000, vocabulary, seed=7 if name == "recipe" else 8))
     assert sum(len(line.split()) > 300 for line in lines) > 100  # long lines take their own path
     for start in range(0, len(lines), 5_000):  # batches of a realistic size, not one huge call
-        assert_same_as_fasttext(predictor, lines[start : start + 5_000])
+        assert_same_as_fasttext(predictor, references[name], lines[start : start + 5_000])
 
 
-def test_label_prefix_tokens_are_not_words(predictors: dict[str, Predictor]) -> None:
+def test_label_prefix_tokens_are_not_words(
+    predictors: dict[str, Predictor], references: dict[str, Predictor]
+) -> None:
     predictor = predictors["softmax"]
     scorer = predictor.scorer
-    assert scorer is not None
+    assert isinstance(scorer, LinearScorer)
     lines = [
         "good day",
         "good __label__positive day",  # a known label
@@ -240,46 +215,53 @@ def test_label_prefix_tokens_are_not_words(predictors: dict[str, Predictor]) -> 
         "__label__ good day",
         "good day __label__negative",
     ]
-    assert_same_as_fasttext(predictor, lines)
+    assert_same_as_fasttext(predictor, references["softmax"], lines)
     probabilities = predictor.predict_normalized(lines).probabilities
     assert np.allclose(probabilities, probabilities[0], atol=1e-7)  # the bigram "good day" survives
     # good, day, </s> and their 3 n-grams, whatever label tokens sit between them
-    assert [scorer.token_rows([line]).row_ids.size for line in lines] == [3 + 3] * len(lines)
+    assert scorer.row_sums(lines)[1].tolist() == [3 + 3] * len(lines)
+    assert predictor.oov_counts(lines) == (0, 2 * len(lines))  # labels are not tokens
 
 
-def test_unknown_word_still_feeds_word_ngrams(predictors: dict[str, Predictor]) -> None:
+def test_unknown_word_still_feeds_word_ngrams(
+    predictors: dict[str, Predictor], references: dict[str, Predictor]
+) -> None:
     predictor = predictors["softmax"]
     scorer = predictor.scorer
-    assert scorer is not None
+    assert isinstance(scorer, LinearScorer)
     unknown = "zzqxunseenword"
-    assert unknown not in predictor.vocabulary()
+    assert unknown.encode() not in read_model_file(predictor.path).words
     lines = ["good day", f"good {unknown} day", f"{unknown}", f"good {unknown}"]
-    assert_same_as_fasttext(predictor, lines)
+    assert_same_as_fasttext(predictor, references["softmax"], lines)
     # words good, day, </s> (the unknown one adds no row); trigram model, 4 word tokens: 3 + 2 + 1 n-grams.
-    assert scorer.token_rows([lines[1]]).row_ids.size == 3 + 3 + 2
-    assert scorer.token_rows([lines[2]]).row_ids.size == 1 + 1  # </s>, and the bigram with </s>
+    counts = scorer.row_sums(lines)[1].tolist()
+    assert counts[1:3] == [3 + 3 + 2, 1 + 1]  # </s>, and the bigram with </s>
+    assert predictor.oov_counts(lines) == references["softmax"].oov_counts(lines) == (3, 8)
     ours = predictor.predict_normalized(lines).probabilities
     assert not np.allclose(ours[0], ours[1])  # its n-grams changed the scores
 
 
-def test_separators_and_literal_end_token(predictors: dict[str, Predictor]) -> None:
+def test_separators_and_literal_end_token(
+    predictors: dict[str, Predictor], references: dict[str, Predictor]
+) -> None:
     predictor = predictors["recipe"]
     lines = ["", "good\tday", "good\x00day\r", "good day </s> awful awful", "</s>", "good\vday\f"]
-    assert_same_as_fasttext(predictor, lines)
+    assert_same_as_fasttext(predictor, references["recipe"], lines)
     probabilities = predictor.predict_normalized(lines).probabilities
     assert np.allclose(probabilities[1], probabilities[2]) and np.allclose(probabilities[1], probabilities[5])
     assert np.allclose(probabilities[3], predictor.predict_normalized(["good day"]).probabilities[0])
 
 
-def test_token_rows_layout(predictors: dict[str, Predictor], tweeteval_lines: list[str]) -> None:
+def test_a_batch_scores_each_line_as_alone(
+    predictors: dict[str, Predictor], tweeteval_lines: list[str]
+) -> None:
     scorer = predictors["recipe"].scorer
-    assert scorer is not None
+    assert isinstance(scorer, LinearScorer)
     lines = tweeteval_lines[:300]
-    batch = scorer.token_rows(lines)
-    assert batch.offsets[0] == 0 and batch.offsets[-1] == batch.row_ids.size
+    sums, counts = scorer.row_sums(lines)
     for i in (0, 17, 299):
-        alone = scorer.token_rows([lines[i]])
-        assert np.array_equal(alone.row_ids, batch.row_ids[batch.offsets[i] : batch.offsets[i + 1]])
+        alone_sums, alone_counts = scorer.row_sums([lines[i]])
+        assert alone_counts[0] == counts[i] and np.array_equal(alone_sums[0], sums[i])
 
 
 @pytest.mark.parametrize("name", ["recipe", "softmax"])
@@ -288,7 +270,7 @@ def test_explanations_add_up_to_the_scores(
 ) -> None:
     predictor = predictors[name]
     scorer = predictor.scorer
-    assert scorer is not None
+    assert isinstance(scorer, LinearScorer)
     lines = tweeteval_lines[1_000:2_000]
     logits, has_rows = scorer.logits(lines)
     distributions = predictor.predict_normalized(lines).probabilities
@@ -349,17 +331,32 @@ def test_declines_what_it_cannot_reproduce(trained: dict[str, Path], tmp_path: P
         path.write_bytes(bytes(changed))
         return path
 
-    for index, value, reason in [(6, 1, "loss"), (6, 2, "loss"), (7, 1, "supervised"), (10, 3, "char")]:
+    for index, value, reason in [(6, 1, "loss"), (6, 2, "loss"), (10, 3, "char")]:
         with pytest.raises(UnsupportedModelError, match=reason):
             LinearScorer.from_file(with_arg(index, value))
+    with pytest.raises(ModelLoadError, match="not a classifier"):
+        LinearScorer.from_file(with_arg(7, 1))
     version = bytearray(data)
     struct.pack_into("<i", version, 4, 13)
     (tmp_path / "v13.bin").write_bytes(bytes(version))
-    with pytest.raises(UnsupportedModelError, match="version"):
+    with pytest.raises(ModelLoadError, match="version"):
         LinearScorer.from_file(tmp_path / "v13.bin")
     with pytest.raises(ModelLoadError, match="not a fastText model"):
         (tmp_path / "text.bin").write_bytes(b"not a model\n" * 50)
         LinearScorer.from_file(tmp_path / "text.bin")
+
+
+def test_a_file_fasttext_must_score_is_checked_whole_first(trained: dict[str, Path], tmp_path: Path) -> None:
+    """The compiled scorer declines a char n-gram model only once the whole file is known complete: fastText
+    never loads a truncated one."""
+    data = trained["char"].read_bytes()
+    with pytest.raises(UnsupportedModelError, match="char n-grams"):
+        LinearScorer.from_file(trained["char"])
+    for cut in (100, len(data) // 2, len(data) - 1):
+        path = tmp_path / f"char-{cut}.bin"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+            Predictor.load(path)
 
 
 def test_word_pulls_are_the_explanations_negative_minus_positive(
@@ -367,7 +364,7 @@ def test_word_pulls_are_the_explanations_negative_minus_positive(
 ) -> None:
     """The crisis terms' pulls (worker) come from the same contributions as the API's explanations."""
     scorer = predictors["recipe"].scorer
-    assert scorer is not None
+    assert isinstance(scorer, LinearScorer)
     lines = [*tweeteval_lines[:300], "", "unseenwordxyz only", "worst worst service"]
     tokens, pulls = scorer.word_pulls(lines)
     assert len(tokens) == len(pulls) == len(lines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import fasttext
@@ -9,10 +11,11 @@ import numpy as np
 import pytest
 
 import sentiment_model.lexicon
-import sentiment_model.normalize
 import sentiment_model.normalize_text
 from schemas import LABELS
 from sentiment_model import ModelLoadError, ModelNotFoundError, Predictor, normalize
+from sentiment_model.fasttext_scorer import FastTextScorer
+from sentiment_model.model_file import read_model_file
 from training.data import Dataset
 from training.fasttext_train import fit, labelled_lines, training_file
 
@@ -100,22 +103,53 @@ def test_wrong_labels(tmp_path: Path, train_subset: Dataset) -> None:
         Predictor.load(path)
 
 
-def test_a_crashing_file_does_not_take_the_process_down(tmp_path: Path, small_model: Path) -> None:
-    # Cut points that crash fastText's loader outright (seen with SIGSEGV): the check runs in a child.
+def test_a_file_that_crashes_fasttext_is_a_clear_error(tmp_path: Path, small_model: Path) -> None:
+    # Cut points that crash fastText's loader outright (seen with SIGSEGV): the own reader checks every
+    # size first, in this process, and fastText never sees such a file.
     data = small_model.read_bytes()
     for fraction in (0.05, 0.1, 0.2, 0.3, 0.5):
         path = tmp_path / f"cut-{fraction}.ftz"
         path.write_bytes(data[: int(len(data) * fraction)])
-        with pytest.raises(ModelLoadError):
+        with pytest.raises(ModelLoadError, match="truncated or corrupt"):
             Predictor.load(path)
+        with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+            Predictor.load_fasttext(path)
 
 
 def test_loading_builds_every_lazy_table_so_no_post_pays_for_first_use(small_model: Path) -> None:
     """The first batch after a start held its results back 0.4 s while normalisation built its tables."""
-    modules = [sentiment_model.lexicon, sentiment_model.normalize, sentiment_model.normalize_text]
+    modules = [sentiment_model.lexicon, sentiment_model.normalize_text]
     caches = [value for module in modules for value in vars(module).values() if hasattr(value, "cache_clear")]
-    assert len(caches) >= 4
+    assert len(caches) >= 3
     for cache in caches:
         cache.cache_clear()
     Predictor.load(small_model)
     assert [cache.__name__ for cache in caches if cache.cache_info().currsize == 0] == []
+
+
+def test_the_default_scorer_is_the_compiled_one_and_fasttext_is_not_loaded(small_model: Path) -> None:
+    predictor = Predictor.load(small_model)
+    assert predictor.scorer_name == "c" and predictor.scorer_reason == ""
+    reference = Predictor.load_fasttext(small_model)
+    assert reference.scorer_name == "fasttext"
+    lines = [normalize(text) for text in TEXTS]
+    assert np.allclose(
+        predictor.predict_normalized(lines).probabilities,
+        reference.predict_normalized(lines).probabilities,
+        atol=1e-5,
+    )
+    assert isinstance(reference.scorer, FastTextScorer)
+    ours = {word.decode() for word in read_model_file(small_model).words}
+    assert ours == set(reference.scorer.model.get_words())
+    assert predictor.oov_counts(lines) == reference.oov_counts(lines)
+
+
+def test_a_file_the_compiled_scorer_reads_never_loads_fasttext(small_model: Path) -> None:
+    """The model is read once, in-process, by the project's reader: no child process, no fastText."""
+    probe = (
+        "import sys; from sentiment_model import Predictor; "
+        f"p = Predictor.load({str(small_model)!r}); "
+        "print(p.scorer_name, 'fasttext' in sys.modules, 'huggingface_hub' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["c", "False", "False"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sentiment_model import Predictor
+from sentiment_model.fasttext_scorer import FastTextScorer
 from training.data import Dataset
 from training.fasttext_train import TrainingError, fit, labelled_lines, training_file, val_macro_recall
 from training.search import Candidate, SearchResult, confirm, run_search
@@ -51,9 +52,9 @@ def test_a_soup_is_the_word_by_word_mean_of_its_members(train_subset: Dataset) -
     np.testing.assert_allclose(averaged.get_input_matrix(), np.mean([i for i, _ in expected], 0), atol=1e-6)
     np.testing.assert_allclose(averaged.get_output_matrix(), np.mean([o for _, o in expected], 0), atol=1e-6)
     # ... and it is a working model: probabilities that sum to 1, labels that agree with its members.
-    batch = Predictor(averaged, Path("<soup>")).predict(data.texts[:300])
+    batch = Predictor(FastTextScorer(averaged), Path("<soup>")).predict(data.texts[:300])
     np.testing.assert_allclose(batch.probabilities.sum(axis=1), 1.0, atol=1e-3)
-    first = Predictor(members[1], Path("<member>")).predict(data.texts[:300])
+    first = Predictor(FastTextScorer(members[1]), Path("<member>")).predict(data.texts[:300])
     assert (batch.label_ids == first.label_ids).mean() > 0.8
 
 

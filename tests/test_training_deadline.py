@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from sentiment_model import Predictor
+from sentiment_model.fasttext_scorer import FastTextScorer
 from training import fasttext_train
 from training import train as train_cli
 from training.data import Dataset
@@ -147,7 +148,10 @@ def test_children_that_hang_crash_or_diverge_drop_only_their_candidate(
     assert "(marked 94) dropped: the trained model cannot score val" in dropped[2]
     assert "(marked 91) dropped: the fit was still running at its" in dropped[3]
     # The published model is the one that finished, loaded back from the child's file.
-    assert len(Predictor(result.best_model, Path("<best>")).predict(["a fine day"]).label_ids) == 1
+    assert (
+        len(Predictor(FastTextScorer(result.best_model), Path("<best>")).predict(["a fine day"]).label_ids)
+        == 1
+    )
 
 
 @pytest.mark.usefixtures("sabotaged")

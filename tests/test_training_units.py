@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from sentiment_model import Predictor
+from sentiment_model.fasttext_scorer import FastTextScorer
 from training import fasttext_train
 from training import train as train_cli
 from training.data import Dataset
@@ -171,9 +172,9 @@ def test_projecting_onto_the_labels_keeps_every_score(
     with training_file(labelled_lines(train_subset.head(3_000))) as path:
         model = fit(path, params, threads=1)
     texts = train_subset.texts[3_000:3_500]
-    before = Predictor(model, Path("<full>")).predict(texts)
+    before = Predictor(FastTextScorer(model), Path("<full>")).predict(texts)
     projected = project_onto_labels(model, tmp_path / "projected.bin")
     assert projected.get_dimension() == 3 and projected.get_words() == model.get_words()
-    after = Predictor(projected, Path("<projected>")).predict(texts)
+    after = Predictor(FastTextScorer(projected), Path("<projected>")).predict(texts)
     np.testing.assert_allclose(after.probabilities, before.probabilities, atol=1e-4)
     assert (after.label_ids == before.label_ids).all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
+from pydantic import Field, StrictStr
 
 from schemas import DeadLetterReason, Mention, SentimentResult
-from schemas.mention import MAX_TEXT_CHARS
+from schemas.mention import MAX_TEXT_CHARS, FieldChecks, NonBlankStr, Rfc3339Str, field_checks
 from tests.worker_harness import POISON
 from worker import batch as batch_module
 from worker.batch import (
@@ -142,27 +143,117 @@ contract_documents = st.fixed_dictionaries(
 )
 
 
+def conforms_oracle(doc: dict[str, Any], timestamps: TimestampParser, checks: FieldChecks) -> bool:
+    """The field checks in Python, one document at a time: the compiled decode's test oracle."""
+    for name, limit in checks.required:
+        value = doc.get(name)
+        if type(value) is not str or not value.strip() or (limit >= 0 and len(value) > limit):
+            return False
+    for name in checks.optional_strings:
+        value = doc.get(name)
+        if value is not None and type(value) is not str:
+            return False
+    for name in checks.timestamps:
+        value = doc.get(name)
+        if value is not None and (type(value) is not str or timestamps.seconds(value) is None):
+            return False
+    return True
+
+
+def decode_oracle(
+    values: list[bytes | None], timestamps: TimestampParser, checks: FieldChecks = batch_module.FIELD_CHECKS
+) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+    index: list[int] = []
+    documents: list[dict[str, Any]] = []
+    suspects: list[int] = []
+    for i, value in enumerate(values):
+        try:
+            doc = orjson.loads(value)  # type: ignore[arg-type]  # None (a tombstone) raises TypeError
+        except (orjson.JSONDecodeError, TypeError):
+            suspects.append(i)
+            continue
+        if type(doc) is dict and conforms_oracle(doc, timestamps, checks):
+            index.append(i)
+            documents.append(doc)
+        else:
+            suspects.append(i)
+    return index, documents, suspects
+
+
+def compiled_decode(
+    values: list[bytes | None], parser: TimestampParser, checks: FieldChecks = batch_module.FIELD_CHECKS
+) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+    assert batch_module._fastbatch is not None
+    return batch_module._fastbatch.decode(
+        values,
+        orjson.loads,
+        batch_module._DECODE_ERRORS,
+        checks.required,
+        checks.optional_strings,
+        checks.timestamps,
+        parser.cache,
+        parser.seconds,
+    )
+
+
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(contract_documents.map(lambda d: json.dumps(d).encode()) | raw_values, max_size=10))
-def test_the_compiled_decode_keeps_and_suspects_exactly_what_python_does(values: list[bytes | None]) -> None:
+def test_the_compiled_decode_keeps_and_suspects_exactly_what_the_oracle_does(
+    values: list[bytes | None],
+) -> None:
     """Unicode whitespace (as str.strip sees it), lengths, optional types, timestamps, undecodable bytes."""
-    assert batch_module._fastbatch is not None
-    python = batch_module._decode_python(values, TimestampParser())
+    expected = decode_oracle(values, TimestampParser())
     twice = TimestampParser()  # a warm cache: the compiled loop reads it before calling the parser
     for parser in (TimestampParser(), twice, twice):
-        compiled = batch_module._fastbatch.decode(
-            values,
-            orjson.loads,
-            batch_module._DECODE_ERRORS,
-            MAX_TEXT_CHARS,
-            batch_module._OPTIONAL_STRINGS,
-            parser.cache,
-            parser.seconds,
+        assert compiled_decode(values, parser) == expected
+
+
+def test_the_field_checks_are_derived_from_the_mention_model() -> None:
+    checks = field_checks(Mention)
+    assert checks == batch_module.FIELD_CHECKS
+    assert checks.required == (("id", -1), ("text", MAX_TEXT_CHARS))
+    assert checks.optional_strings == ("brand", "source", "author", "lang", "url")
+    assert checks.timestamps == ("created_at",)
+    assert {name for name, _ in checks.required} | {*checks.optional_strings, *checks.timestamps} == set(
+        Mention.model_fields
+    )
+
+
+def test_a_new_mention_field_is_checked_on_the_fast_path_too() -> None:
+    class Wider(Mention):
+        channel: StrictStr | None = None
+        posted_at: Rfc3339Str | None = None
+        title: Annotated[NonBlankStr, Field(max_length=5)]
+
+    checks = field_checks(Wider)
+    assert "channel" in checks.optional_strings and "posted_at" in checks.timestamps
+    assert ("title", 5) in checks.required
+    base = {"id": "a", "text": "good", "title": "t"}
+    values = [
+        orjson.dumps(doc)
+        for doc in (
+            base,
+            {**base, "channel": 5},
+            {**base, "posted_at": "yesterday"},
+            {**base, "title": "longer"},
+            {"id": "a", "text": "good"},
         )
-        assert compiled == python
+    ]
+    assert compiled_decode(values, TimestampParser(), checks)[2] == [1, 2, 3, 4]
+    assert compiled_decode(values, TimestampParser(), checks) == decode_oracle(
+        values, TimestampParser(), checks
+    )
+
+    class Odd(Mention):
+        count: int = 0
+
+    with pytest.raises(TypeError, match=r"Odd\.count"):
+        field_checks(Odd)
 
 
-def test_without_the_compiled_decode_python_checks_every_record(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_compiled_decode_the_contract_judges_every_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     values = [v for v, _ in POISON] + [good(1), good(2, created_at="2026-11-26T10:15:00Z")]
     _, with_c = run_decode(values)
     monkeypatch.setattr(batch_module, "_fastbatch", None)

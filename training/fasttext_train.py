@@ -19,6 +19,7 @@ import numpy as np
 
 from schemas import LABELS
 from sentiment_model import Predictor, normalize_batch
+from sentiment_model.fasttext_scorer import FastTextScorer
 from sentiment_model.predictor import LABEL_PREFIX
 from training.data import Dataset
 from training.metrics import macro_recall
@@ -218,7 +219,7 @@ def quantize(model: Any, train_file: Path, params: Mapping[str, Any], threads: i
 
 def predict_ids(model: Any, data: Dataset) -> np.ndarray[Any, np.dtype[np.int64]]:
     """Predicted label ids, scored exactly as the worker and API score (the shared Predictor)."""
-    batch = Predictor(model, Path("<in-memory>")).predict(data.texts)
+    batch = Predictor(FastTextScorer(model), Path("<in-memory>")).predict(data.texts)
     return batch.label_ids.astype(np.int64)
 
 

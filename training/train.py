@@ -25,7 +25,6 @@ import numpy as np
 
 from schemas import LABELS
 from sentiment_model import Predictor, normalize_batch
-from sentiment_model.drift import oov_rate
 from sentiment_model.resolve import file_sha256
 from sentiment_model.settings import DEFAULT_REPO
 from training.data import SPLITS, DataError, Dataset, default_data_dir, load_split
@@ -347,7 +346,7 @@ def _train(
     test_pred = predictor.predict(test.texts).label_ids.astype(np.int64)
     metrics = build_metrics(args, result, quant, model_path, train, val, test, val_pred, test_pred, started)
     # The published file's vocabulary and the serving code's definition: what the worker compares with.
-    metrics["reference"]["oov_token_rate"] = oov_rate(normalize_batch(val.texts), predictor.vocabulary())
+    metrics["reference"]["oov_token_rate"] = predictor.oov_rate(normalize_batch(val.texts))
     (args.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     plot_confusion_matrix(
         metrics["test"]["confusion_matrix"],

@@ -1,17 +1,17 @@
 /* worker.batch's decode and encode in C for the common record: the per-record Python loop around orjson
  * and the contract's fast checks, and a result event's JSON without a per-record dict.
  *
- * decode(values, loads, decode_errors, max_text_chars, optional_strings, seen_timestamps, seconds)
+ * decode(values, loads, decode_errors, required, optional_strings, timestamps, seen_timestamps, seconds)
  *   values: list of bytes | None; loads: orjson.loads; decode_errors: the exception types that make a
- *   value a suspect (orjson.JSONDecodeError, TypeError); max_text_chars: the contract's limit;
- *   optional_strings: tuple of the field names that must be a str when present; seen_timestamps: the
- *   TimestampParser's dict of created_at strings already parsed; seconds: its parse method (str -> float
- *   | None), called for a created_at not in that dict.
- * -> (index, documents, suspects): exactly what worker.batch._decode_python returns. A value is valid
- *   when loads gives a dict whose "id" and "text" are str with something besides whitespace (str.isspace),
- *   text no longer than max_text_chars, each optional string absent, None or a str, and created_at absent,
- *   None, or a str that is in seen_timestamps or that seconds() parses. Anything else is a suspect, judged
- *   by the contract in Python. Any other exception from loads or seconds propagates.
+ *   value a suspect (orjson.JSONDecodeError, TypeError); required, optional_strings, timestamps: the
+ *   contract's fields (schemas.field_checks, derived from Mention); seen_timestamps: the
+ *   TimestampParser's dict of timestamp strings already parsed; seconds: its parse method (str -> float
+ *   | None), called for a timestamp not in that dict.
+ * -> (index, documents, suspects), in order. A value is valid when loads gives a dict whose required
+ *   fields are str with something besides whitespace (str.isspace) and no longer than their limit (-1:
+ *   none), each optional string absent, None or a str, and each timestamp absent, None, or a str that is
+ *   in seen_timestamps or that seconds() parses. Anything else is a suspect, judged by the contract
+ *   (pydantic) in Python. Any other exception from loads or seconds propagates.
  *
  * encode(documents, scores_json, label_ids, labels, model_json, processed_at_json, known)
  *   documents: list of dicts (decoded mentions, already checked against the contract);
@@ -298,40 +298,62 @@ static int has_content(PyObject *value) {
 }
 
 typedef struct {
-    PyObject *id, *text, *created_at;
-    PyObject *optional; /* tuple of str */
-    Py_ssize_t max_text_chars;
-    PyObject *seen;    /* dict */
-    PyObject *seconds; /* callable */
+    PyObject *required;   /* tuple of (name, max length or -1) */
+    PyObject *optional;   /* tuple of str */
+    PyObject *timestamps; /* tuple of str */
+    PyObject *seen;       /* dict */
+    PyObject *seconds;    /* callable */
 } Checks;
 
-/* Whether `doc` certainly passes the contract (worker.batch._conforms). 1 yes, 0 no, -1 error set. */
-static int conforms(PyObject *doc, const Checks *checks) {
-    PyObject *post_id = PyDict_GetItemWithError(doc, checks->id);
-    if (post_id == NULL) return PyErr_Occurred() ? -1 : 0;
-    PyObject *text = PyDict_GetItemWithError(doc, checks->text);
-    if (text == NULL) return PyErr_Occurred() ? -1 : 0;
-    if (!PyUnicode_CheckExact(post_id) || !PyUnicode_CheckExact(text)) return 0;
-    if (PyUnicode_GET_LENGTH(text) > checks->max_text_chars) return 0;
-    if (!has_content(post_id) || !has_content(text)) return 0;
-    Py_ssize_t names = PyTuple_GET_SIZE(checks->optional);
-    for (Py_ssize_t i = 0; i < names; i++) {
-        PyObject *value = PyDict_GetItemWithError(doc, PyTuple_GET_ITEM(checks->optional, i));
-        if (value == NULL && PyErr_Occurred()) return -1;
-        if (value != NULL && value != Py_None && !PyUnicode_CheckExact(value)) return 0;
-    }
-    PyObject *created = PyDict_GetItemWithError(doc, checks->created_at);
-    if (created == NULL) return PyErr_Occurred() ? -1 : 1;
-    if (created == Py_None) return 1;
-    if (!PyUnicode_CheckExact(created)) return 0;
-    PyObject *cached = PyDict_GetItemWithError(checks->seen, created);
+/* A timestamp field's value passes: absent, None, or a str seen before or that seconds() parses.
+ * 1 yes, 0 no, -1 error set. */
+static int timestamp_passes(PyObject *value, const Checks *checks) {
+    if (value == NULL || value == Py_None) return 1;
+    if (!PyUnicode_CheckExact(value)) return 0;
+    PyObject *cached = PyDict_GetItemWithError(checks->seen, value);
     if (cached != NULL && cached != Py_None) return 1;
     if (PyErr_Occurred()) return -1;
-    PyObject *parsed = PyObject_CallOneArg(checks->seconds, created);
+    PyObject *parsed = PyObject_CallOneArg(checks->seconds, value);
     if (parsed == NULL) return -1;
     int valid = parsed != Py_None;
     Py_DECREF(parsed);
     return valid;
+}
+
+/* Whether `doc` certainly passes the contract (schemas.field_checks). 1 yes, 0 no, -1 error set. */
+static int conforms(PyObject *doc, const Checks *checks) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(checks->required); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(checks->required, i);
+        PyObject *value = PyDict_GetItemWithError(doc, PyTuple_GET_ITEM(pair, 0));
+        if (value == NULL) return PyErr_Occurred() ? -1 : 0;
+        if (!PyUnicode_CheckExact(value)) return 0;
+        Py_ssize_t limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 1));
+        if (limit >= 0 && PyUnicode_GET_LENGTH(value) > limit) return 0;
+        if (!has_content(value)) return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(checks->optional); i++) {
+        PyObject *value = PyDict_GetItemWithError(doc, PyTuple_GET_ITEM(checks->optional, i));
+        if (value == NULL && PyErr_Occurred()) return -1;
+        if (value != NULL && value != Py_None && !PyUnicode_CheckExact(value)) return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(checks->timestamps); i++) {
+        PyObject *value = PyDict_GetItemWithError(doc, PyTuple_GET_ITEM(checks->timestamps, i));
+        if (value == NULL && PyErr_Occurred()) return -1;
+        int valid = timestamp_passes(value, checks);
+        if (valid != 1) return valid;
+    }
+    return 1;
+}
+
+/* A tuple of str; 0, or -1 with TypeError naming `what`. */
+static int check_names(PyObject *names, const char *what) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(names, i))) {
+            PyErr_Format(PyExc_TypeError, "%s must be a tuple of str", what);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int append_index(PyObject *list, Py_ssize_t i) {
@@ -346,22 +368,23 @@ static PyObject *fastbatch_decode(PyObject *module, PyObject *args) {
     (void)module;
     PyObject *values, *loads, *errors;
     Checks checks = {0};
-    if (!PyArg_ParseTuple(args, "O!OOnO!O!O:decode", &PyList_Type, &values, &loads, &errors,
-                          &checks.max_text_chars, &PyTuple_Type, &checks.optional, &PyDict_Type, &checks.seen,
-                          &checks.seconds))
+    if (!PyArg_ParseTuple(args, "O!OOO!O!O!O!O:decode", &PyList_Type, &values, &loads, &errors, &PyTuple_Type,
+                          &checks.required, &PyTuple_Type, &checks.optional, &PyTuple_Type, &checks.timestamps,
+                          &PyDict_Type, &checks.seen, &checks.seconds))
         return NULL;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(checks.optional); i++) {
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(checks.optional, i))) {
-            PyErr_SetString(PyExc_TypeError, "optional_strings must be a tuple of str");
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(checks.required); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(checks.required, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
+            !PyLong_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "required must be a tuple of (str, int) pairs");
             return NULL;
         }
     }
+    if (check_names(checks.optional, "optional_strings") < 0 || check_names(checks.timestamps, "timestamps") < 0)
+        return NULL;
     PyObject *index = PyList_New(0), *documents = PyList_New(0), *suspects = PyList_New(0);
     PyObject *result = NULL;
-    checks.id = PyUnicode_InternFromString("id");
-    checks.text = PyUnicode_InternFromString("text");
-    checks.created_at = PyUnicode_InternFromString("created_at");
-    if (!index || !documents || !suspects || !checks.id || !checks.text || !checks.created_at) goto done;
+    if (!index || !documents || !suspects) goto done;
     Py_ssize_t n = PyList_GET_SIZE(values);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *doc = PyObject_CallOneArg(loads, PyList_GET_ITEM(values, i));
@@ -386,15 +409,12 @@ done:
     Py_XDECREF(index);
     Py_XDECREF(documents);
     Py_XDECREF(suspects);
-    Py_XDECREF(checks.id);
-    Py_XDECREF(checks.text);
-    Py_XDECREF(checks.created_at);
     return result;
 }
 
 static PyMethodDef fastbatch_methods[] = {
     {"decode", fastbatch_decode, METH_VARARGS,
-     "decode(values, loads, decode_errors, max_text_chars, optional_strings, seen_timestamps, seconds) -> "
+     "decode(values, loads, decode_errors, required, optional_strings, timestamps, seen_timestamps, seconds) -> "
      "(index, documents, suspects): the valid records and the ones the contract must judge."},
     {"encode", fastbatch_encode, METH_VARARGS,
      "encode(documents, scores_json, label_ids, labels, model_json, processed_at_json, known) -> "

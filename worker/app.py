@@ -44,7 +44,6 @@ from worker.metrics import Heartbeat, WorkerMetrics
 from worker.processing import TRANSACTION_HEADER, Rejected, dead_letter_headers, model_headers
 from worker.reputation import Reputation
 from worker.settings import WorkerSettings
-from worker.term_pull import token_pulls
 
 log = logging.getLogger("worker")
 _NEUTRAL = LABELS.index("neutral")
@@ -130,7 +129,7 @@ class Worker:
         self.drift = DriftMonitor(
             metrics, settings.drift_window_records, settings.drift_min_records, settings.drift_oov_sample
         )
-        self.drift.set_model((model.metrics or {}).get("reference"), predictor.vocabulary())
+        self.drift.set_model((model.metrics or {}).get("reference"), predictor.oov_counts)
         self.reputation = Reputation(
             metrics,
             settings.gauge_windows,
@@ -362,8 +361,8 @@ class Worker:
 
         Contributions come from the scorer itself (the exact identity of ``"explain": true``). A model
         that only fastText can score (char n-grams) has no such table: its words' pulls are read through
-        fastText's word vectors instead (:mod:`worker.term_pull`, an approximation of the log-odds).
-        At most BRAND_TERMS_SAMPLE_POSTS posts per batch, evenly spaced.
+        fastText's word vectors instead (:mod:`sentiment_model.fasttext_scorer`, an approximation of the
+        log-odds). At most BRAND_TERMS_SAMPLE_POSTS posts per batch, evenly spaced.
         """
         if not self.reputation.top_terms:
             return
@@ -372,10 +371,7 @@ class Worker:
         if chosen.size > limit:
             chosen = chosen[np.linspace(0, chosen.size - 1, limit).astype(np.intp)]
         sample = [lines[i] for i in chosen.tolist()]
-        scorer = self.predictor.scorer
-        tokens, pulls = (
-            scorer.word_pulls(sample) if scorer is not None else token_pulls(self.predictor, sample)
-        )
+        tokens, pulls = self.predictor.word_pulls(sample)
         brands = [self.metrics.brand_names[i] for i in brand_ids[chosen].tolist()]
         self.reputation.observe_terms(brands, label_ids[chosen], tokens, pulls, now)
 
@@ -387,7 +383,7 @@ class Worker:
         self.predictor, self.model = predictor, model
         self._headers = model_headers(model.ref)
         self.metrics.set_model(model.repo, model.revision, model.sha256)
-        self.drift.set_model((model.metrics or {}).get("reference"), predictor.vocabulary())
+        self.drift.set_model((model.metrics or {}).get("reference"), predictor.oov_counts)
 
     def _predict(self, lines: list[str]) -> ScoredBatch:
         """Score normalised texts; a model error is retried with backoff, then fatal."""

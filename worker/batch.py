@@ -3,12 +3,10 @@ score, in the model package) -> encode. No Kafka I/O here; :mod:`worker.app` fee
 and produces what comes out.
 
 Every stage takes the whole batch and returns columns. The per-record loops of decode (one
-``orjson.loads`` and the contract's fast checks) and encode run in C (``worker/_fastbatch.c``) where it is
-built, each with its Python twin as the reference; a record that is special (it fails the fast checks)
-takes the per-record path of :mod:`worker.processing`, which is the authority on the reason and the
-detail a dead letter carries. Measured on 2,000 TweetEval posts (see README, "Worker benchmark"):
-validate 9.2 -> 1.7 (Python) -> 1.15 (C) µs a record, of which orjson.loads is 0.9; result JSON 3.4 ->
-1.5 (Python) -> 0.5 (C).
+``orjson.loads`` and the contract's field checks, derived from :class:`Mention`) and encode run in C
+(``worker/_fastbatch.c``) where it is built; a record that is special (it fails the field checks) takes
+the per-record path of :mod:`worker.processing`, the contract itself, which is the authority on the
+reason and the detail a dead letter carries (and judges every record where the C is not built).
 """
 
 from __future__ import annotations
@@ -23,17 +21,18 @@ import numpy.typing as npt
 import orjson
 
 from schemas import LABELS, DeadLetterReason
-from schemas.mention import MAX_TEXT_CHARS, Mention, primary_language
+from schemas.mention import Mention, field_checks, primary_language
 from worker.processing import Rejected, validate
 
-try:  # decode and encode loops in C for the common record; optional (the Python twins run without it)
+try:  # decode and encode loops in C for the common record; optional (see decode and encode without it)
     from worker import _fastbatch
 except ImportError:  # pragma: no cover - a build without the extension
     _fastbatch = None  # type: ignore[assignment]
 
 #: Every field of the :class:`Mention` contract. Fields outside it are carried through to the result.
 KNOWN_FIELDS: Final = frozenset(Mention.model_fields)
-_OPTIONAL_STRINGS: Final = ("brand", "source", "author", "lang", "url")
+#: The contract's fields as the compiled decode checks them (a field it cannot check stops the import).
+FIELD_CHECKS: Final = field_checks(Mention)
 _TIMESTAMP_CACHE_SIZE: Final = 4096
 
 
@@ -88,41 +87,24 @@ class TimestampParser:
         return seconds
 
 
-def _conforms(doc: dict[str, Any], timestamps: TimestampParser) -> bool:
-    """Whether ``doc`` certainly passes the :class:`Mention` contract (False: ask the contract itself).
-
-    Conservative by design: anything it is not sure of goes to :func:`worker.processing.validate`.
-    """
-    post_id, text = doc.get("id"), doc.get("text")
-    if type(post_id) is not str or type(text) is not str:
-        return False
-    if len(text) > MAX_TEXT_CHARS or not post_id.strip() or not text.strip():
-        return False
-    for name in _OPTIONAL_STRINGS:
-        value = doc.get(name)
-        if value is not None and type(value) is not str:
-            return False
-    created = doc.get("created_at")
-    if created is None:
-        return True
-    return type(created) is str and timestamps.seconds(created) is not None
-
-
 def decode(records: Sequence[Any], values: Sequence[bytes | None], timestamps: TimestampParser) -> Decoded:
     """Parse and check a batch: one ``orjson.loads`` per value, straight from the bytes (it validates
-    UTF-8 itself, so there is no separate decode copy). Records that fail any fast check are judged by
-    the contract, one by one, which gives today's exact reasons and details. The compiled loop
-    (``worker/_fastbatch.c``) runs the same checks as :func:`_decode_python`, which runs where it is not
-    built."""
+    UTF-8 itself, so there is no separate decode copy), and the contract's field checks
+    (:data:`FIELD_CHECKS`, derived from :class:`Mention`), in C (``worker/_fastbatch.c``). Records that
+    fail any of them are judged by the contract itself, one by one, which gives the exact reasons and
+    details; without the compiled loop every record is."""
     if _fastbatch is None:
-        index, documents, suspects = _decode_python(values, timestamps)
+        index: list[int] = []
+        documents: list[dict[str, Any]] = []
+        suspects = list(range(len(values)))
     else:
         index, documents, suspects = _fastbatch.decode(
             values if type(values) is list else list(values),
             orjson.loads,
             _DECODE_ERRORS,
-            MAX_TEXT_CHARS,
-            _OPTIONAL_STRINGS,
+            FIELD_CHECKS.required,
+            FIELD_CHECKS.optional_strings,
+            FIELD_CHECKS.timestamps,
             timestamps.cache,
             timestamps.seconds,
         )
@@ -133,28 +115,6 @@ def decode(records: Sequence[Any], values: Sequence[bytes | None], timestamps: T
 
 
 _DECODE_ERRORS: Final = (orjson.JSONDecodeError, TypeError)  # TypeError: None (a tombstone)
-
-
-def _decode_python(
-    values: Sequence[bytes | None], timestamps: TimestampParser
-) -> tuple[list[int], list[dict[str, Any]], list[int]]:
-    """Valid records (positions, documents) and suspects (positions), in order."""
-    index: list[int] = []
-    documents: list[dict[str, Any]] = []
-    suspects: list[int] = []
-    loads = orjson.loads
-    for i, value in enumerate(values):
-        try:
-            doc = loads(value)  # type: ignore[arg-type]  # None (a tombstone) raises TypeError
-        except _DECODE_ERRORS:
-            suspects.append(i)
-            continue
-        if type(doc) is dict and _conforms(doc, timestamps):
-            index.append(i)
-            documents.append(doc)
-        else:
-            suspects.append(i)
-    return index, documents, suspects
 
 
 def _judge(out: Decoded, records: Sequence[Any], suspects: list[int]) -> None:

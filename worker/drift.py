@@ -5,16 +5,24 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas import LABELS
-from sentiment_model.drift import as_vector, js_divergence, oov_counts, psi, shares
+from sentiment_model.drift import as_vector, js_divergence, psi, shares
 from worker.metrics import WorkerMetrics
 
 log = logging.getLogger("worker.drift")
+
+#: (tokens outside the vocabulary, all tokens) of some normalised lines.
+OovCounter = Callable[[Sequence[str]], tuple[int, int]]
+
+
+def _no_oov(lines: Sequence[str]) -> tuple[int, int]:
+    return 0, 0
 
 
 class DriftMonitor:
@@ -34,14 +42,15 @@ class DriftMonitor:
         self._counts = np.zeros(len(LABELS), np.int64)
         self._oov = self._tokens = 0
         self._reference: list[float] | None = None
-        self._vocabulary: frozenset[str] = frozenset()
+        self._oov_counts: OovCounter = _no_oov
 
-    def set_model(self, reference: dict[str, Any] | None, vocabulary: frozenset[str]) -> None:
-        """A (new) model: its reference from metrics.json and its vocabulary. The window restarts."""
+    def set_model(self, reference: dict[str, Any] | None, oov_counts: OovCounter) -> None:
+        """A (new) model: its reference from metrics.json and its OOV count
+        (:meth:`sentiment_model.Predictor.oov_counts`). The window restarts."""
         self._batches.clear()
         self._counts[:] = 0
         self._oov = self._tokens = 0
-        self._vocabulary = vocabulary
+        self._oov_counts = oov_counts
         distribution = (reference or {}).get("val_prediction_distribution")
         self._reference = as_vector(distribution) if isinstance(distribution, dict) else None
         self.metrics.reference_label_share.clear()
@@ -57,7 +66,7 @@ class DriftMonitor:
     def observe(self, label_ids: npt.NDArray[np.intp], normalized: list[str]) -> None:
         """Add one batch's predictions and update the gauges."""
         counts = np.bincount(label_ids, minlength=len(LABELS)).astype(np.int64)
-        oov, tokens = oov_counts(normalized[:: self.oov_sample], self._vocabulary)
+        oov, tokens = self._oov_counts(normalized[:: self.oov_sample])
         self._batches.append((counts, oov, tokens))
         self._counts += counts
         self._oov += oov
