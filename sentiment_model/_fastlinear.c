@@ -38,8 +38,8 @@
 #define CODE_LABEL (-2)
 #define CODE_MISSING (-1)
 
-/* One vocabulary slot, 16 bytes (a 32-byte slot with 16 key bytes inline measured 10% slower: the
- * table is read at random and its size is what costs). A key of up to 8 bytes (most tokens) is compared
+/* One vocabulary slot, 16 bytes (a 32-byte slot with 16 key bytes inline was slower: the table is
+ * read at random and its size is what costs). A key of up to 8 bytes (most tokens) is compared
  * without leaving the slot; a longer one also compares its tail through `tails`. */
 typedef struct {
     uint64_t head; /* the key's first 8 bytes, zero-padded (keys never hold a zero byte) */
@@ -164,9 +164,8 @@ static int prune_ranks(Kernel *self, const Py_buffer *prune, long long bucket, l
     /* The int32 map is 4 MB for 1M buckets, read at random once per n-gram: the rank form is
      * 256 KB and stays in cache. fastText's quantize numbers the kept rows by n-gram count, not by
      * bucket, so a copy of the table puts them in bucket order first (same values, other places) unless
-     * the caller did (LinearScorer does, so that the table exists once).
-     * Measured on the published model (2,000 TweetEval val lines, a loaded shared machine): 2-4%
-     * faster, about the noise; kept because it takes 3.8 MB out of the loop's random reads. */
+     * the caller did (LinearScorer does, so that the table exists once). Kept for the megabytes it
+     * takes out of the loop's random reads more than for its speed. */
     if (!ranked) {
         self->own_rows = PyMem_Malloc(sizeof(float) * (size_t)((nwords + kept) * dim));
         if (!self->own_rows) {
@@ -333,9 +332,8 @@ static int64_t sum_line(const Kernel *k, const char *text, Py_ssize_t length, Sc
     const float *table = k->rows;
     const Py_ssize_t dim = k->dim;
     Py_ssize_t ntokens = 0, i = 0;
-    /* One pass over the bytes finds the tokens, their hashes and first 8 bytes (a separate
-     * tokenise / hash / pack measured 1.15 µs per TweetEval line with every table in cache, this 0.75;
-     * 1.7-2.0 against 2.0-2.4 on 2,000 distinct lines). */
+    /* One pass over the bytes finds the tokens, their hashes and first 8 bytes: faster than a
+     * separate tokenise / hash / pack, which reads each line three times. */
     for (;;) {
         while (i < length && byte_class[(unsigned char)text[i]] == 1) i++;
         if (i >= length || text[i] == '\n') break;

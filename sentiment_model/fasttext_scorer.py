@@ -9,8 +9,8 @@ the input vectors of a line's ``N`` ids (its words, word n-grams and end-of-line
 contributes ``u . vec(w) / N``. A quantized model does not give out ``O``, but ``u`` can be solved for:
 for any line, ``log p_neg - log p_pos = u . h`` (softmax; for one-vs-all ``logit(p_neg) - logit(p_pos)``),
 ``h`` is ``get_sentence_vector`` of the line, and a least squares fit over unsaturated probe lines
-recovers ``u`` (measured: within 0.007 of the model's own log-odds on held-out lines, for a quantized
-dim-20 model). Word n-gram ids are not tokens and are left out of the per-token pull.
+recovers ``u`` (tests/test_crisis.py checks it against the model's own log-odds). Word n-gram ids
+are not tokens and are left out of the per-token pull.
 """
 
 from __future__ import annotations

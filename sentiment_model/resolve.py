@@ -1,7 +1,7 @@
 """Find the model file: a local path, or the newest matching file of a Hub repo (online or cached).
 
-The Hub client is imported only when the Hub is asked: with ``MODEL_PATH`` it would add 11 MB and about
-0.4 s to every start.
+The Hub client is imported only when the Hub is asked: with ``MODEL_PATH`` it would only add memory and
+start-up time.
 """
 
 from __future__ import annotations

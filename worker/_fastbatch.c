@@ -17,7 +17,7 @@
  *   documents: list of dicts (decoded mentions, already checked against the contract);
  *   scores_json: bytes, orjson's JSON of the (n, 3) probabilities (negative, neutral, positive):
  *     "[[a,b,c],[a,b,c],...]". Floats are spliced from it as orjson wrote them: formatting them here with
- *     Python's repr (dtoa) cost 2.5 µs a record against 1.5 for the whole Python encoder (measured);
+ *     Python's repr (dtoa) cost more than the whole Python encoder;
  *   label_ids: a C-contiguous int64 buffer of shape (n,), each 0..2;
  *   labels: tuple of the 3 label names (str); model_json, processed_at_json: bytes, already JSON;
  *   known: frozenset of the contract's field names.

@@ -82,7 +82,7 @@ class WorkerSettings(ModelSettings):
         50,
         ge=1,
         description="measure the OOV rate on every N-th post (a rate: 1 in 50 of a 2,000-post batch is "
-        "40 posts; every 10th cost 2% of the worker's time, measured with py-spy)",
+        "40 posts; docs/results.md has the cost of denser samples)",
     )
     model_languages: str = Field(
         "en",
@@ -119,8 +119,8 @@ class WorkerSettings(ModelSettings):
         50,
         ge=1,
         description="most negative/positive posts per batch whose words feed the window terms (evenly "
-        "spaced): every post at low rates; a ranking needs no more (250 a batch cost 13% of the "
-        "worker's time at full speed, measured with py-spy)",
+        "spaced): every post at low rates; a ranking needs no more (docs/results.md has the cost of "
+        "larger samples)",
     )
 
     @field_validator("brands")

@@ -175,10 +175,9 @@ class Consumer:
 
         What is already queued is taken at once; only an empty queue waits, up to ``timeout``, and then
         for the first record, not for a full batch: librdkafka's own ``consume(n, timeout)`` waits for
-        ``n`` records or the whole timeout, so at 10,000 posts/s offered a 2,000-record batch held its
-        first record ~200 ms before scoring began (p50 222 ms / p99 397 ms event-to-result, measured
-        with ``bench.worker_bench``). Under a backlog the queue holds full batches, so throughput is
-        unchanged; at a low rate batches shrink to what each fetch brought.
+        ``n`` records or the whole timeout, so at a steady rate a large batch held its first record
+        for most of the timeout before scoring began. Under a backlog the queue holds full batches, so
+        throughput is unchanged; at a low rate batches shrink to what each fetch brought.
         """
         try:
             records = self._consumer.consume(max_records, 0)
@@ -211,7 +210,7 @@ class Consumer:
 
         Asynchronous because a synchronous commit has no time-out of its own: with the coordinator
         frozen it blocked the loop for the whole outage (liveness, metrics and SIGTERM with it). The
-        answer comes back through ``on_commit`` while consuming (``close`` waits for it, measured): a
+        answer comes back through ``on_commit`` while consuming (``close`` waits for it): a
         non-retriable failure is raised by the next call, a retriable one is only logged (the outputs
         are acknowledged already; a later commit, or the partition's next owner, takes over)."""
         if self._commit_failure is not None:
@@ -308,7 +307,7 @@ class Consumer:
 
         Waits ``timeout`` at most; False if the close goes on in the background. librdkafka gives the
         LeaveGroup request 5 s, but first waits for offset commits in flight, and with the coordinator
-        frozen one of those held the close until the broker answered again (25 s, measured). The group
+        frozen one of those held the close until the broker answered again. The group
         drops a member that did not leave after its ``session.timeout.ms``."""
         failures: list[KafkaException] = []
 
