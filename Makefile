@@ -37,7 +37,7 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 unit: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 # What the suite needs from the system, installed here and nowhere else (tests never run apt-get):
 # Java 17+ for the Apache Kafka broker the suite starts from ../shared/kafka, Prometheus' promtool and

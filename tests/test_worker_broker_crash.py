@@ -33,7 +33,7 @@ from training.data import Dataset
 from worker.kafka.apache_kafka import ApacheKafka, apache_kafka, apache_kafka_missing
 
 MODES = ("at_least_once", "exactly_once")
-PART = 12_000  # posts a mode gets before each crash (and once more after the last one)
+PART = 6_000  # posts a mode gets before each crash (and once more after the last one)
 CRASHES = 3
 # The broker is down for its restart (15-35 s here), longer than the default 45 s session time-out in some
 # runs and not in others: a short one makes every crash cost the group membership, the harder path.

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from worker.kafka.errors import (
     ClientConfigError,
     DeliveryFailedError,
+    KafkaLayerError,
     KafkaRefusedError,
     TransactionFailedError,
 )
@@ -121,6 +122,12 @@ class Producer:
                     error, self._watch.who, operation="Write", topic=record.topic()
                 )
 
+    def _produce_error(self, topic: str, exc: KafkaException) -> KafkaLayerError:
+        """A refusal (a revoked Write ACL is refused at produce time) by its name, else a failed delivery."""
+        error: KafkaError = exc.args[0]
+        refused = refusal(error, self._watch.who, operation="Write", topic=topic)
+        return refused or DeliveryFailedError(f"cannot produce to {topic!r}: {error}")
+
     def _raise_if_refused(self) -> None:
         """A refusal seen by the error callback or in a delivery report (the same wording either way)."""
         self._watch.raise_if_refused()
@@ -143,7 +150,7 @@ class Producer:
                     ) from None
                 self._producer.poll(_QUEUE_FULL_POLL_SECONDS)  # backpressure: let deliveries drain
             except KafkaException as exc:
-                raise DeliveryFailedError(f"cannot produce to {topic!r}: {exc.args[0]}") from exc
+                raise self._produce_error(topic, exc) from exc
 
     def produce_batch(
         self, topic: str, values: list[bytes], keys: list[bytes | None], headers: Headers | None = None
@@ -158,7 +165,7 @@ class Producer:
                     self.produce(topic, values[rest], keys[rest], headers)
                 return
             except KafkaException as exc:
-                raise DeliveryFailedError(f"cannot produce to {topic!r}: {exc.args[0]}") from exc
+                raise self._produce_error(topic, exc) from exc
 
     def poll(self) -> None:
         """Serve delivery reports without waiting; raise a refusal they or the error callback brought."""
