@@ -17,7 +17,7 @@ from api.errors import unavailable
 from api.explain import CANNOT_EXPLAIN_STATUS, cannot_explain, explain
 from api.json_io import json_response, read_json, request_body_openapi
 from api.settings import ApiSettings
-from schemas import LABELS, Label, ModelInfo, PredictRequest, PredictResponse
+from schemas import LABELS, Label, ModelInfo
 from schemas.api import (
     BatchPrediction,
     BatchPredictRequest,
@@ -25,6 +25,8 @@ from schemas.api import (
     ExplainedBatchPrediction,
     ExplainedBatchPredictResponse,
     ExplainedPredictResponse,
+    PredictRequest,
+    PredictResponse,
 )
 from schemas.sentiment import LabelScores
 from sentiment_model import ModelCannotExplainError, ScoredBatch

@@ -1,10 +1,10 @@
 """Pydantic contracts shared by the worker, the API and training.
 
 Everything that crosses a process boundary (Kafka records, HTTP bodies, published model metadata) is
-described here once, so producers and consumers cannot drift apart.
+described here once, so producers and consumers cannot drift apart. The HTTP bodies live in
+``schemas.api``, imported by the API alone: the worker starts without their validators.
 """
 
-from schemas.api import BatchPredictRequest, BatchPredictResponse, PredictRequest, PredictResponse
 from schemas.deadletter import DeadLetterHeader, DeadLetterReason
 from schemas.labels import LABELS, Label
 from schemas.mention import MAX_TEXT_CHARS, Mention
@@ -15,8 +15,6 @@ from schemas.sentiment import LabelScores, SentimentResult
 __all__ = [
     "LABELS",
     "MAX_TEXT_CHARS",
-    "BatchPredictRequest",
-    "BatchPredictResponse",
     "DeadLetterHeader",
     "DeadLetterReason",
     "Label",
@@ -25,8 +23,6 @@ __all__ = [
     "ModelFile",
     "ModelInfo",
     "ModelRef",
-    "PredictRequest",
-    "PredictResponse",
     "ReputationWindow",
     "SentimentResult",
     "TermPull",

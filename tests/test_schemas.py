@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas import MAX_TEXT_CHARS, BatchPredictRequest, Mention, PredictRequest, SentimentResult
-from schemas.api import MAX_BATCH_TEXTS
+from schemas import MAX_TEXT_CHARS, Mention, SentimentResult
+from schemas.api import MAX_BATCH_TEXTS, BatchPredictRequest, PredictRequest
 from schemas.timestamps import utc_rfc3339
 
 
