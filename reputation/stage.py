@@ -176,8 +176,7 @@ class Stage:
         if self.checkpoint.rewinds != self._rewinds:  # protocol step 5
             self._rewinds = self.checkpoint.rewinds
             log.warning("checkpoint rewound: restoring partitions %s from the changelog", sorted(self._owned))
-            for partition in sorted(self._owned):
-                self._restore(partition)
+            self._restore(sorted(self._owned))
 
     def _put_back(self, records: list[Any]) -> None:
         first: dict[tuple[str, int], int] = {}
@@ -239,10 +238,14 @@ class Stage:
             m.watermark.set(max(finite))
 
     # --- protocol step 2 -----------------------------------------------------------------------------------
-    def _restore(self, partition: int) -> None:
-        """Read changelog ``partition`` to its end (read_committed) into the state."""
-        self.state.drop(partition)
+    def _restore(self, partitions: list[int]) -> None:
+        """Read each changelog partition to its end (read_committed) into the state, all at once."""
+        if not partitions:
+            return
+        for partition in partitions:
+            self.state.drop(partition)
         started = time.monotonic()
+        topic = self.settings.reputation_state_topic
         reader = ck.Consumer(
             {
                 **self._base,
@@ -250,51 +253,52 @@ class Stage:
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 10,
             }
         )
         restored = 0
+        pending = set(partitions)
         try:
-            tp = TopicPartition(self.settings.reputation_state_topic, partition, ck.OFFSET_BEGINNING)
-            reader.assign([tp])
+            reader.assign([TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in partitions])
             deadline = started + _RESTORE_TIMEOUT_SECONDS
-            done = False
-            while not done:
+            while pending:
                 if time.monotonic() > deadline:
                     raise ConsumerFailedError(
-                        f"restoring {tp.topic}[{partition}] took over {_RESTORE_TIMEOUT_SECONDS:.0f}s"
+                        f"restoring {topic} partitions {sorted(pending)} took over "
+                        f"{_RESTORE_TIMEOUT_SECONDS:.0f}s (an open transaction of a stage that died "
+                        "under another TRANSACTIONAL_ID ends at its transaction time-out)"
                     )
                 self._keep_alive()
-                for message in reader.consume(1000, 0.5):
+                for message in reader.consume(1000, 0.1):
                     error = message.error()
                     if error is not None:
                         if error.code() == ck.KafkaError._PARTITION_EOF:
-                            done = True
+                            pending.discard(message.partition())
                         elif error.fatal():
-                            raise ConsumerFailedError(f"restoring {tp.topic}[{partition}]: {error.str()}")
+                            raise ConsumerFailedError(f"restoring {topic}: {error.str()}")
                         continue
-                    key, value = message.key(), message.value()
-                    if key is not None and value is not None:
+                    key, value, partition = message.key(), message.value(), message.partition()
+                    if key is not None and value is not None and partition is not None:
                         self.state.restore(partition, key, value)
                         restored += 1
         finally:
             reader.close()
         self.state.drain()  # restored entries are not changes
         self.metrics.restored_records.inc(restored)
-        part = self.state.partitions.get(partition)
+        brands = sum(len(self.state.partitions[p].brands) for p in partitions if p in self.state.partitions)
         log.info(
-            "partition %d: state restored from %d changelog records in %.1fs (%d brands)",
-            partition,
+            "partitions %s: state restored from %d changelog records in %.1fs (%d brands)",
+            sorted(partitions),
             restored,
             time.monotonic() - started,
-            len(part.brands) if part else 0,
+            brands,
         )
 
     # --- rebalance callbacks (run inside consume) ----------------------------------------------------------
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
-        for tp in partitions:
-            self._restore(tp.partition)
-            self._owned.add(tp.partition)
+        self._restore([tp.partition for tp in partitions])
+        self._owned.update(tp.partition for tp in partitions)
         self.checkpoint.assigned(partitions)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
