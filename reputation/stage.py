@@ -277,9 +277,9 @@ class Stage:
                         elif error.fatal():
                             raise ConsumerFailedError(f"restoring {topic}: {error.str()}")
                         continue
-                    key, value, partition = message.key(), message.value(), message.partition()
-                    if key is not None and value is not None and partition is not None:
-                        self.state.restore(partition, key, value)
+                    key, value, where = message.key(), message.value(), message.partition()
+                    if key is not None and value is not None and where is not None:
+                        self.state.restore(where, key, value)
                         restored += 1
         finally:
             reader.close()
