@@ -11,7 +11,8 @@ the windows before:
   ``(median |r| / 0.6745)**2`` of the Pearson residuals ``r = (k - n p) / sqrt(n p (1 - p))``, at least 1
   (quasi-binomial). A median ignores the odd wild window that a variance would let swamp a real shift;
 - ``z = (k - n p) / sqrt(phi n p (1 - p))``: a window with few posts is noisier, so needs a larger jump;
-- **volume ratio** ``k / max(v, 1)``, ``v`` the decayed mean of negatives per window;
+- **volume ratio** ``k / max(v, 1)``, ``v`` the decayed mean of negatives per window (decayed negatives
+  over decayed windows, the same weights as the share);
 - **warm-up in posts**: until the baseline learned ``warmup_posts`` posts (and enough windows for
   ``phi``), ``z`` is 0 and the ratio 1: a brand without a baseline never pages, whatever its volume;
 - the window is then learned, its negatives clipped to ``n p + 3 sd``, so a crisis is not absorbed as
@@ -66,7 +67,7 @@ class Baseline:
 
     posts: float = 0.0  # decayed sum of posts
     negatives: float = 0.0  # decayed sum of negatives
-    volume: float = 0.0  # decayed mean negatives per window
+    window_weight: float = 0.0  # decayed count of windows
     learned_posts: int = 0  # every post ever learned (the warm-up counts these)
     windows: int = 0
     recent: list[list[int]] = field(default_factory=list)  # [n, k] of the last windows with posts
@@ -77,6 +78,11 @@ class Baseline:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Baseline:
         return cls(**data)
+
+    @property
+    def volume(self) -> float:
+        """Decayed mean of negatives per window."""
+        return self.negatives / self.window_weight if self.window_weight > 0 else 0.0
 
     @property
     def share(self) -> float:
@@ -120,7 +126,7 @@ def _learn(baseline: Baseline, negatives: int, posts: int, sd: float, options: D
     keep = 0.5 ** (1.0 / options.half_life_windows)
     baseline.posts = keep * baseline.posts + posts
     baseline.negatives = keep * baseline.negatives + k
-    baseline.volume = k if baseline.windows == 0 else keep * baseline.volume + (1.0 - keep) * k
+    baseline.window_weight = keep * baseline.window_weight + 1.0
     baseline.learned_posts += posts
     baseline.windows += 1
     baseline.recent.append([posts, round(k)])

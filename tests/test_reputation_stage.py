@@ -26,7 +26,7 @@ from reputation.detector import Baseline, DetectorOptions, judge
 from schemas import LABELS
 from schemas.timestamps import utc_rfc3339
 from sentiment_model import Predictor, normalize
-from tests.kafka_harness import REPO, WorkerProcess, free_port, metric_sum, read_all, scrape, unique
+from tests.kafka_harness import StageProcess, WorkerProcess, metric_sum, read_all, scrape, unique
 from tests.worker_harness import create_topics, result_id
 from training.data import load_split
 from worker.demo.processes import Child
@@ -39,23 +39,6 @@ CALM = (0.3, 0.4, 0.3)
 CRISIS = (0.8, 0.15, 0.05)
 LATE_POSTS = 5
 OPTIONS = DetectorOptions(half_life_windows=1440, warmup_posts=300, alert_zscore=3.0, alert_min_posts=30)
-
-
-class StageProcess(Child):
-    """``python -m reputation`` with its own metrics port and one log across restarts."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        super().__init__(
-            "reputation",
-            "reputation",
-            {**env, "METRICS_PORT": str(free_port()), "METRICS_HOST": "127.0.0.1"},
-            log_path,
-            0,
-            append_log=True,
-            unset=("KAFKA_CONFIG_FILE",),
-            cwd=REPO,
-        )
-        self.port = int(self.env["METRICS_PORT"])
 
 
 @pytest.fixture(scope="module")
