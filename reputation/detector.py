@@ -10,7 +10,8 @@ the windows before:
   robustly from the last ``_RESIDUAL_WINDOWS`` windows of at least ``_PHI_MIN_POSTS`` posts as
   ``(median |r| / 0.6745)**2`` of the Pearson residuals ``r = (k - n p) / sqrt(n p (1 - p))``, at least 1
   (quasi-binomial). A median ignores the odd wild window that a variance would let swamp a real shift;
-- ``z = (k - n p) / sqrt(phi n p (1 - p))``: a window with few posts is noisier, so needs a larger jump;
+- ``z = (k - n p) / sqrt(phi n p (1 - p) (1 + n / N))``: a window with few posts is noisier, so needs a
+  larger jump, and a baseline learned from few posts (``N``, the decayed posts) is itself uncertain;
 - **volume ratio** ``k / max(v, 1)``, ``v`` the decayed mean of negatives per window (decayed negatives
   over decayed windows, the same weights as the share);
 - **warm-up in posts**: until the baseline learned ``warmup_posts`` posts (and enough windows for
@@ -30,7 +31,7 @@ from typing import Any
 
 _RESIDUAL_WINDOWS = 48
 _PHI_MIN_POSTS = 10
-_PHI_MIN_WINDOWS = 3
+_PHI_MIN_WINDOWS = 8
 _LEARN_CLIP_Z = 3.0
 _MAD_TO_SD = 0.6745
 
@@ -108,7 +109,7 @@ def judge(baseline: Baseline, negatives: int, posts: int, options: DetectorOptio
     sampled = sum(1 for n, _ in baseline.recent if n >= _PHI_MIN_POSTS)
     warm = baseline.learned_posts >= options.warmup_posts and sampled >= _PHI_MIN_WINDOWS and 0.0 < p < 1.0
     share = negatives / posts if posts else 0.0
-    sd = math.sqrt(phi * posts * p * (1.0 - p)) if warm and posts else 0.0
+    sd = math.sqrt(phi * posts * p * (1.0 - p) * (1.0 + posts / baseline.posts)) if warm and posts else 0.0
     z = (negatives - posts * p) / sd if sd > 0 else 0.0
     ratio = negatives / max(baseline.volume, 1.0) if warm else 1.0
     alert = warm and posts >= options.alert_min_posts and z >= options.alert_zscore

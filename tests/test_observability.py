@@ -783,8 +783,8 @@ def test_prometheus_scrapes_the_real_worker_and_api(
         without_data = []
         checked = 0
         for expr in dashboard_queries(load_dashboard()):
-            if expr.startswith("label_values("):
-                continue
+            if expr.startswith("label_values(") or "reputation_" in expr:
+                continue  # the stage's panels: no stage here (the crisis test below scrapes one)
             concrete = expr
             for variable, substitute in GRAFANA_VARIABLES.items():
                 concrete = concrete.replace(variable, substitute)

@@ -1,0 +1,174 @@
+"""The reputation stage's costs: worker throughput with partial aggregates on and off, and the stage's own
+throughput (partials/s and the posts they stand for).
+
+``KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:59092 python -m bench.reputation_bench [--posts 100000] [--rounds 3]``
+
+The posts are TweetEval train tweets about four brands, their ``created_at`` spread over an hour (60
+windows of 60 s), preloaded once into a topic of 4 partitions. Each round runs one worker (at-least-once,
+the small no-vectors model unless ``--model-path``) over all of them with partials off, then on, in a
+fresh group, and measures the first..last result as bench/worker_bench.py does. Then the stage reads the
+partials of the last "on" round in a fresh group (exactly-once, its changelog included): the time from
+its first to its last committed input offset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import confluent_kafka as ck
+import orjson
+
+from bench.worker_bench import create, run_phase
+from schemas.timestamps import utc_rfc3339
+from tests.kafka_harness import produce
+from training.data import load_split
+
+REPO = Path(__file__).resolve().parent.parent
+T0 = 1_800_000_000
+
+
+def posts(n: int, data_dir: Path) -> list[tuple[bytes, bytes]]:
+    texts = load_split("train", data_dir).texts
+    brands = ["acme", "globex", "initech", "umbrella"]
+    out = []
+    for i in range(n):
+        doc = {
+            "id": f"p{i}",
+            "text": texts[i % len(texts)],
+            "brand": brands[i % 4],
+            "created_at": utc_rfc3339(T0 + 3600.0 * i / n),
+        }
+        out.append((f"p{i}".encode(), orjson.dumps(doc)))
+    return out
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed([ck.TopicPartition(topic, p) for p in range(4)], timeout=10)
+        return sum(max(0, tp.offset) for tp in tps)
+    finally:
+        consumer.close()
+
+
+def high(bootstrap: str, topic: str) -> int:
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex}"})
+    try:
+        return sum(
+            consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)[1] for p in range(4)
+        )
+    finally:
+        consumer.close()
+
+
+def stage_phase(bootstrap: str, partials: str, n_partials: int, window: int) -> tuple[float, str]:
+    """Run the stage over ``partials`` in a fresh group; partials/s from its first to last commit."""
+    run = uuid.uuid4().hex[:8]
+    state, reputation, group = f"bench-state-{run}", f"bench-reputation-{run}", f"bench-stage-{run}"
+    create(bootstrap, state, reputation, mock=False)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REPUTATION_PARTIALS_TOPIC": partials,
+        "REPUTATION_STATE_TOPIC": state,
+        "REPUTATION_TOPIC": reputation,
+        "REPUTATION_GROUP": group,
+        "REPUTATION_WINDOW_SECONDS": str(window),
+        "METRICS_PORT": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    log = tempfile.NamedTemporaryFile(prefix="bench-stage-", suffix=".log", delete=False)  # noqa: SIM115 - kept for the user to read
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reputation"], cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
+    )
+    first: tuple[float, int] | None = None
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = committed(bootstrap, group, partials)
+            now = time.monotonic()
+            if done and first is None:
+                first = (now, done)
+            if done >= n_partials and first is not None:
+                return (done - first[1]) / max(now - first[0], 1e-9), log.name
+            if process.poll() is not None:
+                raise SystemExit(f"the stage exited early; see {log.name}")
+            time.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(60)
+    raise SystemExit(f"the stage did not finish; see {log.name}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--posts", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model-path", type=Path)
+    parser.add_argument("--window", type=int, default=60)
+    args = parser.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        parser.error("set KAFKA_BOOTSTRAP_SERVERS (an Apache Kafka broker: the stage uses transactions)")
+    data_dir = Path(os.environ.get("TWEETEVAL_DIR", REPO.parent / "shared/data/tweeteval-sentiment"))
+    model = args.model_path
+    if model is None:
+        from tests.conftest import train_small_model
+
+        model = train_small_model(load_split("train", data_dir), Path(tempfile.mkdtemp()))
+    run = uuid.uuid4().hex[:8]
+    source = f"bench-mentions-{run}"
+    create(bootstrap, source, f"bench-dlq-{run}", mock=False)
+    produce(bootstrap, source, posts(args.posts, data_dir), {"compression.type": "lz4", "linger.ms": 50})
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    partials = ""
+    for round_ in range(args.rounds):
+        for mode in ("off", "on"):
+            out, partials_topic = (
+                f"bench-out-{uuid.uuid4().hex[:8]}",
+                f"bench-partials-{uuid.uuid4().hex[:8]}",
+            )
+            create(bootstrap, out, partials_topic, mock=False)
+            env = {
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "INPUT_TOPIC": source,
+                "OUTPUT_TOPIC": out,
+                "DLQ_TOPIC": f"bench-dlq-{run}",
+                "CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
+                "MODEL_PATH": str(model),
+                "MODEL_POLL_INTERVAL_SECONDS": "0",
+                "BRANDS": "acme,globex,initech,umbrella",
+                "REPUTATION_WINDOW_SECONDS": str(args.window),
+                "REPUTATION_PARTIALS_TOPIC": partials_topic if mode == "on" else "",
+                "METRICS_PORT": "0",
+                "BATCH_SIZE": "2000",
+                "KAFKA_LINGER_MS": "20",
+                "LOG_LEVEL": "WARNING",
+            }
+            phase = run_phase(f"partials-{mode}", "worker", env, args.posts, bootstrap)
+            rates[mode].append(phase.rate)
+            print(f"round {round_ + 1} partials {mode}: {phase.rate:,.0f} posts/s", flush=True)
+            if mode == "on":
+                partials = partials_topic
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    print(
+        f"worker, median of {args.rounds}: off {off:,.0f} posts/s, on {on:,.0f} posts/s ({on / off - 1:+.1%})"
+    )
+    n_partials = high(bootstrap, partials)
+    rate, log = stage_phase(bootstrap, partials, n_partials, args.window)
+    print(
+        f"stage: {n_partials:,} partial records for {args.posts:,} posts: {rate:,.0f} partials/s "
+        f"({rate * args.posts / n_partials:,.0f} posts/s); log {log}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
