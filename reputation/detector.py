@@ -17,7 +17,8 @@ the windows before:
 - **warm-up in posts**: until the baseline learned ``warmup_posts`` posts (and enough windows for
   ``phi``), ``z`` is 0 and the ratio 1: a brand without a baseline never pages, whatever its volume;
 - the window is then learned, its negatives clipped to ``n p + 3 sd``, so a crisis is not absorbed as
-  normal within a few windows; a sustained change is, over the half-life;
+  normal within a few windows (a sustained change is, over the half-life); an alerting window does not
+  enter the dispersion estimate;
 - **alert**: ``z >= alert_zscore`` in a window of at least ``alert_min_posts`` posts. The thresholds are
   settings of the stage, used here only: the alert rules read the resulting ``reputation_alert`` gauge.
 """
@@ -114,11 +115,13 @@ def judge(baseline: Baseline, negatives: int, posts: int, options: DetectorOptio
     ratio = negatives / max(baseline.volume, 1.0) if warm else 1.0
     alert = warm and posts >= options.alert_min_posts and z >= options.alert_zscore
     judgement = Judgement(posts, negatives, share, p, phi, z, baseline.volume, ratio, warm, alert)
-    _learn(baseline, negatives, posts, sd if warm else 0.0, options)
+    _learn(baseline, negatives, posts, sd if warm else 0.0, alert, options)
     return judgement
 
 
-def _learn(baseline: Baseline, negatives: int, posts: int, sd: float, options: DetectorOptions) -> None:
+def _learn(
+    baseline: Baseline, negatives: int, posts: int, sd: float, alert: bool, options: DetectorOptions
+) -> None:
     if posts <= 0:
         return
     k = float(negatives)
@@ -130,5 +133,6 @@ def _learn(baseline: Baseline, negatives: int, posts: int, sd: float, options: D
     baseline.window_weight = keep * baseline.window_weight + 1.0
     baseline.learned_posts += posts
     baseline.windows += 1
-    baseline.recent.append([posts, round(k)])
-    del baseline.recent[:-_RESIDUAL_WINDOWS]
+    if not alert:  # a crisis is no sample of the brand's usual variation
+        baseline.recent.append([posts, round(k)])
+        del baseline.recent[:-_RESIDUAL_WINDOWS]
