@@ -26,13 +26,27 @@ from pathlib import Path
 import confluent_kafka as ck
 import orjson
 
-from bench.worker_bench import create, run_phase
+from bench.worker_bench import run_phase
 from schemas.timestamps import utc_rfc3339
 from tests.kafka_harness import produce
 from training.data import load_split
+from worker.kafka.admin import ensure_topics
+from worker.kafka.errors import TopicNotFoundError
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_800_000_000
+
+
+def create_topics(bootstrap: str, *topics: str) -> None:
+    """Topics of 4 partitions; the broker may list a topic it just created a moment later."""
+    for attempt in range(5):
+        try:
+            ensure_topics({"bootstrap.servers": bootstrap}, topics, partitions=4)
+            return
+        except TopicNotFoundError:
+            if attempt == 4:
+                raise
+            time.sleep(1)
 
 
 def posts(n: int, data_dir: Path) -> list[tuple[bytes, bytes]]:
@@ -69,11 +83,27 @@ def high(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def synthetic_partials(n: int, window: int) -> list[tuple[bytes, bytes]]:
+    """``n`` partial records as workers write them (4 brands, 20-post partials, windows advancing), with a
+    progress record after every 10: what a busy group of workers sends, produced by key."""
+    out: list[tuple[bytes, bytes]] = []
+    brands = ["acme", "globex", "initech", "umbrella"]
+    for i in range(n):
+        start = T0 + (i // 400) * window
+        doc = {"type": "partial", "brand": brands[i % 4], "window_start": start, "window_seconds": window,
+               "counts": [6, 8, 6], "negative_terms": [["outage", 1.5, 2]], "positive_terms": []}  # fmt: skip
+        out.append((brands[i % 4].encode(), orjson.dumps(doc)))
+        if i % 10 == 9:
+            progress = {"type": "progress", "source": "mentions/0", "event_time": float(start), "sources": 1}
+            out.append((b"\x00progress", orjson.dumps(progress)))
+    return out
+
+
 def stage_phase(bootstrap: str, partials: str, n_partials: int, window: int) -> tuple[float, str]:
     """Run the stage over ``partials`` in a fresh group; partials/s from its first to last commit."""
     run = uuid.uuid4().hex[:8]
     state, reputation, group = f"bench-state-{run}", f"bench-reputation-{run}", f"bench-stage-{run}"
-    create(bootstrap, state, reputation, mock=False)
+    create_topics(bootstrap, state, reputation)
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "REPUTATION_PARTIALS_TOPIC": partials,
@@ -89,6 +119,7 @@ def stage_phase(bootstrap: str, partials: str, n_partials: int, window: int) -> 
         [sys.executable, "-m", "reputation"], cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=log
     )
     first: tuple[float, int] | None = None
+    started = time.monotonic()
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -97,6 +128,8 @@ def stage_phase(bootstrap: str, partials: str, n_partials: int, window: int) -> 
             if done and first is None:
                 first = (now, done)
             if done >= n_partials and first is not None:
+                if done == first[1]:  # all in its first commit: count from its start instead
+                    first = (started, 0)
                 return (done - first[1]) / max(now - first[0], 1e-9), log.name
             if process.poll() is not None:
                 raise SystemExit(f"the stage exited early; see {log.name}")
@@ -113,6 +146,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model-path", type=Path)
     parser.add_argument("--window", type=int, default=60)
+    parser.add_argument(
+        "--stage-partials", type=int, default=200_000, help="synthetic partials for the stage"
+    )
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -125,17 +161,18 @@ def main() -> int:
         model = train_small_model(load_split("train", data_dir), Path(tempfile.mkdtemp()))
     run = uuid.uuid4().hex[:8]
     source = f"bench-mentions-{run}"
-    create(bootstrap, source, f"bench-dlq-{run}", mock=False)
+    create_topics(bootstrap, source, f"bench-dlq-{run}")
     produce(bootstrap, source, posts(args.posts, data_dir), {"compression.type": "lz4", "linger.ms": 50})
     rates: dict[str, list[float]] = {"off": [], "on": []}
     partials = ""
+    terms = os.environ.get("BRAND_TOP_TERMS")
     for round_ in range(args.rounds):
         for mode in ("off", "on"):
             out, partials_topic = (
                 f"bench-out-{uuid.uuid4().hex[:8]}",
                 f"bench-partials-{uuid.uuid4().hex[:8]}",
             )
-            create(bootstrap, out, partials_topic, mock=False)
+            create_topics(bootstrap, out, partials_topic)
             env = {
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "INPUT_TOPIC": source,
@@ -151,6 +188,7 @@ def main() -> int:
                 "BATCH_SIZE": "2000",
                 "KAFKA_LINGER_MS": "20",
                 "LOG_LEVEL": "WARNING",
+                **({"BRAND_TOP_TERMS": terms} if terms else {}),
             }
             phase = run_phase(f"partials-{mode}", "worker", env, args.posts, bootstrap)
             rates[mode].append(phase.rate)
@@ -162,10 +200,15 @@ def main() -> int:
         f"worker, median of {args.rounds}: off {off:,.0f} posts/s, on {on:,.0f} posts/s ({on / off - 1:+.1%})"
     )
     n_partials = high(bootstrap, partials)
-    rate, log = stage_phase(bootstrap, partials, n_partials, args.window)
+    print(f"{n_partials:,} partial and progress records for {args.posts:,} posts (batches of 2,000)")
+    synthetic = f"bench-partials-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, synthetic)
+    records = synthetic_partials(args.stage_partials, args.window)
+    produce(bootstrap, synthetic, records, {"compression.type": "lz4", "linger.ms": 50})
+    rate, log = stage_phase(bootstrap, synthetic, len(records), args.window)
     print(
-        f"stage: {n_partials:,} partial records for {args.posts:,} posts: {rate:,.0f} partials/s "
-        f"({rate * args.posts / n_partials:,.0f} posts/s); log {log}"
+        f"stage: {len(records):,} records ({args.stage_partials:,} partials of 20 posts): {rate:,.0f} "
+        f"records/s, {rate * args.stage_partials / len(records) * 20:,.0f} posts/s; log {log}"
     )
     return 0
 
