@@ -11,10 +11,13 @@ State protocol (exactly-once always: state, outputs and input offsets move toget
        which is also where the group's committed offset of p resumes.
     3. Each batch of partials is applied in log order (:class:`reputation.state.StageState`): counts
        into open windows, progress into the watermark. Windows the watermark passed are judged and
-       produced to ``REPUTATION_TOPIC``; every state entry the batch changed is produced to the
-       changelog, all inside the open transaction; the checkpoint tracks the input offsets.
-    4. The checkpoint (:class:`worker.checkpoint.Checkpoint`, the worker's own commit protocol) sends
-       the input offsets to the transaction and commits it: outputs, changelog and offsets together.
+       produced to ``REPUTATION_TOPIC`` inside the open transaction; the checkpoint tracks the input
+       offsets.
+    4. When the checkpoint is due (``COMMIT_INTERVAL_SECONDS``), at a revocation and at shutdown, every
+       state entry changed since the last checkpoint is produced to the changelog, once, in the same
+       transaction; then the checkpoint (:class:`worker.checkpoint.Checkpoint`, the worker's own commit
+       protocol) sends the input offsets to the transaction and commits it: outputs, changelog and
+       offsets together.
     5. If a checkpoint rewinds (an aborted transaction, a replaced producer, a lost partition), the
        in-memory state is ahead of what Kafka holds: it is dropped and every owned partition restored
        again as in step 2, from the same committed point the consumer rewinds to.
@@ -158,6 +161,8 @@ class Stage:
                 if self.checkpoint.waiting or self.checkpoint.due():
                     self._commit()
             left = (self._stop_at or time.monotonic()) - time.monotonic() - _EXIT_ALLOWANCE_SECONDS
+            if not self.checkpoint.waiting:
+                self._write_changelog()
             outcome = self.checkpoint.finish(max(0.5, left))
             self._count_commits()
         finally:
@@ -167,8 +172,15 @@ class Stage:
         return outcome
 
     def _commit(self) -> None:
+        self._write_changelog()
         self.checkpoint.commit()
         self._count_commits()
+
+    def _write_changelog(self) -> None:
+        """Protocol step 4: the changed state entries, into the open transaction (none while waiting:
+        no input was applied since the last call)."""
+        for partition, key, value in self.state.drain():
+            self.producer.produce(self.settings.reputation_state_topic, value, key, partition=partition)
 
     def _count_commits(self) -> None:
         self.metrics.checkpoints.inc(self.checkpoint.commits - self._commits_counted)
@@ -216,8 +228,6 @@ class Stage:
                         100 * closed.judgement.baseline_share,
                         closed.judgement.zscore,
                     )
-        for partition, key, value in self.state.drain():
-            self.producer.produce(s.reputation_state_topic, value, key, partition=partition)
         for partition, (first, last, count) in ranges.items():
             self.checkpoint.track_batch(s.reputation_partials_topic, partition, first, last, count)
         m.partials.inc(len(records))
@@ -305,6 +315,8 @@ class Stage:
         if self._closing:
             self.checkpoint.abandon()
         else:
+            if not self.checkpoint.waiting:
+                self._write_changelog()
             self.checkpoint.revoke(partitions)  # protocol step 6
         self._forget(partitions)
         if not self._closing:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from reputation.detector import Baseline, DetectorOptions, judge
-from reputation.state import StageState
+from reputation.state import BadRecordError, StageState
 from worker.partials import Partials
 
 OPTIONS = DetectorOptions(half_life_windows=200, warmup_posts=300, alert_zscore=3.0, alert_min_posts=30)
@@ -117,3 +117,15 @@ def test_partials_count_by_event_time_and_report_progress_to_every_partition() -
         ("mentions/1", 7200.5, 0), ("mentions/1", 7200.5, 1), ("mentions/1", 7200.5, 2),
     ]  # fmt: skip
     assert partials.drain() == []
+
+
+def test_records_that_are_not_partials_are_refused_with_the_reason() -> None:
+    state = StageState(10, 10.0, OPTIONS)
+    for value, reason in (
+        (b"{not json", "not a partial or progress record"),
+        (b'{"type": "gossip"}', "unknown record type 'gossip'"),
+        (partial("acme", 1000, [1, 0, 0], window=60), "REPUTATION_WINDOW_SECONDS must be the same"),
+    ):
+        with pytest.raises(BadRecordError, match=reason):
+            state.apply(0, value)
+    assert state.partitions[0].brands == {}
