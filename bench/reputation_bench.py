@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import confluent_kafka as ck
@@ -28,7 +29,7 @@ import orjson
 
 from bench.worker_bench import run_phase
 from schemas.timestamps import utc_rfc3339
-from tests.kafka_harness import produce
+from tests.kafka_harness import produce, read_all
 from training.data import load_split
 from worker.kafka.admin import ensure_topics
 from worker.kafka.errors import TopicNotFoundError
@@ -140,15 +141,75 @@ def stage_phase(bootstrap: str, partials: str, n_partials: int, window: int) -> 
     raise SystemExit(f"the stage did not finish; see {log.name}")
 
 
+def latency_phase(bootstrap: str, model: Path, data_dir: Path, rate: int, seconds: int) -> list[float]:
+    """Posts stamped now at ``rate``/s for ``seconds`` through one worker and the stage (2 s windows, 2 s
+    grace): per ``reputation`` record, its broker timestamp minus its window's end plus the grace."""
+    run = uuid.uuid4().hex[:8]
+    names = {n: f"bench-{n}-{run}" for n in ("in", "out", "dlq", "partials", "state", "reputation")}
+    create_topics(bootstrap, *names.values())
+    common = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "REPUTATION_WINDOW_SECONDS": "2", "METRICS_PORT": "0"}
+    common |= {"REPUTATION_PARTIALS_TOPIC": names["partials"], "LOG_LEVEL": "WARNING"}
+    worker_env = common | {
+        "INPUT_TOPIC": names["in"],
+        "OUTPUT_TOPIC": names["out"],
+        "DLQ_TOPIC": names["dlq"],
+        "CONSUMER_GROUP": f"bench-{run}",
+        "MODEL_PATH": str(model),
+        "MODEL_POLL_INTERVAL_SECONDS": "0",
+        "BRANDS": "acme,globex,initech,umbrella",
+    }
+    stage_env = common | {
+        "REPUTATION_STATE_TOPIC": names["state"],
+        "REPUTATION_TOPIC": names["reputation"],
+        "REPUTATION_GROUP": f"bench-stage-{run}",
+        "REPUTATION_GRACE_SECONDS": "2",
+    }
+    children = [
+        subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env={**os.environ, **env})
+        for module, env in (("worker", worker_env), ("reputation", stage_env))
+    ]
+    texts = load_split("train", data_dir).texts
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    try:
+        time.sleep(8)  # both joined their groups
+        started = time.monotonic()
+        i = 0
+        while time.monotonic() - started < seconds:
+            for _ in range(rate // 20):
+                doc = {"id": f"l{i}", "text": texts[i % len(texts)], "brand": ("acme", "globex")[i % 2],
+                       "created_at": utc_rfc3339(time.time())}  # fmt: skip
+                producer.produce(names["in"], orjson.dumps(doc), f"l{i}".encode())
+                i += 1
+            producer.poll(0)
+            time.sleep(0.05)
+        producer.flush(30)
+        time.sleep(8)  # the last windows close
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(60)
+    delays = []
+    for message in read_all(bootstrap, names["reputation"], 1, timeout=30, settle=3.0):
+        doc = orjson.loads(message.value() or b"{}")
+        end = datetime.fromisoformat(doc["window_end"].replace("Z", "+00:00")).timestamp()
+        delays.append(message.timestamp()[1] / 1000 - (end + 2.0))
+    if not delays:
+        raise SystemExit(f"no reputation record; topics {names}")
+    return delays
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--posts", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model-path", type=Path)
     parser.add_argument("--window", type=int, default=60)
+    parser.add_argument("--latency-rate", type=int, default=1000, help="posts/s of the latency phase")
     parser.add_argument(
         "--stage-partials", type=int, default=200_000, help="synthetic partials for the stage"
     )
+    parser.add_argument("--only-latency", action="store_true")
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -159,6 +220,9 @@ def main() -> int:
         from tests.conftest import train_small_model
 
         model = train_small_model(load_split("train", data_dir), Path(tempfile.mkdtemp()))
+    if args.only_latency:
+        report_latency(bootstrap, model, data_dir, args.latency_rate)
+        return 0
     run = uuid.uuid4().hex[:8]
     source = f"bench-mentions-{run}"
     create_topics(bootstrap, source, f"bench-dlq-{run}")
@@ -210,7 +274,17 @@ def main() -> int:
         f"stage: {len(records):,} records ({args.stage_partials:,} partials of 20 posts): {rate:,.0f} "
         f"records/s, {rate * args.stage_partials / len(records) * 20:,.0f} posts/s; log {log}"
     )
+    report_latency(bootstrap, model, data_dir, args.latency_rate)
     return 0
+
+
+def report_latency(bootstrap: str, model: Path, data_dir: Path, rate: int) -> None:
+    delays = sorted(latency_phase(bootstrap, model, data_dir, rate, 30))
+    p50, p95 = delays[len(delays) // 2], delays[int(len(delays) * 0.95)]
+    print(
+        f"window end + grace -> reputation record ({len(delays)} records, {rate} posts/s, 2 s windows): "
+        f"p50 {p50:.2f} s, p95 {p95:.2f} s, max {delays[-1]:.2f} s"
+    )
 
 
 if __name__ == "__main__":
