@@ -221,3 +221,26 @@ class WorkerProcess(Child):
         """Start it (again, after a kill or an exit)."""
         super().start()
         return self
+
+
+class StageProcess(Child):
+    """``python -m reputation`` (the reputation stage) with metrics on a free port and one log file
+    appended across restarts."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        port = free_port()
+        super().__init__(
+            "reputation",
+            "reputation",
+            {**env, "METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.1"},
+            log_path,
+            port,
+            append_log=True,
+            unset=("KAFKA_CONFIG_FILE",),
+            cwd=REPO,
+        )
+
+    def start(self) -> StageProcess:
+        """Start it (again, after a kill or an exit)."""
+        super().start()
+        return self

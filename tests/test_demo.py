@@ -121,8 +121,9 @@ def test_demo_uses_a_given_cluster_and_stops_cleanly_on_ctrl_c(
 def test_demo_scripts_a_crisis_and_the_board_shows_deviation_alert_and_complaints(
     tmp_path: Path, small_model: Path, data_dir: Path
 ) -> None:
-    """acme's mood turns sharply negative part-way through: its z-score rises past the alert threshold,
-    the board shows BrandSentimentDrop's condition met, and acme's complaint terms are the crisis's."""
+    """acme's mood turns sharply negative part-way through, with 4 workers sharing its posts: the stage's
+    z-score rises past the alert threshold, the board shows BrandSentimentDrop's condition met, and acme's
+    complaint terms are the crisis's."""
     from sentiment_model import normalize
     from worker.demo.board import DROP_ZSCORE
     from worker.demo.posts import CRISIS_PHRASES
@@ -134,7 +135,7 @@ def test_demo_scripts_a_crisis_and_the_board_shows_deviation_alert_and_complaint
             "-m",
             "worker.demo",
             *("--duration", "50", "--crisis-brand", "acme", "--crisis-after", "26"),
-            *("--window-seconds", "2", "--warmup-windows", "6", "--workers", "1", "--rate", "300"),
+            *("--window-seconds", "2", "--warmup-windows", "6", "--workers", "4", "--rate", "300"),
             *("--refresh", "2", "--bad-share", "0.01"),
         ],
         env=demo_env(tmp_path, small_model, data_dir),

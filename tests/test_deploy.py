@@ -32,6 +32,7 @@ from packaging.specifiers import SpecifierSet
 from pydantic_settings import BaseSettings
 
 from api.settings import ApiSettings
+from reputation.settings import StageSettings
 from schemas import LABELS
 from training import train as train_cli
 from training.data import SPLITS, load_split
@@ -42,7 +43,7 @@ from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "deploy" / "k8s"
-FIRST_PARTY = frozenset({"schemas", "sentiment_model", "training", "worker", "api"})
+FIRST_PARTY = frozenset({"schemas", "sentiment_model", "training", "worker", "api", "reputation"})
 #: Read by Python, huggingface_hub or the shell rather than by our settings classes.
 LIBRARY_ENV = frozenset({"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HF_HOME", "HF_HUB_OFFLINE"})
 SECRET_WORDS = ("TOKEN", "KEY", "PASSWORD", "SECRET", "CREDENTIAL")
@@ -55,6 +56,7 @@ def default(settings: type[BaseSettings], field: str) -> Any:
 
 
 WORKER_METRICS_PORT = default(WorkerSettings, "metrics_port")
+STAGE_METRICS_PORT = default(StageSettings, "metrics_port")
 API_PORT = default(ApiSettings, "api_port")
 SHUTDOWN_TIMEOUT = default(WorkerSettings, "shutdown_timeout_seconds")
 
@@ -78,9 +80,15 @@ ALLOWED_ENV = {
     "worker": setting_names(WorkerSettings) | LIBRARY_ENV,
     "api": setting_names(ApiSettings) | LIBRARY_ENV,
     "training": env_names_read_in("training") | LIBRARY_ENV,
+    "reputation": setting_names(StageSettings) | LIBRARY_ENV,
 }
-SETTINGS: dict[str, type[BaseSettings]] = {"worker": WorkerSettings, "api": ApiSettings}
-SETTING_NAMES = setting_names(WorkerSettings) | setting_names(ApiSettings)
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "worker": WorkerSettings,
+    "api": ApiSettings,
+    "reputation": StageSettings,
+}
+SETTING_NAMES = setting_names(WorkerSettings) | setting_names(ApiSettings) | setting_names(StageSettings)
+KAFKA_CLIENTS = ("worker", "reputation")  # take any KAFKA_* (librdkafka passthrough)
 
 
 def unknown_env_names(kind: str, names: Iterable[str]) -> list[str]:
@@ -88,9 +96,9 @@ def unknown_env_names(kind: str, names: Iterable[str]) -> list[str]:
     bad = [
         name
         for name in names
-        if name not in ALLOWED_ENV[kind] and not (kind == "worker" and name.startswith("KAFKA_"))
+        if name not in ALLOWED_ENV[kind] and not (kind in KAFKA_CLIENTS and name.startswith("KAFKA_"))
     ]
-    if kind == "worker":
+    if kind in KAFKA_CLIENTS:
         bad += invalid_librdkafka_properties({name: "1" for name in names if name.startswith("KAFKA_")})
     return sorted(bad)
 
@@ -196,7 +204,7 @@ class Image:
         return out
 
 
-ENTRY_MODULES = {"worker": "worker", "api": "api", "training": "training.train"}
+ENTRY_MODULES = {"worker": "worker", "api": "api", "training": "training.train", "reputation": "reputation"}
 
 
 @functools.cache
@@ -258,6 +266,8 @@ def test_dockerfile_env_names_are_real_settings(image: Image, clean_env: pytest.
         s = settings_from(SETTINGS[image.kind], env, clean_env)
         if image.kind == "worker":
             assert (s.metrics_host, s.metrics_port) == ("0.0.0.0", WORKER_METRICS_PORT)
+        elif image.kind == "reputation":
+            assert (s.metrics_host, s.metrics_port) == ("0.0.0.0", STAGE_METRICS_PORT)
         else:
             assert (s.api_host, s.api_port) == ("0.0.0.0", API_PORT)
 
@@ -270,7 +280,10 @@ def test_dockerfile_port_and_healthcheck(image: Image) -> None:
         assert expose == []
         assert health == ["NONE"]  # a one-shot job
         return
-    port, path = (WORKER_METRICS_PORT, "/healthz") if image.kind == "worker" else (API_PORT, "/health")
+    port, path = {
+        "worker": (WORKER_METRICS_PORT, "/healthz"),
+        "reputation": (STAGE_METRICS_PORT, "/healthz"),
+    }.get(image.kind, (API_PORT, "/health"))
     assert expose == [str(port)]
     cmd = json.loads(health[0].split(" CMD ", 1)[1])
     assert cmd[:2] == ["python", "-c"], "slim images have no curl"
@@ -401,9 +414,11 @@ def kafka_init_topics(compose: Mapping[str, Any]) -> dict[str, tuple[int, dict[s
 
 def test_compose_has_the_services(compose: dict[str, Any]) -> None:
     svc = services(compose)
-    assert {"kafka", "kafka-init", "worker", "api", "prometheus", "grafana", "training"} <= set(svc)
+    assert {"kafka", "kafka-init", "worker", "reputation", "api", "prometheus", "grafana", "training"} <= set(
+        svc
+    )
     assert svc["training"]["profiles"] == ["training"]  # plain `up` never trains
-    for name in ("kafka", "kafka-init", "worker", "api", "prometheus", "grafana"):
+    for name in ("kafka", "kafka-init", "worker", "reputation", "api", "prometheus", "grafana"):
         assert "profiles" not in svc[name], f"{name} must start with plain `docker compose up`"
     for name, service in svc.items():
         if "build" in service:
@@ -421,7 +436,7 @@ def test_compose_worker_is_scalable(compose: dict[str, Any]) -> None:
     assert worker["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
 
 
-@pytest.mark.parametrize("name", ["worker", "api", "training"])
+@pytest.mark.parametrize("name", ["worker", "api", "training", "reputation"])
 def test_compose_env_names_are_real_settings(compose: dict[str, Any], name: str) -> None:
     env = service_env(services(compose)[name])
     assert env
@@ -473,6 +488,20 @@ def test_compose_topics_match_the_worker(compose: dict[str, Any]) -> None:
     assert topics["sentiment"][0] == 6
     assert 1 <= topics["mentions.dlq"][0] <= 3
     assert topics["reputation"][1].get("cleanup.policy") == "compact"
+    # The stage's changelog is co-partitioned with its input: partition p holds partition p's state.
+    assert topics["reputation.state"][1].get("cleanup.policy") == "compact"
+    assert topics["reputation.state"][0] == topics["reputation.partials"][0]
+
+
+def test_compose_reputation_stage_settings(compose: dict[str, Any], clean_env: pytest.MonkeyPatch) -> None:
+    s = settings_from(StageSettings, container_env(compose, "reputation"), clean_env)
+    w = settings_from(WorkerSettings, container_env(compose, "worker"), clean_env)
+    assert (s.metrics_host, s.metrics_port) == ("0.0.0.0", STAGE_METRICS_PORT)
+    assert s.reputation_partials_topic == w.reputation_partials_topic
+    assert s.reputation_window_seconds == w.reputation_window_seconds
+    topics = kafka_init_topics(compose)
+    assert {s.reputation_partials_topic, s.reputation_state_topic, s.reputation_topic} <= set(topics)
+    assert s.transactional_id, "a fixed TRANSACTIONAL_ID: a restart fences the crashed instance at once"
 
 
 def bind_mounts(service: Mapping[str, Any]) -> dict[str, str]:
@@ -614,7 +643,7 @@ def k8s() -> dict[tuple[str, str], dict[str, Any]]:
     return objects
 
 
-DEPLOYMENTS = {"sentiment-worker": "worker", "sentiment-api": "api"}
+DEPLOYMENTS = {"sentiment-worker": "worker", "sentiment-api": "api", "reputation-stage": "reputation"}
 
 
 def pod_env(k8s: Mapping[tuple[str, str], dict[str, Any]], container: Mapping[str, Any]) -> dict[str, str]:
@@ -653,7 +682,9 @@ def test_k8s_env_and_config_maps_are_real_settings(
     assert unknown_env_names(kind, env) == []
     secret = load_yaml(K8S / "secret.example.yaml")
     for item in container.get("env", []):
-        if "valueFrom" in item:
+        if "fieldRef" in item.get("valueFrom", {}):  # the pod's own name, e.g. a TRANSACTIONAL_ID
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        elif "valueFrom" in item:
             ref = item["valueFrom"]["secretKeyRef"]
             assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
             assert ref["optional"] is True
@@ -661,6 +692,9 @@ def test_k8s_env_and_config_maps_are_real_settings(
     if kind == "worker":
         assert (s.metrics_host, s.metrics_port) == ("0.0.0.0", WORKER_METRICS_PORT)
         assert s.consumer_group == default(WorkerSettings, "consumer_group")
+    elif kind == "reputation":
+        assert (s.metrics_host, s.metrics_port) == ("0.0.0.0", STAGE_METRICS_PORT)
+        assert s.reputation_group == default(StageSettings, "reputation_group")
     else:
         assert (s.api_host, s.api_port) == ("0.0.0.0", API_PORT)
 

@@ -38,10 +38,21 @@ import yaml
 
 from api.metrics import ApiMetrics
 from api.model_state import ModelState
+from reputation.metrics import StageMetrics
 from sentiment_model import Predictor
 from sentiment_model.resolve import file_sha256
 from tests.conftest import publish_model
-from tests.kafka_harness import REPO, WorkerProcess, free_port, metric_sum, produce, scrape, unique
+from tests.kafka_harness import (
+    REPO,
+    StageProcess,
+    WorkerProcess,
+    free_port,
+    metric_sum,
+    produce,
+    scrape,
+    unique,
+)
+from tests.worker_harness import create_topics
 from training.data import Dataset
 from worker.metrics import WorkerMetrics
 
@@ -63,7 +74,7 @@ TARGET_LABELS = {"job", "instance"}
 #: Grafana variables and what the live test substitutes for them ($brand: every brand, as "All" does).
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$window": "1h", "$brand": ".+"}
 
-METRIC_NAME = re.compile(r"\bsentiment_[a-z0-9_]+\b")
+METRIC_NAME = re.compile(r"\b(?:sentiment|reputation)_[a-z0-9_]+\b")
 SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
 MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
@@ -108,7 +119,8 @@ _SUFFIXES = {
 
 
 def exported_series() -> dict[str, set[str]]:
-    """Every series name the worker and the API export, with the label names each carries.
+    """Every series name the worker, the reputation stage and the API export, with the label names each
+    carries.
 
     Names come from each metric family and its type (a counter ``x`` is scraped as ``x_total`` and
     ``x_created``); label names from the samples, or, for labelled metrics that have no child yet, from the
@@ -118,7 +130,7 @@ def exported_series() -> dict[str, set[str]]:
     api = ApiMetrics(ModelState())  # not loaded: its sentiment_model_info has no sample, the worker's has
     labels: dict[str, set[str]] = {}
     described: set[str] = set()
-    for registry in (worker.registry, api.registry):
+    for registry in (worker.registry, StageMetrics().registry, api.registry):
         for collector in list(registry._collector_to_names):
             labelnames = getattr(collector, "_labelnames", None)
             if labelnames is None:
@@ -148,8 +160,9 @@ def exported() -> dict[str, set[str]]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """Metric names a PromQL expression refers to: every ``sentiment_*`` identifier, plus any identifier
-    directly followed by a ``{...}`` selector (so ``up{...}`` or a misspelt name is caught too)."""
+    """Metric names a PromQL expression refers to: every ``sentiment_*`` or ``reputation_*`` identifier,
+    plus any identifier directly followed by a ``{...}`` selector (so ``up{...}`` or a misspelt name is
+    caught too)."""
     return set(METRIC_NAME.findall(expr)) | {name for name, _ in SELECTOR.findall(expr)}
 
 
@@ -229,7 +242,8 @@ def test_scrape_config_matches_the_compose_services() -> None:
     assert config["global"]["scrape_interval"] == config["global"]["evaluation_interval"] == "15s"
     assert config["rule_files"] == ["alerts.yml"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"worker", "api", "prometheus"}
+    assert set(jobs) == {"worker", "reputation", "api", "prometheus"}
+    assert jobs["reputation"]["static_configs"] == [{"targets": ["reputation:9110"]}]
     # every scaled worker replica: one A record per container behind the service name
     assert jobs["worker"]["dns_sd_configs"] == [
         {"names": ["worker"], "type": "A", "port": 9108, "refresh_interval": "15s"}
@@ -362,9 +376,9 @@ def test_dashboard_only_queries_exported_metrics(exported: dict[str, set[str]]) 
         "sentiment_requests_total",
         "sentiment_request_errors_total",
         "sentiment_request_latency_seconds_bucket",
-        "sentiment_brand_negative_share_zscore",
-        "sentiment_brand_negative_share_baseline",
-        "sentiment_brand_negative_volume_ratio",
+        "reputation_zscore",
+        "reputation_negative_share_baseline",
+        "reputation_negative_volume_ratio",
         "ALERTS",
     ):
         assert name in used, name
@@ -499,17 +513,23 @@ class Prometheus(LocalServer):
 
 @contextlib.contextmanager
 def running_prometheus(
-    tools: PrometheusTools, folder: Path, worker_port: int, api_port: int, rules: Path | None = None
+    tools: PrometheusTools,
+    folder: Path,
+    worker_port: int,
+    api_port: int,
+    rules: Path | None = None,
+    stage_port: int | None = None,
 ) -> Iterator[Prometheus]:
     """The shipped config with the compose targets swapped for local ports, scraping and evaluating every
-    second, with the shipped alert rules loaded (or ``rules``)."""
+    second, with the shipped alert rules loaded (or ``rules``); the reputation job only with a stage."""
     port = free_port()
     config = load_yaml(PROMETHEUS_CONFIG)
     config["global"] = {**config["global"], "scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = (
         [str(rules)] if rules else [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
     )
-    targets = {"worker": worker_port, "api": api_port, "prometheus": port}
+    targets = {"worker": worker_port, "api": api_port, "prometheus": port, "reputation": stage_port}
+    config["scrape_configs"] = [job for job in config["scrape_configs"] if targets[job["job_name"]]]
     for job in config["scrape_configs"]:
         job.pop("dns_sd_configs", None)  # no DNS here: the worker job gets a static target instead
         job["static_configs"] = [{"targets": [f"127.0.0.1:{targets[job['job_name']]}"]}]
@@ -763,8 +783,8 @@ def test_prometheus_scrapes_the_real_worker_and_api(
         without_data = []
         checked = 0
         for expr in dashboard_queries(load_dashboard()):
-            if expr.startswith("label_values("):
-                continue
+            if expr.startswith("label_values(") or "reputation_" in expr:
+                continue  # the stage's panels: no stage here (the crisis test below scrapes one)
             concrete = expr
             for variable, substitute in GRAFANA_VARIABLES.items():
                 concrete = concrete.replace(variable, substitute)
@@ -843,50 +863,62 @@ class PaceProducer:
 def test_prometheus_fires_brand_sentiment_drop_for_the_brand_in_crisis_only(
     prometheus_tools: PrometheusTools, kafka: str, small_model: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    """A calm stream, then the scripted crisis for acme: on the calm stream no brand alert fires; in the
-    crisis BrandSentimentDrop fires for acme and nothing fires for any other brand."""
+    """A calm stream, then the scripted crisis for acme, through two workers and the reputation stage: on
+    the calm stream no brand alert fires; in the crisis BrandSentimentDrop fires for acme and nothing
+    fires for any other brand."""
     topics = {name: unique(name.lower()) for name in ("INPUT_TOPIC", "OUTPUT_TOPIC", "DLQ_TOPIC")}
-    probe = ck.Producer({"bootstrap.servers": kafka})
-    for topic in topics.values():  # the mock cluster creates topics on a metadata request
-        probe.list_topics(topic, timeout=10)
-    warmup = 8
-    worker = WorkerProcess(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka,
-            "MODEL_PATH": str(small_model),
-            "BRANDS": "acme,globex,initech",
-            "CONSUMER_GROUP": unique("group"),
-            "REPUTATION_TOPIC": "",  # the detector works without the topic
-            "REPUTATION_WINDOW_SECONDS": str(CRISIS_WINDOW_SECONDS),
-            "BRAND_BASELINE_WARMUP_WINDOWS": str(warmup),
-            "MODEL_POLL_INTERVAL_SECONDS": "0",
-            **topics,
-        },
-        tmp_path / "worker.log",
+    stage_topics = {
+        name: unique(name.lower())
+        for name in ("REPUTATION_PARTIALS_TOPIC", "REPUTATION_STATE_TOPIC", "REPUTATION_TOPIC")
+    }
+    create_topics(kafka, *topics.values(), *stage_topics.values())
+    warmup_posts = 8 * 60  # about 8 windows of acme's posts
+    common = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "REPUTATION_WINDOW_SECONDS": str(CRISIS_WINDOW_SECONDS),
+        "REPUTATION_PARTIALS_TOPIC": stage_topics["REPUTATION_PARTIALS_TOPIC"],
+    }
+    worker_env = common | topics
+    worker_env |= {
+        "MODEL_PATH": str(small_model),
+        "BRANDS": "acme,globex,initech",
+        "CONSUMER_GROUP": unique("group"),
+        "MODEL_POLL_INTERVAL_SECONDS": "0",
+    }
+    workers = [WorkerProcess(worker_env, tmp_path / f"worker{i}.log") for i in range(2)]
+    stage = StageProcess(
+        common
+        | stage_topics
+        | {"REPUTATION_GROUP": unique("stage"), "REPUTATION_WARMUP_POSTS": str(warmup_posts)},
+        tmp_path / "stage.log",
     )
     rules = rules_for_windows_of(CRISIS_WINDOW_SECONDS, tmp_path)
     with contextlib.ExitStack() as stack:
-        stack.callback(worker.stop)
-        worker.start()
+        for child in (stage, *workers):
+            stack.callback(child.stop)
+            child.start()
         prometheus = stack.enter_context(
-            running_prometheus(prometheus_tools, tmp_path, worker.metrics_port, free_port(), rules)
+            running_prometheus(
+                prometheus_tools, tmp_path, workers[0].metrics_port, free_port(), rules, stage_port=stage.port
+            )
         )
 
         def died() -> str | None:
-            if worker.process is not None and worker.process.poll() is not None:
-                return f"the worker exited ({worker.process.returncode}):\n{worker.log}"
+            for child in (stage, *workers):
+                if child.process is not None and child.process.poll() is not None:
+                    return f"{child.name} exited ({child.process.returncode}):\n{child.log}"
             return prometheus.died()
 
-        wait_for("the worker to join its group", lambda: "assigned partitions" in worker.log, 60, died)
-        wait_for("a scrape of the worker", lambda: prometheus.scalar('up{job="worker"}') == 1, 30, died)
+        wait_for("the stage to join its group", lambda: "assigned partitions" in stage.log, 60, died)
+        wait_for("a scrape of the stage", lambda: prometheus.scalar('up{job="reputation"}') == 1, 30, died)
         stream = stack.enter_context(PaceProducer(kafka, topics["INPUT_TOPIC"], data_dir, rate=200))
         calm_started = time.time()
 
-        def learned() -> float:
-            return prometheus.scalar('min(sentiment_brand_baseline_windows{brand="acme"})') or 0.0
+        def warm() -> bool:
+            return (prometheus.scalar('max(reputation_window_posts{brand="acme"})') or 0) > 0
 
-        calm_windows = warmup + 10
-        wait_for("the baselines to learn the calm stream", lambda: learned() >= calm_windows, 90, died)
+        wait_for("the first closed windows", warm, 60, died)
+        time.sleep(CRISIS_WINDOW_SECONDS * (warmup_posts // 60 + 6))  # the warm-up, then calm windows
         calm_seconds = int(time.time() - calm_started) + 1
         fired_calm = prometheus.query(
             f'max_over_time(ALERTS{{alertname=~"{"|".join(BRAND_ALERTS)}"}}[{calm_seconds}s])'
@@ -896,9 +928,8 @@ def test_prometheus_fires_brand_sentiment_drop_for_the_brand_in_crisis_only(
             for r in fired_calm
             if r["metric"]["alertstate"] == "firing"
         ] == []
-        # the calm stream had enough posts per window for the rule to judge it, and acme is calm
-        assert prometheus.scalar('sum(sentiment_brand_last_window_posts{brand="acme"})') >= 30
-        assert abs(prometheus.scalar('sentiment_brand_negative_share_zscore{brand="acme"}') or 0) < 3
+        assert prometheus.scalar('reputation_window_posts{brand="acme"}') >= 30
+        assert abs(prometheus.scalar('reputation_zscore{brand="acme"}') or 0) < 3
 
         stream.crisis("acme")
         crisis_started = time.time()
@@ -909,9 +940,10 @@ def test_prometheus_fires_brand_sentiment_drop_for_the_brand_in_crisis_only(
 
         wait_for("BrandSentimentDrop to fire for acme", acme_fires, 60, died)
         took = time.time() - crisis_started
-        assert prometheus.scalar('sentiment_brand_negative_share_zscore{brand="acme"}') > 3
+        assert prometheus.scalar('reputation_zscore{brand="acme"}') > 3
         alerts = prometheus.values(f'ALERTS{{alertname=~"{"|".join(BRAND_ALERTS)}"}}')
         assert {dict(labels)["brand"] for labels in alerts} == {"acme"}, alerts
         print(
             f"BrandSentimentDrop fired for acme {took:.1f}s into the crisis, {CRISIS_WINDOW_SECONDS}s windows"
+            ", 2 workers, the stage judging"
         )

@@ -41,6 +41,7 @@ from worker.kafka import (
 )
 from worker.kafka.admin import check_access
 from worker.metrics import Heartbeat, WorkerMetrics
+from worker.partials import Partials
 from worker.processing import TRANSACTION_HEADER, Rejected, dead_letter_headers, model_headers
 from worker.reputation import Reputation
 from worker.settings import WorkerSettings
@@ -138,6 +139,13 @@ class Worker:
             **settings.brand_detector_options,
         )
         self.reputation_topic: str | None = None  # decided in start()
+        self.partials = Partials(
+            metrics.brand_names,
+            settings.reputation_window_seconds,
+            settings.brand_top_terms,
+            settings.input_topic,
+        )
+        self.partials_topic: str | None = None  # decided in start()
         self.model_ops = ModelOperations(settings, metrics.model_ops, self._promote, scored_by="batch")
 
     # --- lifecycle -----------------------------------------------------------------------------------------
@@ -175,8 +183,15 @@ class Worker:
         log.info("topics: %s", ", ".join(f"{t} ({n} partitions)" for t, n in partitions.items()))
         self.reputation_topic = self._reputation_topic()
         self.reputation.publish = self.reputation_topic is not None
-        outputs = [s.output_topic, s.dlq_topic, *([self.reputation_topic] if self.reputation_topic else [])]
-        check_access(self._client_config, [s.input_topic], outputs, s.startup_timeout_seconds)
+        self.partials_topic = self._partials_topic()
+        self.partials.input_partitions = partitions[s.input_topic]
+        extra = [topic for topic in (self.reputation_topic, self.partials_topic) if topic]
+        check_access(
+            self._client_config,
+            [s.input_topic],
+            [s.output_topic, s.dlq_topic, *extra],
+            s.startup_timeout_seconds,
+        )
         self.consumer.check_group(s.input_topic, s.startup_timeout_seconds)
         if ModelOperations.enabled(s):
             self.model_ops.start(self.model)
@@ -270,28 +285,38 @@ class Worker:
             )
 
     def _reputation_topic(self) -> str | None:
-        """The explicit REPUTATION_TOPIC (must exist), else ``reputation`` when it exists, else off."""
+        """The legacy per-worker aggregates: only when REPUTATION_TOPIC is set (then it must exist)."""
         configured = self.settings.reputation_topic
+        if not configured:
+            return None
+        self.consumer.check_topics([configured], self.settings.startup_timeout_seconds)
+        log.info("per-worker processing-time aggregates -> %s (legacy)", configured)
+        return configured
+
+    def _partials_topic(self) -> str | None:
+        """REPUTATION_PARTIALS_TOPIC (must exist), else ``reputation.partials`` when it exists, else off."""
+        configured = self.settings.reputation_partials_topic
         if configured == "":
             return None
-        timeout = self.settings.startup_timeout_seconds
+        topic = configured or "reputation.partials"
         try:
-            self.consumer.check_topics([configured or "reputation"], timeout)
+            partitions = self.consumer.check_topics([topic], self.settings.startup_timeout_seconds)
         except (TopicNotFoundError, KafkaRefusedError) as exc:
             if configured:
                 raise
             log.warning(
-                "no topic 'reputation' (%s): per-brand window aggregates are off (create it compacted, "
-                "or set REPUTATION_TOPIC='' to say so); the per-brand gauges still work",
+                "no topic 'reputation.partials' (%s): the reputation stage gets nothing from this worker "
+                "(create it, or set REPUTATION_PARTIALS_TOPIC='' to say so)",
                 "not found" if isinstance(exc, TopicNotFoundError) else "not authorized to Describe it",
             )
             return None
+        self.partials.output_partitions = partitions[topic]
         log.info(
-            "per-brand %ds window aggregates -> %s",
+            "partial aggregates per brand and %ds event-time window -> %s",
             self.settings.reputation_window_seconds,
-            configured or "reputation",
+            topic,
         )
-        return configured or "reputation"
+        return topic
 
     def _emit_reputation(self, now: float, everything: bool = False) -> None:
         """Produce the closed windows (inside the current checkpoint, like every other output)."""
@@ -327,6 +352,7 @@ class Worker:
         lines: list[str] = []
         scored: ScoredBatch | None = None
         per_label: Counter[tuple[str, str]] = Counter()
+        events = np.empty(0, np.float64)
         if decoded.documents:
             lines = normalize_batch(decoded.texts())
             scored = self._predict(lines)
@@ -334,8 +360,10 @@ class Worker:
             self._produce_results(records, decoded, scored, label_ids, now)
             brand_ids = self.metrics.brand_indices(decoded.column("brand"))
             per_label = self.metrics.tally_predictions(brand_ids, label_ids)
+            events = event_times(records, decoded, self._timestamps)
             self.reputation.observe(per_label, now)
-            self._observe_terms(lines, brand_ids, label_ids, now)
+            self._observe_terms(lines, brand_ids, label_ids, events, now)
+            self._emit_partials(records, decoded, brand_ids, label_ids, events)
             self._emit_reputation(now)
         if decoded.rejected:
             self._produce_dead_letters(decoded.rejected)
@@ -345,7 +373,9 @@ class Worker:
             partitions, [r.offset() for r in records]
         ).items():
             self.checkpoint.track_batch(topic, partition, first, last, count)
-        self._observe(records, partitions, decoded, routed, per_label, now, time.perf_counter() - started)
+        self._observe(
+            records, partitions, decoded, routed, per_label, events, now, time.perf_counter() - started
+        )
         if scored is not None:
             self.drift.observe(scored.label_ids, lines)
             self.model_ops.after_batch(lines, scored.label_ids)  # may promote: from the next batch on
@@ -355,6 +385,7 @@ class Worker:
         lines: list[str],
         brand_ids: npt.NDArray[np.intp],
         label_ids: npt.NDArray[np.intp],
+        events: npt.NDArray[np.float64],
         now: float,
     ) -> None:
         """The words that pulled this batch's negative and positive posts their way, per brand window.
@@ -364,7 +395,8 @@ class Worker:
         fastText's word vectors instead (:mod:`sentiment_model.fasttext_scorer`, an approximation of the
         log-odds). At most BRAND_TERMS_SAMPLE_POSTS posts per batch, evenly spaced.
         """
-        if not self.reputation.top_terms:
+        legacy = self.reputation_topic is not None and self.reputation.top_terms
+        if not (legacy or (self.partials_topic is not None and self.partials.top_terms)):
             return
         chosen = np.flatnonzero(label_ids != _NEUTRAL)
         limit = self.settings.brand_terms_sample_posts
@@ -372,8 +404,32 @@ class Worker:
             chosen = chosen[np.linspace(0, chosen.size - 1, limit).astype(np.intp)]
         sample = [lines[i] for i in chosen.tolist()]
         tokens, pulls = self.predictor.word_pulls(sample)
-        brands = [self.metrics.brand_names[i] for i in brand_ids[chosen].tolist()]
-        self.reputation.observe_terms(brands, label_ids[chosen], tokens, pulls, now)
+        if legacy:
+            brands = [self.metrics.brand_names[i] for i in brand_ids[chosen].tolist()]
+            self.reputation.observe_terms(brands, label_ids[chosen], tokens, pulls, now)
+        if self.partials_topic is not None:
+            starts = self.partials.window_starts(events[chosen]).tolist()
+            self.partials.observe_terms(
+                brand_ids[chosen].tolist(), label_ids[chosen].tolist(), starts, tokens, pulls
+            )
+
+    def _emit_partials(
+        self,
+        records: list[Any],
+        decoded: Decoded,
+        brand_ids: npt.NDArray[np.intp],
+        label_ids: npt.NDArray[np.intp],
+        events: npt.NDArray[np.float64],
+    ) -> None:
+        """The batch's partial aggregates, produced inside the current checkpoint like its results."""
+        if self.partials_topic is None:
+            return
+        partitions = np.fromiter(
+            (records[i].partition() for i in decoded.index), np.int64, len(decoded.index)
+        )
+        self.partials.observe(brand_ids, label_ids, self.partials.window_starts(events), events, partitions)
+        for key, value, partition in self.partials.drain():
+            self.producer.produce(self.partials_topic, value, key, partition=partition)
 
     # --- hot-reload ----------------------------------------------------------------------------------------
 
@@ -449,6 +505,7 @@ class Worker:
         decoded: Decoded,
         routed: list[tuple[Rejected, str]],
         per_label: Counter[tuple[str, str]],
+        events: npt.NDArray[np.float64],
         now: float,
         seconds: float,
     ) -> None:
@@ -467,7 +524,7 @@ class Worker:
         valid = len(decoded.documents)
         if valid:
             m.produced.inc(valid)
-            ages = now - event_times(records, decoded, self._timestamps)
+            ages = now - events
             m.event_to_result.observe_many(np.maximum(ages, 0.0))
         for partition, i in last_per_partition(partitions).items():
             self._last_timestamp[partition] = records[i].timestamp()[1] / 1000

@@ -8,6 +8,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -368,10 +369,16 @@ class Heartbeat:
         return time.monotonic() - self._last < self.timeout
 
 
+class Exposition(Protocol):
+    """Anything with a registry to expose (the worker's metrics, the reputation stage's)."""
+
+    def exposition(self) -> bytes: ...
+
+
 class MetricsServer:
     """``GET /metrics`` (Prometheus) and ``GET /healthz`` (liveness) on a daemon thread."""
 
-    def __init__(self, metrics: WorkerMetrics, heartbeat: Heartbeat, host: str, port: int) -> None:
+    def __init__(self, metrics: Exposition, heartbeat: Heartbeat, host: str, port: int) -> None:
         metrics_, heartbeat_ = metrics, heartbeat
 
         class Handler(BaseHTTPRequestHandler):

@@ -197,6 +197,17 @@ class TermTally:
             entry[0] += pull
             entry[1] += 1.0
 
+    def merge(self, term: str, pull: float, count: float) -> None:
+        """``count`` occurrences of ``term`` pulling ``pull`` in all (another tally's entry)."""
+        entry = self.terms.get(term)
+        if entry is None:
+            self.terms[term] = [pull, count]
+            if len(self.terms) > self.limit:
+                self._prune(_KEEP_FACTOR * self.top)
+        else:
+            entry[0] += pull
+            entry[1] += count
+
     def _prune(self, keep: int) -> None:
         self.terms = dict(sorted(self.terms.items(), key=lambda item: -item[1][0])[:keep])
 

@@ -91,10 +91,17 @@ class WorkerSettings(ModelSettings):
     )
     reputation_topic: str | None = Field(
         None,
-        description="compacted topic of per-brand window aggregates; default: `reputation` if it exists; "
-        "empty: off",
+        description="legacy per-worker processing-time window aggregates (off unless set; the reputation "
+        "stage now publishes `reputation`)",
     )
-    reputation_window_seconds: int = Field(60, ge=1, description="tumbling window of the reputation topic")
+    reputation_partials_topic: str | None = Field(
+        None,
+        description="per-batch partial aggregates for the reputation stage; default: `reputation.partials` "
+        "if it exists; empty: off",
+    )
+    reputation_window_seconds: int = Field(
+        60, ge=1, description="event-time tumbling window of the partials (the same for the stage)"
+    )
     reputation_gauge_windows: str = Field(
         "300,3600", description="sliding windows (seconds) of the per-brand net-sentiment gauges"
     )

@@ -2,7 +2,8 @@
 
 1. Get a model: the Hub (or its cache) when reachable, else train one from TweetEval (``training.demo``).
 2. Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` when set, else the embedded mock cluster; create the topics.
-3. Start ``--workers`` worker processes (one consumer group) and the API, and wait until they are ready.
+3. Start ``--workers`` worker processes (one consumer group), the reputation stage and the API, and wait
+   until they are ready.
 4. Stream brand mentions into the input topic at ``--rate`` posts/s, read results and dead letters back,
    and redraw the table every second; call the API now and then.
 5. On Ctrl-C or after ``--duration``: stop producing, wait for the last results, stop the workers
@@ -45,16 +46,17 @@ log = logging.getLogger("demo")
 
 DEMO_DIR = Path(os.environ.get("DEMO_MODEL_DIR", "models/demo"))
 DEMO_PARTITIONS = 4  # what the mock cluster auto-creates; also used for CreateTopics on a real cluster
-#: The workers' crisis gauges the board shows, and the field of BrandDeviation.from_workers each fills.
-_CRISIS_GAUGES = {
-    "sentiment_brand_negative_share_zscore": "zscore",
-    "sentiment_brand_negative_volume_ratio": "ratio",
-    "sentiment_brand_negative_share": "share",
-    "sentiment_brand_negative_share_baseline": "baseline",
-    "sentiment_brand_baseline_windows": "learned",
-    "sentiment_brand_last_window_posts": "posts",
+#: The stage's gauges the board shows, and the field of BrandDeviation.from_stage each fills.
+_STAGE_GAUGES = {
+    "reputation_zscore": "zscore",
+    "reputation_negative_volume_ratio": "ratio",
+    "reputation_negative_share": "share",
+    "reputation_negative_share_baseline": "baseline",
+    "reputation_window_posts": "posts",
+    "reputation_alert": "alert",
 }
-_CRISIS_FIELDS = ("zscore", "ratio", "share", "baseline", "learned", "posts", "negatives")
+#: The stage's topics (on a given cluster too: the stage resumes from its group's offsets and state).
+STAGE_TOPICS = ("reputation.partials", "reputation.state", "reputation")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -108,6 +110,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="windows each brand's baseline learns before it can alert (default 6)",
     )
     parser.add_argument(
+        "--warmup-posts",
+        type=int,
+        default=int(os.environ.get("DEMO_WARMUP_POSTS", "200")),
+        help="posts each brand's baseline learns in the stage before it can alert (default 200)",
+    )
+    parser.add_argument(
         "--refresh",
         type=float,
         default=None,
@@ -141,12 +149,11 @@ def _run(argv: list[str] | None) -> int:
         bootstrap = stack.enter_context(_broker(settings))
         embedded = "KAFKA_BOOTSTRAP_SERVERS" not in os.environ
         kafka = client_config(bootstrap, settings.kafka_properties(), {})
-        topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
-        if settings.reputation_topic != "":  # per-brand window aggregates (compacted on a real cluster)
-            topics.append(settings.reputation_topic or "reputation")
+        topics = [settings.input_topic, settings.output_topic, settings.dlq_topic, *STAGE_TOPICS]
         ensure_topics(kafka, topics, DEMO_PARTITIONS, create_topics_api=not embedded)
         workers, api, api_port = _start_services(stack, settings, bootstrap, model, args.workers)
-        return Demo(settings, kafka, workers, api, api_port, args, stop).run()
+        stage = _start_stage(stack, settings, bootstrap, args.warmup_posts)
+        return Demo(settings, kafka, workers, api, api_port, args, stop, stage).run()
     return 1  # pragma: no cover - the with block returns
 
 
@@ -203,6 +210,25 @@ def _start_services(
     return workers, api, api_port
 
 
+def _start_stage(stack: ExitStack, settings: WorkerSettings, bootstrap: str, warmup_posts: int) -> Child:
+    """The reputation stage (``python -m reputation``), awaited until it owns its partitions."""
+    port = port_or_free(9110)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REPUTATION_WINDOW_SECONDS": str(settings.reputation_window_seconds),
+        "REPUTATION_WARMUP_POSTS": str(warmup_posts),
+        "TRANSACTIONAL_ID": "demo-reputation-stage",
+        "METRICS_HOST": "127.0.0.1",
+        "METRICS_PORT": str(port),
+    }
+    stage = Child("reputation", "reputation", env, DEMO_DIR / "logs" / "reputation.log", port).start()
+    stack.callback(stage.stop, settings.shutdown_timeout_seconds + 5)
+    stage.wait_ready(f"http://127.0.0.1:{port}/healthz", 60)
+    stage.wait_for_log("state restored", 60)
+    log.info("the reputation stage is up (metrics on http://127.0.0.1:%d/metrics)", port)
+    return stage
+
+
 def _install_stop_handler() -> threading.Event:
     """First Ctrl-C/SIGTERM: stop gracefully. A second one: give up waiting (KeyboardInterrupt)."""
     stop = threading.Event()
@@ -229,8 +255,9 @@ class Demo:
         api_port: int,
         args: argparse.Namespace,
         stop: threading.Event,
+        stage: Child,
     ) -> None:
-        self.settings, self.kafka, self.workers, self.api = settings, kafka, workers, api
+        self.settings, self.kafka, self.workers, self.api, self.stage = settings, kafka, workers, api, stage
         self.api_port, self.args, self.stop = api_port, args, stop
         self.run_id = uuid.uuid4().hex[:8]
         self.board = Board(known_brands=frozenset(settings.brand_list))
@@ -243,9 +270,7 @@ class Demo:
         )
         self.tty = sys.stdout.isatty()
         self.refresh = args.refresh or (1.0 if self.tty else 5.0)
-        self.reputation_topic = (
-            None if settings.reputation_topic == "" else settings.reputation_topic or "reputation"
-        )
+        self.reputation_topic = STAGE_TOPICS[2]
         self.crisis_brand = args.crisis_brand.lower() or None
         if self.crisis_brand:
             self.board.crisis_line = (
@@ -279,6 +304,7 @@ class Demo:
         finally:
             reader.close()
         codes = [w.stop(self.settings.shutdown_timeout_seconds + 5) for w in self.workers]
+        codes.append(self.stage.stop(self.settings.shutdown_timeout_seconds + 5))
         self._draw(final=True)
         return self._verdict(codes)
 
@@ -337,7 +363,7 @@ class Demo:
         )
         assignment = []
         topics = [self.settings.output_topic, self.settings.dlq_topic]
-        for topic in topics + ([self.reputation_topic] if self.reputation_topic else []):
+        for topic in [*topics, self.reputation_topic]:
             metadata = consumer.list_topics(topic, timeout=10).topics[topic]
             for partition in metadata.partitions:
                 _, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, partition), timeout=10)
@@ -391,32 +417,23 @@ class Demo:
             self.api_line = f"API /predict failed: {exc}"
 
     def _lag(self) -> int | None:
-        """Consumer lag summed over the workers' /metrics; the brands' crisis gauges go to the board."""
+        """Consumer lag summed over the workers' /metrics; the stage's per-brand gauges go to the board."""
         total = 0.0
-        per_brand: dict[str, list[dict[str, float]]] = {}
         for worker in self.workers:
-            try:
-                url = f"http://127.0.0.1:{worker.port}/metrics"
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    text = response.read().decode()
-            except OSError:
+            text = _scrape(worker.port)
+            if text is None:
                 return None
-            gauges: dict[str, dict[str, float]] = {}
             for family in text_string_to_metric_families(text):
                 if family.name == "sentiment_consumer_lag_records":
                     total += sum(sample.value for sample in family.samples)
-                field = _CRISIS_GAUGES.get(family.name)
+        text = _scrape(self.stage.port)
+        if text is not None:
+            per_brand: dict[str, dict[str, float]] = {}
+            for family in text_string_to_metric_families(text):
+                field = _STAGE_GAUGES.get(family.name)
                 for sample in family.samples if field else []:
-                    of = gauges.setdefault(sample.labels["brand"], dict.fromkeys(_CRISIS_FIELDS, 0.0))
-                    if field == "posts":
-                        of["posts"] += sample.value
-                        if sample.labels.get("sentiment") == "negative":
-                            of["negatives"] = sample.value
-                    elif field is not None:
-                        of[field] = sample.value
-            for brand, values in gauges.items():
-                per_brand.setdefault(brand, []).append(values)
-        self.board.set_deviations({b: BrandDeviation.from_workers(w) for b, w in per_brand.items()})
+                    per_brand.setdefault(sample.labels["brand"], {})[str(field)] = sample.value
+            self.board.set_deviations({b: BrandDeviation.from_stage(g) for b, g in per_brand.items()})
         return int(total)
 
     def _draw(self, final: bool = False) -> None:
@@ -451,16 +468,24 @@ class Demo:
         if dead != bad:
             problems.append(f"{bad} bad records produced but {dead} dead-lettered")
         if any(code != 0 for code in worker_codes):
-            problems.append(f"worker exit codes {worker_codes} (expected all 0)")
+            problems.append(f"worker and stage exit codes {worker_codes} (expected all 0)")
         if problems:
             print("demo FAILED: " + "; ".join(problems), flush=True)
             return 1
         print(
             f"demo OK: all {valid} valid posts scored, all {bad} bad records dead-lettered, "
-            "workers stopped cleanly",
+            "workers and stage stopped cleanly",
             flush=True,
         )
         return 0
+
+
+def _scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ from schemas import LABELS
 
 _BAR_WIDTH = 20
 
-# The alert rules' thresholds (deploy/prometheus/alerts.yml; tests/test_crisis.py checks they agree), so
-# the board shows when a rule's condition is met without running Prometheus.
-DROP_ZSCORE = 3.0  # BrandSentimentDrop: negative share this many standard deviations above the baseline
-DROP_MIN_POSTS = 30  # ... in a window with at least this many posts
+# BrandSentimentDrop's condition is the stage's `reputation_alert` (its thresholds are the stage's
+# settings, REPUTATION_ALERT_*: these are their defaults, for the board's legend); BrandNegativeSpike's
+# thresholds are the rule's (deploy/prometheus/alerts.yml; tests/test_crisis.py checks they agree).
+DROP_ZSCORE = 3.0
+DROP_MIN_POSTS = 30
 SPIKE_RATIO = 3.0  # BrandNegativeSpike: this many times the usual negative posts per window
 SPIKE_MIN_NEGATIVES = 20  # ... and at least this many negative posts
 
@@ -38,8 +39,7 @@ class BrandTally:
 
 @dataclass
 class BrandDeviation:
-    """A brand's crisis gauges as the alert rules read them: over the workers that counted enough posts
-    in their last window, the lowest deviation (every one of them must see it)."""
+    """A brand's crisis gauges as the alert rules read them: the stage's judgement of its last window."""
 
     zscore: float = 0.0
     volume_ratio: float = 1.0
@@ -51,25 +51,21 @@ class BrandDeviation:
     spike: bool = False  # BrandNegativeSpike's
 
     @classmethod
-    def from_workers(cls, per_worker: list[dict[str, float]]) -> BrandDeviation:
-        """``per_worker``: each worker's gauges of the brand (``zscore``, ``ratio``, ``posts``,
-        ``negatives``, ``share``, ``baseline``, ``learned``)."""
-        if not per_worker:
-            return cls()
-        judged = [w for w in per_worker if w["posts"] >= DROP_MIN_POSTS]
-        spiking = [w for w in per_worker if w["negatives"] >= SPIKE_MIN_NEGATIVES]
-        shown = judged or per_worker
-        z = min(w["zscore"] for w in shown)
-        ratio = min(w["ratio"] for w in (spiking or per_worker))
+    def from_stage(cls, gauges: dict[str, float]) -> BrandDeviation:
+        """The stage's gauges of the brand (``zscore``, ``ratio``, ``share``, ``baseline``, ``posts``,
+        ``alert``): one judgement over every worker's posts."""
+        posts = int(gauges.get("posts", 0))
+        ratio = gauges.get("ratio", 1.0)
+        negatives = posts * gauges.get("share", 0.0)
         return cls(
-            zscore=z,
+            zscore=gauges.get("zscore", 0.0),
             volume_ratio=ratio,
-            share=sum(w["share"] for w in shown) / len(shown),
-            baseline=sum(w["baseline"] for w in shown) / len(shown),
-            posts=int(sum(w["posts"] for w in per_worker)),
-            learned=int(min(w["learned"] for w in per_worker)),
-            drop=bool(judged) and z > DROP_ZSCORE,
-            spike=bool(spiking) and ratio > SPIKE_RATIO,
+            share=gauges.get("share", 0.0),
+            baseline=gauges.get("baseline", 0.0),
+            posts=posts,
+            learned=int(gauges.get("baseline", 0.0) > 0),
+            drop=gauges.get("alert", 0.0) > 0,
+            spike=negatives >= SPIKE_MIN_NEGATIVES and ratio > SPIKE_RATIO,
         )
 
     @property

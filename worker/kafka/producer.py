@@ -132,12 +132,24 @@ class Producer:
         """A refusal seen by the error callback or in a delivery report (the same wording either way)."""
         self._watch.raise_if_refused()
 
-    def produce(self, topic: str, value: bytes, key: bytes | None, headers: Headers | None = None) -> None:
-        """Queue one record; while the local queue is full, serve deliveries and wait (bounded)."""
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record (to ``partition``, else the key's); while the local queue is full, serve
+        deliveries and wait (bounded)."""
         waiting_since: float | None = None
+        # confluent-kafka's partition=-1 is "by key" (RD_KAFKA_PARTITION_UA)
+        where = -1 if partition is None else partition
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                self._producer.produce(
+                    topic, value, key, where, headers=headers, on_delivery=self._on_delivery
+                )
                 return
             except BufferError:
                 now = time.monotonic()

@@ -1,0 +1,1 @@
+"""The reputation stage: per-brand event-time windows judged once for the whole worker group."""

@@ -1,0 +1,224 @@
+"""The stage's state and what it does with each input record: pure Python, no Kafka.
+
+Input (``reputation.partials``, written by the workers inside their checkpoints):
+
+- a **partial** (key: the brand label): ``{"type": "partial", "brand", "window_start", "window_seconds",
+  "counts": [negative, neutral, positive], "negative_terms": [[term, pull, count], ...],
+  "positive_terms": [...]}``: what one worker batch counted for one brand and event-time window;
+- a **progress** record (sent to every partition): ``{"type": "progress", "source": "mentions/3",
+  "event_time": t, "sources": 6}``: the input partition ``source`` has been scored up to event time
+  ``t`` (the largest seen on it); ``sources`` is how many input partitions exist.
+
+Per partials partition the **watermark** is the smallest event time reached over all input partitions,
+minus ``grace``; it is -inf until every input partition reported. A window closes once the watermark
+reaches its end: it is judged against the brand's baseline (:mod:`reputation.detector`) and becomes one
+``reputation`` record. A partial whose window already closed is **late**: counted and logged, not
+added. Because a partition's watermark depends only on the partials log, replaying that log (after a
+crash, on another instance) closes the same windows with the same contents.
+
+State (what the changelog holds, key -> JSON): per brand (key = brand) its open windows and baseline;
+per partition (key ``\\x00progress``) the event time each input partition reached.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from reputation.detector import Baseline, DetectorOptions, Judgement, judge
+from schemas.timestamps import utc_rfc3339
+from worker.reputation import TermTally, net_sentiment
+
+log = logging.getLogger(__name__)
+
+PROGRESS_KEY = b"\x00progress"
+
+
+class BadRecordError(ValueError):
+    """An input record that is not a partial or a progress record of this stage's window size."""
+
+
+@dataclass
+class OpenWindow:
+    counts: list[int]
+    negative_terms: TermTally
+    positive_terms: TermTally
+
+
+@dataclass
+class BrandState:
+    baseline: Baseline = field(default_factory=Baseline)
+    open: dict[int, OpenWindow] = field(default_factory=dict)
+    last: Judgement | None = None  # the last closed window's judgement (gauges)
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    brand: str
+    start: int
+    key: bytes
+    value: bytes
+    judgement: Judgement
+
+
+@dataclass
+class PartitionState:
+    brands: dict[str, BrandState] = field(default_factory=dict)
+    sources: dict[str, float] = field(default_factory=dict)  # input partition -> event time reached
+    expected_sources: int = 0
+    dirty: set[bytes] = field(default_factory=set)  # changelog keys changed since the last drain
+
+    def watermark(self, grace: float) -> float:
+        if not self.sources or len(self.sources) < self.expected_sources:
+            return float("-inf")
+        return min(self.sources.values()) - grace
+
+
+class StageState:
+    """Every partition this instance owns: apply input records, close windows, drain changelog entries."""
+
+    def __init__(
+        self, window_seconds: int, grace_seconds: float, options: DetectorOptions, top_terms: int = 10
+    ) -> None:
+        self.window = window_seconds
+        self.grace = grace_seconds
+        self.options = options
+        self.top_terms = top_terms
+        self.partitions: dict[int, PartitionState] = {}
+        self.late_posts = 0
+
+    def _tally(self) -> TermTally:
+        return TermTally(self.top_terms)
+
+    # --- input ---------------------------------------------------------------------------------------------
+    def apply(self, partition: int, value: bytes) -> int:
+        """Add one input record; returns the number of late posts it held (0 for a record in time)."""
+        try:
+            doc = orjson.loads(value)
+            kind = doc["type"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise BadRecordError(f"not a partial or progress record: {exc}") from exc
+        part = self.partitions.setdefault(partition, PartitionState())
+        if kind == "progress":
+            source, reached = str(doc["source"]), float(doc["event_time"])
+            if reached > part.sources.get(source, float("-inf")):
+                part.sources[source] = reached
+            part.expected_sources = max(part.expected_sources, int(doc["sources"]))
+            part.dirty.add(PROGRESS_KEY)
+            return 0
+        if kind != "partial":
+            raise BadRecordError(f"unknown record type {kind!r}")
+        if int(doc["window_seconds"]) != self.window:
+            raise BadRecordError(
+                f"a partial of {doc['window_seconds']}s windows; this stage closes {self.window}s windows "
+                "(REPUTATION_WINDOW_SECONDS must be the same for workers and stage)"
+            )
+        brand, start, counts = str(doc["brand"]), int(doc["window_start"]), [int(c) for c in doc["counts"]]
+        if start + self.window <= part.watermark(self.grace):
+            return sum(counts)
+        state = part.brands.setdefault(brand, BrandState())
+        window = state.open.get(start)
+        if window is None:
+            window = state.open[start] = OpenWindow([0, 0, 0], self._tally(), self._tally())
+        for i in range(3):
+            window.counts[i] += counts[i]
+        for term, pull, count in doc.get("negative_terms", ()):
+            window.negative_terms.merge(term, pull, count)
+        for term, pull, count in doc.get("positive_terms", ()):
+            window.positive_terms.merge(term, pull, count)
+        part.dirty.add(brand.encode())
+        return 0
+
+    def close(self, partition: int) -> list[ClosedWindow]:
+        """Judge and remove every window of ``partition`` that the watermark passed, oldest first."""
+        part = self.partitions.get(partition)
+        if part is None:
+            return []
+        watermark = part.watermark(self.grace)
+        closed: list[ClosedWindow] = []
+        for brand in sorted(part.brands):
+            state = part.brands[brand]
+            for start in sorted(s for s in state.open if s + self.window <= watermark):
+                closed.append(self._judge(brand, start, state, state.open.pop(start)))
+                part.dirty.add(brand.encode())
+        return closed
+
+    def _judge(self, brand: str, start: int, state: BrandState, window: OpenWindow) -> ClosedWindow:
+        counts = window.counts
+        total = sum(counts)
+        j = judge(state.baseline, counts[0], total, self.options)
+        state.last = j
+        document = {
+            "brand": brand,
+            "window_start": utc_rfc3339(start),
+            "window_end": utc_rfc3339(start + self.window),
+            "window_seconds": self.window,
+            "negative": counts[0],
+            "neutral": counts[1],
+            "positive": counts[2],
+            "total": total,
+            "net_sentiment": round(net_sentiment(counts), 6),
+            "negative_share": round(j.share, 6),
+            "baseline_share": round(j.baseline_share, 6),
+            "dispersion": round(j.dispersion, 4),
+            "zscore": round(j.zscore, 4),
+            "baseline_volume": round(j.baseline_volume, 4),
+            "volume_ratio": round(j.volume_ratio, 4),
+            "warm": j.warm,
+            "alert": j.alert,
+            "top_negative_terms": window.negative_terms.strongest(),
+            "top_positive_terms": window.positive_terms.strongest(),
+        }
+        key = f"{brand}|{utc_rfc3339(start)}".encode()
+        return ClosedWindow(brand, start, key, orjson.dumps(document), j)
+
+    # --- changelog -----------------------------------------------------------------------------------------
+    def drain(self) -> list[tuple[int, bytes, bytes]]:
+        """``(partition, key, value)`` of every state entry changed since the last drain."""
+        out: list[tuple[int, bytes, bytes]] = []
+        for partition, part in sorted(self.partitions.items()):
+            for key in sorted(part.dirty):
+                out.append((partition, key, self._encode(part, key)))
+            part.dirty.clear()
+        return out
+
+    def _encode(self, part: PartitionState, key: bytes) -> bytes:
+        if key == PROGRESS_KEY:
+            return orjson.dumps({"sources": part.sources, "expected_sources": part.expected_sources})
+        state = part.brands[key.decode()]
+        return orjson.dumps(
+            {
+                "baseline": state.baseline.to_json(),
+                "open": {
+                    str(start): {
+                        "counts": w.counts,
+                        "negative_terms": w.negative_terms.terms,
+                        "positive_terms": w.positive_terms.terms,
+                    }
+                    for start, w in sorted(state.open.items())
+                },
+            }
+        )
+
+    def restore(self, partition: int, key: bytes, value: bytes) -> None:
+        """Load one changelog entry (the last value of each key wins)."""
+        part = self.partitions.setdefault(partition, PartitionState())
+        doc: dict[str, Any] = orjson.loads(value)
+        if key == PROGRESS_KEY:
+            part.sources = {s: float(t) for s, t in doc["sources"].items()}
+            part.expected_sources = int(doc["expected_sources"])
+            return
+        state = BrandState(Baseline.from_json(doc["baseline"]))
+        for start, w in doc["open"].items():
+            window = OpenWindow(list(w["counts"]), self._tally(), self._tally())
+            window.negative_terms.terms = {t: list(e) for t, e in w["negative_terms"].items()}
+            window.positive_terms.terms = {t: list(e) for t, e in w["positive_terms"].items()}
+            state.open[int(start)] = window
+        part.brands[key.decode()] = state
+
+    def drop(self, partition: int) -> None:
+        """Forget a partition (revoked, or to be restored again from the changelog)."""
+        self.partitions.pop(partition, None)

@@ -1,0 +1,233 @@
+"""The reputation stage end to end on a real broker: workers score, emit partials inside their
+transactions, the stage judges each brand's event-time windows once for the whole group.
+
+One stream of three days of event time (hourly windows, acme in a crisis from day 3 noon) is fed in three
+phases (days 1-2; day 3 with late posts; one end-of-stream post per input partition) through three
+pipelines: 1 worker; 4 workers; 2 workers of which one is kill -9ed, the other stopped, and the stage
+kill -9ed after phase 1, everything restarted only after phase 2 arrived (a backlog of a day).
+All three must publish the same `reputation` records, equal to the detector run directly over the
+posts' event-time windows."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka as ck
+import orjson
+import pytest
+
+from reputation.detector import Baseline, DetectorOptions, judge
+from schemas import LABELS
+from schemas.timestamps import utc_rfc3339
+from sentiment_model import Predictor, normalize
+from tests.kafka_harness import StageProcess, WorkerProcess, metric_sum, read_all, scrape, unique
+from tests.worker_harness import create_topics, result_id
+from training.data import load_split
+from worker.demo.processes import Child
+
+BRANDS = ("acme", "globex", "initech")
+HOUR = 3600
+T0 = 1_800_000_000 // 86_400 * 86_400
+CRISIS_HOURS = range(60, 66)
+CALM = (0.3, 0.4, 0.3)
+CRISIS = (0.8, 0.15, 0.05)
+LATE_POSTS = 5
+OPTIONS = DetectorOptions(half_life_windows=1440, warmup_posts=300, alert_zscore=3.0, alert_min_posts=30)
+
+
+@pytest.fixture(scope="module")
+def stream(data_dir: Path, small_model: Path) -> list[list[dict[str, Any]]]:
+    """The three phases of posts. Texts are train tweets after the small model's 6,000, chosen by the
+    label the model gives them, so each brand's label mix is what the scenario says."""
+    predictor = Predictor.load(small_model)
+    texts = load_split("train", data_dir).texts[6_000:14_000]
+    labels = predictor.predict_normalized([normalize(t) for t in texts]).labels
+    pool: dict[str, list[str]] = {label: [] for label in LABELS}
+    for text, label in zip(texts, labels, strict=True):
+        pool[label].append(text)
+    rng = random.Random(22)
+    phases: list[list[dict[str, Any]]] = [[], [], []]
+    for hour in range(72):
+        for brand in BRANDS:
+            mood = CRISIS if brand == "acme" and hour in CRISIS_HOURS else CALM
+            for _ in range(rng.randint(32, 44)):
+                label = rng.choices(LABELS, mood)[0]
+                at = T0 + hour * HOUR + rng.uniform(0, HOUR)
+                post = {"brand": brand, "text": rng.choice(pool[label]), "created_at": utc_rfc3339(at)}
+                phases[0 if hour < 48 else 1].append(post)
+    for phase in phases[:2]:  # in event-time order, give or take 20 minutes (inside the grace period)
+        phase.sort(key=lambda p: p["created_at"] + str(rng.uniform(0, 1)))
+        for i in range(0, len(phase) - 1, 7):
+            j = min(len(phase) - 1, i + rng.randint(1, 6))
+            phase[i], phase[j] = phase[j], phase[i]
+    for i in range(LATE_POSTS):  # day 1 posts arriving on day 3: past the grace period
+        phases[1].insert(
+            100 * i, {"brand": "globex", "text": pool["neutral"][i], "created_at": utc_rfc3339(T0 + 100)}
+        )
+    phases[2] = [{"text": "end of stream", "created_at": utc_rfc3339(T0 + 80 * HOUR)} for _ in range(4)]
+    n = 0
+    for phase in phases:
+        for post in phase:
+            post["id"] = f"r{n}"
+            n += 1
+    return phases
+
+
+def produce_phase(kafka: str, topic: str, posts: list[dict[str, Any]], end_of_stream: bool = False) -> None:
+    producer = ck.Producer({"bootstrap.servers": kafka, "enable.idempotence": True, "linger.ms": 5})
+    for i, post in enumerate(posts):
+        if end_of_stream:  # one per input partition: every partition's event time moves past the last window
+            producer.produce(topic, orjson.dumps(post), post["id"].encode(), partition=i)
+        else:
+            producer.produce(topic, orjson.dumps(post), post["id"].encode())
+    assert producer.flush(60) == 0
+
+
+def expected_windows(phases: list[list[dict[str, Any]]], labels: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The detector run straight over each brand's event-time windows (no Kafka, no arrival order)."""
+    late = {p["id"] for p in phases[1] if p["created_at"] == utc_rfc3339(T0 + 100)}
+    counts: dict[tuple[str, int], Counter[str]] = {}
+    for post in phases[0] + phases[1]:
+        if post["id"] in late:
+            continue
+        at = datetime.fromisoformat(post["created_at"].replace("Z", "+00:00")).timestamp()
+        start = int(at // HOUR * HOUR)
+        counts.setdefault((post["brand"], start), Counter())[labels[post["id"]]] += 1
+    out: dict[str, dict[str, Any]] = {}
+    for brand in BRANDS:
+        baseline = Baseline()
+        for start in sorted(s for b, s in counts if b == brand):
+            c = counts[(brand, start)]
+            total = sum(c.values())
+            j = judge(baseline, c["negative"], total, OPTIONS)
+            out[f"{brand}|{utc_rfc3339(start)}"] = {
+                "negative": c["negative"],
+                "neutral": c["neutral"],
+                "positive": c["positive"],
+                "zscore": round(j.zscore, 4),
+                "alert": j.alert,
+            }
+    return out
+
+
+def run_pipeline(
+    kafka: str,
+    small_model: Path,
+    tmp_path: Path,
+    phases: list[list[dict[str, Any]]],
+    workers: int,
+    crash: bool,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], float]:
+    """Feed the phases through ``workers`` workers and a stage; returns the reputation records by key, each
+    post's label, and the stage's late-post count."""
+    topics = {
+        name: unique(name) for name in ("mentions", "sentiment", "dlq", "partials", "state", "reputation")
+    }
+    create_topics(kafka, *topics.values())
+    common = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "REPUTATION_WINDOW_SECONDS": str(HOUR),
+        # a kill -9ed member's partitions move after its session time-out: the broker's minimum here
+        "KAFKA_SESSION_TIMEOUT_MS": "6000",
+    }
+    worker_env = common | {
+        "INPUT_TOPIC": topics["mentions"],
+        "OUTPUT_TOPIC": topics["sentiment"],
+        "DLQ_TOPIC": topics["dlq"],
+        "REPUTATION_PARTIALS_TOPIC": topics["partials"],
+        "CONSUMER_GROUP": unique("group"),
+        "MODEL_PATH": str(small_model),
+        "BRANDS": ",".join(BRANDS),
+        "MODEL_POLL_INTERVAL_SECONDS": "0",
+        "PROCESSING_GUARANTEE": "exactly_once",
+    }
+    stage_env = common | {
+        "REPUTATION_PARTIALS_TOPIC": topics["partials"],
+        "REPUTATION_STATE_TOPIC": topics["state"],
+        "REPUTATION_TOPIC": topics["reputation"],
+        "REPUTATION_GROUP": unique("stage"),
+        "TRANSACTIONAL_ID": unique("stage-tx"),
+        "REPUTATION_WARMUP_POSTS": str(OPTIONS.warmup_posts),
+    }
+    pool = [
+        WorkerProcess(worker_env | {"TRANSACTIONAL_ID": unique("tx")}, tmp_path / f"worker{i}.log")
+        for i in range(workers)
+    ]
+    stage = StageProcess(stage_env, tmp_path / "stage.log")
+    children: list[Child] = [stage, *pool]
+    try:
+        for child in children:
+            child.start()
+        produce_phase(kafka, topics["mentions"], phases[0])
+        read_all(kafka, topics["sentiment"], len(phases[0]), timeout=90, distinct=result_id)
+        if crash:
+            read_all(kafka, topics["reputation"], 60, timeout=60)  # the stage is under way
+            stage.kill()
+            pool[0].kill()
+            for worker in pool[1:]:
+                worker.signal(signal.SIGTERM)
+                assert worker.wait(30) == 0, worker.log
+            produce_phase(kafka, topics["mentions"], phases[1])  # a day of posts while nothing runs
+            time.sleep(2)
+            for child in children:
+                child.start()
+        else:
+            produce_phase(kafka, topics["mentions"], phases[1])
+        produce_phase(kafka, topics["mentions"], phases[2], end_of_stream=True)
+        expected = 72 * len(BRANDS)
+        records = read_all(kafka, topics["reputation"], expected, timeout=120, settle=2.0)
+        late = metric_sum(scrape(stage.port), "reputation_late_posts_total")
+        results = read_all(kafka, topics["sentiment"], sum(map(len, phases)), timeout=30, settle=1.0)
+    finally:
+        for child in children:
+            child.stop(10)
+    assert "Traceback" not in stage.log, stage.log
+    by_key: dict[str, dict[str, Any]] = {}
+    for record in records:
+        assert record.key().decode() not in by_key, "a window published twice"
+        by_key[record.key().decode()] = orjson.loads(record.value())
+    labels = {}
+    for record in results:
+        doc = orjson.loads(record.value())
+        assert doc["id"] not in labels, "a result twice under exactly-once"
+        labels[doc["id"]] = doc["label"]
+    return by_key, labels, late
+
+
+def without_terms(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The records without their term lists: terms are read from a sample of each batch's posts
+    (BRAND_TERMS_SAMPLE_POSTS), so they depend on how the posts were batched; counts and scores do not."""
+    return {
+        key: {k: v for k, v in doc.items() if k not in ("top_negative_terms", "top_positive_terms")}
+        for key, doc in records.items()
+    }
+
+
+def test_one_or_four_workers_a_crash_or_a_backlog_publish_the_same_windows_by_event_time(
+    kafka_cluster: tuple[str, str], small_model: Path, tmp_path: Path, stream: list[list[dict[str, Any]]]
+) -> None:
+    kafka, kind = kafka_cluster
+    if kind == "mock":
+        pytest.skip("exactly-once (read_committed hides aborted transactions) needs a real broker")
+    one, labels, late_one = run_pipeline(kafka, small_model, tmp_path / "one", stream, 1, crash=False)
+    expected = expected_windows(stream, labels)
+    assert len(one) == len(expected) == 72 * len(BRANDS)
+    for key, want in expected.items():
+        got = one[key]
+        assert {k: got[k] for k in want} == want, key
+    assert late_one == LATE_POSTS
+    alerts = sorted(key for key, doc in one.items() if doc["alert"])
+    assert alerts and alerts[0] == f"acme|{utc_rfc3339(T0 + CRISIS_HOURS[0] * HOUR)}", alerts
+    assert all(key.startswith("acme|") for key in alerts), alerts
+    assert len(alerts) >= len(CRISIS_HOURS) - 1
+
+    four, _, late_four = run_pipeline(kafka, small_model, tmp_path / "four", stream, 4, crash=False)
+    assert without_terms(four) == without_terms(one) and late_four == LATE_POSTS
+    crashed, _, late_crashed = run_pipeline(kafka, small_model, tmp_path / "crash", stream, 2, crash=True)
+    assert without_terms(crashed) == without_terms(one) and late_crashed == LATE_POSTS

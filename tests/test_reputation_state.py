@@ -1,0 +1,131 @@
+"""The reputation stage without Kafka: the detector (a pure function of counts) and the stage's state
+(event-time windows, watermark, grace, late posts, changelog round trip)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import orjson
+import pytest
+
+from reputation.detector import Baseline, DetectorOptions, judge
+from reputation.state import BadRecordError, StageState
+from worker.partials import Partials
+
+OPTIONS = DetectorOptions(half_life_windows=200, warmup_posts=300, alert_zscore=3.0, alert_min_posts=30)
+
+
+def test_a_brand_without_a_baseline_never_pages_whatever_its_volume() -> None:
+    baseline = Baseline()
+    verdicts = [judge(baseline, 9, 10, OPTIONS) for _ in range(30)]  # 290 posts: still warming up
+    verdicts += [judge(baseline, 95, 100, OPTIONS)]  # 300 posts learned before this window
+    assert not any(v.alert or v.warm for v in verdicts[:30])
+    assert verdicts[-1].warm and not verdicts[-1].alert  # 95 % negative is what it learned
+
+
+def test_small_windows_weigh_by_their_posts_and_a_20_point_shift_pages() -> None:
+    """Nights of a few posts with wild shares and days of 150 posts at 40 %: the pooled share stays near
+    40 %, the robust dispersion near 1, and a day window at 62 % of 140 posts alerts."""
+    rng = np.random.default_rng(3)
+    baseline = Baseline()
+    for hour in range(24 * 6):
+        day = 8 <= hour % 24 < 20
+        n = int(rng.poisson(150 if day else 4))
+        k = int(rng.binomial(n, 0.4)) if day else int(rng.integers(0, n + 1))
+        verdict = judge(baseline, k, n, OPTIONS)
+        assert not verdict.alert, (hour, n, k, verdict)
+    assert baseline.share == pytest.approx(0.4, abs=0.03)
+    assert baseline.dispersion() < 1.6
+    assert judge(baseline, 87, 140, OPTIONS).alert  # 62 %
+    assert not judge(baseline, 12, 20, OPTIONS).alert  # 60 % of a window below the minimum posts
+
+
+def partial(brand: str, start: int, counts: list[int], window: int = 10) -> bytes:
+    return orjson.dumps(
+        {"type": "partial", "brand": brand, "window_start": start, "window_seconds": window, "counts": counts}
+    )
+
+
+def progress(source: str, reached: float, sources: int = 2) -> bytes:
+    return orjson.dumps({"type": "progress", "source": source, "event_time": reached, "sources": sources})
+
+
+def test_windows_close_on_the_slowest_inputs_event_time_plus_grace_and_late_posts_are_counted() -> None:
+    state = StageState(10, 10.0, OPTIONS)
+    assert state.apply(0, partial("acme", 1000, [1, 2, 3])) == 0
+    state.apply(0, progress("in/0", 1035.0))
+    assert state.close(0) == []  # the second input partition has not reported: no watermark
+    state.apply(0, progress("in/1", 1015.0))  # watermark 1015 - 10 = 1005: [1000, 1010) still open
+    assert state.close(0) == []
+    assert state.apply(0, partial("acme", 1000, [0, 1, 0])) == 0  # late but inside the grace period
+    state.apply(0, progress("in/1", 1021.0))  # watermark 1011
+    (closed,) = state.close(0)
+    record = orjson.loads(closed.value)
+    assert closed.key == b"acme|1970-01-01T00:16:40Z"
+    assert (record["negative"], record["neutral"], record["positive"], record["total"]) == (1, 3, 3, 7)
+    assert state.apply(0, partial("acme", 1000, [4, 0, 0])) == 4  # past the grace period: late
+    assert state.close(0) == []
+
+
+def test_a_restored_state_goes_on_exactly_as_the_uninterrupted_one() -> None:
+    rng = random.Random(5)
+    records = []
+    for t in range(0, 4000, 10):
+        for brand in ("acme", "globex"):
+            records.append(partial(brand, t - t % 100, [rng.randint(0, 9), rng.randint(0, 9), 3], window=100))
+        records.append(progress("in/0", float(t), sources=1))
+    whole, first = StageState(100, 100.0, OPTIONS), StageState(100, 100.0, OPTIONS)
+    out_whole, out_split = [], []
+    for record in records[:500]:
+        first.apply(3, record)
+        out_split += first.close(3)
+    restored = StageState(100, 100.0, OPTIONS)
+    for _partition, key, value in first.drain():
+        restored.restore(3, key, value)
+    for record in records[500:]:
+        restored.apply(3, record)
+        out_split += restored.close(3)
+    for record in records:
+        whole.apply(3, record)
+        out_whole += whole.close(3)
+    assert len(out_whole) > 60
+    assert [(c.key, c.value) for c in out_split] == [(c.key, c.value) for c in out_whole]
+
+
+def test_partials_count_by_event_time_and_report_progress_to_every_partition() -> None:
+    partials = Partials(["acme", "other"], 60, 0, "mentions")
+    partials.output_partitions, partials.input_partitions = 3, 2
+    events = np.array([59.0, 60.0, 61.0, 7200.5, 30.0])
+    partials.observe(
+        np.array([0, 0, 1, 0, 0]),
+        np.array([0, 2, 1, 0, 0]),
+        partials.window_starts(events),
+        events,
+        np.array([0, 0, 1, 1, 0]),
+    )
+    records = partials.drain()
+    counts = {
+        (doc["brand"], doc["window_start"]): doc["counts"]
+        for doc in (orjson.loads(v) for _, v, p in records if p is None)
+    }
+    assert counts == {("acme", 0): [2, 0, 0], ("acme", 60): [0, 0, 1], ("acme", 7200): [1, 0, 0],
+                      ("other", 60): [0, 1, 0]}  # fmt: skip
+    progress_records = [(orjson.loads(v), p) for _, v, p in records if p is not None]
+    assert sorted((d["source"], d["event_time"], p) for d, p in progress_records) == [
+        ("mentions/0", 60.0, 0), ("mentions/0", 60.0, 1), ("mentions/0", 60.0, 2),
+        ("mentions/1", 7200.5, 0), ("mentions/1", 7200.5, 1), ("mentions/1", 7200.5, 2),
+    ]  # fmt: skip
+    assert partials.drain() == []
+
+
+def test_records_that_are_not_partials_are_refused_with_the_reason() -> None:
+    state = StageState(10, 10.0, OPTIONS)
+    for value, reason in (
+        (b"{not json", "not a partial or progress record"),
+        (b'{"type": "gossip"}', "unknown record type 'gossip'"),
+        (partial("acme", 1000, [1, 0, 0], window=60), "REPUTATION_WINDOW_SECONDS must be the same"),
+    ):
+        with pytest.raises(BadRecordError, match=reason):
+            state.apply(0, value)
+    assert state.partitions[0].brands == {}
