@@ -1,7 +1,8 @@
 """``python -m reputation``: the reputation stage.
 
 Exit codes: 0 stopped on request after committing; 1 a runtime failure (nothing past it committed);
-2 could not start (configuration, broker, topics).
+2 could not start (configuration, broker, topics); 3, 4, 5 Kafka refused the login, an ACL, the TLS
+handshake (as for the worker).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pydantic import ValidationError
 from reputation.metrics import StageMetrics
 from reputation.settings import StageSettings
 from reputation.stage import Stage, StageConfigError
-from worker.kafka import KafkaLayerError
+from worker.kafka import KafkaLayerError, KafkaRefusedError
+from worker.kafka.refusals import refusal_exit
 from worker.metrics import Heartbeat, MetricsServer
 
 log = logging.getLogger("reputation")
@@ -45,11 +47,17 @@ def main() -> int:
             stage = Stage(settings, metrics, heartbeat)
             stage.install_signal_handlers()
             stage.start()
+        except KafkaRefusedError as exc:
+            log.error("cannot start: %s", exc)
+            return refusal_exit(exc)
         except (KafkaLayerError, StageConfigError, ValueError) as exc:
             log.error("cannot start: %s", exc)
             return EXIT_STARTUP
         try:
             stage.run()
+        except KafkaRefusedError as exc:
+            log.error("stopping without committing past the failure: %s", exc)
+            return refusal_exit(exc)
         except KafkaLayerError as exc:
             log.error("stopping without committing past the failure: %s", exc)
             return EXIT_RUNTIME

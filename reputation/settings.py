@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reputation.detector import DetectorOptions
-from worker.kafka.config import properties_from_env, properties_from_file
+from worker.kafka.config import client_properties
 
 
 class StageSettings(BaseSettings):
@@ -83,6 +83,5 @@ class StageSettings(BaseSettings):
         )
 
     def kafka_properties(self) -> dict[str, str]:
-        """Passthrough librdkafka properties: the config file, then KAFKA_* variables."""
-        from_file = properties_from_file(self.kafka_config_file) if self.kafka_config_file else {}
-        return {**from_file, **properties_from_env(os.environ)}
+        """Passthrough librdkafka properties: the config file, then KAFKA_* by the worker's rule."""
+        return client_properties(self.kafka_config_file, os.environ)

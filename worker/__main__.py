@@ -17,29 +17,14 @@ from pydantic import ValidationError
 
 from sentiment_model import ModelError, Predictor, resolve_model
 from worker.app import Worker
-from worker.kafka import (
-    AuthenticationFailedError,
-    AuthorizationFailedError,
-    KafkaLayerError,
-    KafkaRefusedError,
-    TlsFailedError,
-)
+from worker.kafka import KafkaLayerError, KafkaRefusedError
+from worker.kafka.refusals import refusal_exit
 from worker.metrics import Heartbeat, MetricsServer, WorkerMetrics
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("worker")
 
 EXIT_OK, EXIT_RUNTIME, EXIT_STARTUP = 0, 1, 2
-EXIT_AUTHENTICATION, EXIT_AUTHORIZATION, EXIT_TLS = 3, 4, 5
-
-
-def refusal_exit(exc: KafkaRefusedError) -> int:
-    """The exit code of a refusal: an operator's fix differs for each."""
-    if isinstance(exc, AuthenticationFailedError):
-        return EXIT_AUTHENTICATION
-    if isinstance(exc, AuthorizationFailedError):
-        return EXIT_AUTHORIZATION
-    return EXIT_TLS if isinstance(exc, TlsFailedError) else EXIT_STARTUP
 
 
 def main() -> int:

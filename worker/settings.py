@@ -12,7 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from schemas.mention import primary_language
 from sentiment_model import ModelSettings
-from worker.kafka.config import env_properties, properties_from_file
+from worker.kafka.config import client_properties
 
 
 class WorkerSettings(ModelSettings):
@@ -185,7 +185,4 @@ class WorkerSettings(ModelSettings):
     def kafka_properties(self) -> dict[str, str]:
         """Passthrough librdkafka properties: the config file, then KAFKA_* variables (the environment
         rule; logs the skipped ones, raises :class:`ClientConfigError` for a near miss)."""
-        from_file = properties_from_file(self.kafka_config_file) if self.kafka_config_file else {}
-        from_env = env_properties(os.environ)
-        from_env.warn_skipped()
-        return {**from_file, **from_env.properties}
+        return client_properties(self.kafka_config_file, os.environ)

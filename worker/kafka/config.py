@@ -102,10 +102,13 @@ def env_properties(environ: Mapping[str, str]) -> EnvProperties:
     return EnvProperties(properties, tuple(sorted(skipped)))
 
 
-def properties_from_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """``KAFKA_SASL_MECHANISM=PLAIN`` -> ``{"sasl.mechanism": "PLAIN"}``: the properties the environment
-    rule passes on (see the module docstring)."""
-    return env_properties(environ).properties
+def client_properties(config_file: Path | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """What every process passes to librdkafka: ``config_file``'s properties, then the ``KAFKA_*``
+    variables the environment rule keeps (the skipped ones named in one WARNING, a near miss raised)."""
+    from_file = properties_from_file(config_file) if config_file else {}
+    from_env = env_properties(environ)
+    from_env.warn_skipped()
+    return {**from_file, **from_env.properties}
 
 
 def properties_from_file(path: Path) -> dict[str, str]:

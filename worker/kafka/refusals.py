@@ -148,3 +148,16 @@ class ErrorWatch:
             raise self.refused
         if starting and self._handshakes_failed >= self.HANDSHAKES_REFUSED:
             raise tls_failed(self.who, self._last_handshake)
+
+
+#: Exit codes of a refusal, the same for every process: an operator's fix differs for each.
+EXIT_AUTHENTICATION, EXIT_AUTHORIZATION, EXIT_TLS = 3, 4, 5
+
+
+def refusal_exit(exc: KafkaRefusedError, otherwise: int = 2) -> int:
+    """The exit code of a refusal (``otherwise`` for one of no known kind)."""
+    if isinstance(exc, AuthenticationFailedError):
+        return EXIT_AUTHENTICATION
+    if isinstance(exc, AuthorizationFailedError):
+        return EXIT_AUTHORIZATION
+    return EXIT_TLS if isinstance(exc, TlsFailedError) else otherwise
