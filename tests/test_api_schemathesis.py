@@ -13,6 +13,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import settings
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from api.context import context_of
 from api.main import create_app
@@ -38,4 +39,8 @@ def served_app(small_model: Path) -> FastAPI:
 def test_no_server_error_and_responses_match_the_schema(
     case: schemathesis.Case[Any], served_app: FastAPI
 ) -> None:
-    case.call_and_validate(app=served_app)
+    response = case.call(app=served_app)
+    # 413 refuses any body over MAX_BODY_BYTES before it is parsed: schema-violating data generated that
+    # large (texts over their maxLength) is rejected there, which the negative-data check does not list.
+    excluded = [negative_data_rejection] if response.status_code == 413 else []
+    case.validate_response(response, excluded_checks=excluded)

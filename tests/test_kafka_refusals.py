@@ -172,7 +172,7 @@ def test_the_right_user_scores(
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0, worker.tail(30)
     assert "stopped cleanly" in worker.log
-    assert "no topic 'reputation' (not authorized to Describe it)" in worker.log
+    assert "no topic 'reputation.partials' (not authorized to Describe it)" in worker.log
     assert_no_password(broker, worker.log)
 
 

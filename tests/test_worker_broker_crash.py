@@ -33,11 +33,11 @@ from training.data import Dataset
 from worker.kafka.apache_kafka import ApacheKafka, apache_kafka, apache_kafka_missing
 
 MODES = ("at_least_once", "exactly_once")
-PART = 6_000  # posts a mode gets before each crash (and once more after the last one)
+PART = 4_000  # posts a mode gets before each crash (and once more after the last one)
 CRASHES = 3
 # The broker is down for its restart (15-35 s here), longer than the default 45 s session time-out in some
 # runs and not in others: a short one makes every crash cost the group membership, the harder path.
-SESSION = {"KAFKA_SESSION_TIMEOUT_MS": "10000", "KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
+SESSION = {"KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_HEARTBEAT_INTERVAL_MS": "1000"}
 RECOVERY_LIMIT_SECONDS = 60.0
 
 
