@@ -51,9 +51,30 @@ class ApacheKafka:
 
     def stop(self) -> None:
         self._run("stop")
+        jvm = self._jvm()
+        if jvm is not None:  # the launcher lost track of it: do not leave a broker behind
+            os.kill(jvm, signal.SIGKILL)
 
     def pid(self) -> int:
-        return int(self._run("pid").strip())
+        """The broker's JVM, found by its config file (the launcher's pid file once named a short-lived
+        subshell of its start script, and `kafka pid` then said "not running" of a running broker)."""
+        jvm = self._jvm()
+        if jvm is None:
+            raise RuntimeError(f"no broker JVM running with {self.folder / 'server.properties'}")
+        return jvm
+
+    def _jvm(self) -> int | None:
+        needle = f"kafka.Kafka\0{self.folder / 'server.properties'}".encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle in argv and argv.split(b"\0", 1)[0].endswith(b"java"):
+                return int(entry.name)
+        return None
 
     def kill(self) -> None:
         """``kill -9`` the broker and wait until the process is gone (a crash, not a stall)."""
