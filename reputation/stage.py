@@ -30,9 +30,7 @@ registers again, or at the transaction time-out), and the next owner restores fr
 from __future__ import annotations
 
 import logging
-import signal
 import time
-from types import FrameType
 from typing import Any
 
 import confluent_kafka as ck
@@ -44,6 +42,7 @@ from reputation.state import BadRecordError, StageState
 from worker.checkpoint import Checkpoint, Outcome
 from worker.kafka import Consumer, ConsumerFailedError, Producer, client_config, redact
 from worker.metrics import Heartbeat
+from worker.signals import stop_on_signals
 
 log = logging.getLogger("reputation")
 
@@ -110,11 +109,7 @@ class Stage:
             log.info("stop requested: committing and leaving the group")
 
     def install_signal_handlers(self) -> None:
-        def handler(signum: int, _frame: FrameType | None) -> None:
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop_on_signals(self.stop)
 
     def _keep_alive(self) -> bool:
         self.heartbeat.beat()

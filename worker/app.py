@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections import Counter
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -45,6 +43,7 @@ from worker.partials import Partials
 from worker.processing import TRANSACTION_HEADER, Rejected, dead_letter_headers, model_headers
 from worker.reputation import Reputation
 from worker.settings import WorkerSettings
+from worker.signals import stop_on_signals
 
 log = logging.getLogger("worker")
 _NEUTRAL = LABELS.index("neutral")
@@ -162,12 +161,7 @@ class Worker:
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT stop the worker gracefully."""
-
-        def handler(signum: int, _frame: FrameType | None) -> None:
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop_on_signals(self.stop)
 
     def start(self) -> None:
         """Fail fast: broker reachable, all three topics exist; then join the group.
