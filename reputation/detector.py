@@ -136,3 +136,9 @@ def _learn(
     if not alert:  # a crisis is no sample of the brand's usual variation
         baseline.recent.append([posts, round(k)])
         del baseline.recent[:-_RESIDUAL_WINDOWS]
+
+
+def net_sentiment(counts: list[int]) -> float:
+    """(positive - negative) / total, 0 without posts."""
+    total = sum(counts)
+    return (counts[2] - counts[0]) / total if total else 0.0

@@ -28,9 +28,9 @@ from typing import Any
 
 import orjson
 
-from reputation.detector import Baseline, DetectorOptions, Judgement, judge
+from reputation.detector import Baseline, DetectorOptions, Judgement, judge, net_sentiment
 from schemas.timestamps import utc_rfc3339
-from worker.reputation import TermTally, net_sentiment
+from worker.terms import TermTally
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from training.data import Dataset, load_split
 from worker.demo import board
 from worker.demo.posts import CRISIS_MOOD, CRISIS_PHRASES, CRISIS_SHARE, PostStream
 from worker.metrics import WorkerMetrics
-from worker.reputation import BrandBaseline, Reputation, TermTally, is_term
+from worker.reputation import BrandBaseline, Reputation
+from worker.terms import TermTally, is_term
 
 BRANDS = ("acme", "globex", "initech")
 WINDOW = 60

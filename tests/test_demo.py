@@ -127,7 +127,7 @@ def test_demo_scripts_a_crisis_and_the_board_shows_deviation_alert_and_complaint
     from sentiment_model import normalize
     from worker.demo.board import DROP_ZSCORE
     from worker.demo.posts import CRISIS_PHRASES
-    from worker.reputation import is_term
+    from worker.terms import is_term
 
     run = subprocess.run(
         [

@@ -21,10 +21,9 @@ import numpy.typing as npt
 import orjson
 
 from schemas import LABELS
-from worker.reputation import TermTally, is_term
+from worker.terms import MIN_PULL, TermTally, is_term
 
 _NEGATIVE, _POSITIVE = LABELS.index("negative"), LABELS.index("positive")
-_MIN_PULL = 1e-6
 
 
 class Partials:
@@ -82,7 +81,7 @@ class Partials:
         tokens_per_post: Sequence[Sequence[str]],
         pull_per_post: Sequence[npt.NDArray[np.floating]],
     ) -> None:
-        """Sampled posts' explanations (see :mod:`worker.reputation` for what a term's pull is)."""
+        """Sampled posts' explanations (see :mod:`worker.terms` for what a term's pull is)."""
         if not self.top_terms:
             return
         for brand, label, start, tokens, pulls in zip(
@@ -97,7 +96,7 @@ class Partials:
             sign = 1.0 if label == _NEGATIVE else -1.0
             name = self.brand_names[brand]
             for token, pull in zip(tokens, (sign * pulls).tolist(), strict=True):
-                if pull > _MIN_PULL and is_term(token) and token != name:
+                if pull > MIN_PULL and is_term(token) and token != name:
                     tally.add(token, pull)
 
     def drain(self) -> list[tuple[bytes, bytes, int | None]]:
