@@ -36,8 +36,11 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+# Two pytest-xdist processes, one per core: most Kafka tests wait on brokers and clients, so the second
+# process fills that time. Whole modules go to one process (their fixtures train models once).
+PYTEST_WORKERS ?= 2
 unit: install
-	$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 # What the suite needs from the system, installed here and nowhere else (tests never run apt-get):
 # Java 17+ for the Apache Kafka broker the suite starts from ../shared/kafka, Prometheus' promtool and
