@@ -151,6 +151,23 @@ def test_amtool_accepts_the_config_and_routes_every_rule_to_its_audience(tools: 
     assert sources <= {rule["alert"] for rule in alert_rules()} - BRAND_ALERTS, "inhibited by unknown alerts"
 
 
+_COMMENTED_YAML = re.compile(r"^(\s*)# ((?:- )?[a-z_]+:(?: .*)?|\s+(?:- )?[A-Za-z_]+:(?: .*)?)$")
+
+
+def test_the_commented_slack_and_email_examples_are_valid(tools: Tools, tmp_path: Path) -> None:
+    """Uncommented, the examples in alertmanager.yml are a config amtool accepts."""
+    lines = ALERTMANAGER_CONFIG.read_text("utf-8").splitlines()
+    uncommented = [m[1] + m[2] if (m := _COMMENTED_YAML.match(line)) else line for line in lines]
+    path = tmp_path / "alertmanager.yml"
+    path.write_text("\n".join(uncommented) + "\n")
+    config = load_yaml(path)
+    (brand_team,) = [r for r in config["receivers"] if r["name"] == BRAND_RECEIVER]
+    assert {"webhook_configs", "slack_configs", "email_configs"} <= set(brand_team)
+    assert {"smtp_smarthost", "smtp_from", "slack_api_url_file"} <= set(config["global"])
+    check = tools.amtool_run("check-config", path)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_brand_annotations_quote_exported_series_and_link_the_brand_page() -> None:
     stage = exported_series()
     for rule in alert_rules():
