@@ -169,6 +169,33 @@ class Consumer:
         except KafkaException as exc:
             raise ConsumerFailedError(f"cannot subscribe to {topics}: {exc.args[0].str()}") from exc
 
+    def assign_from_start(self, topic: str, partitions: Sequence[int]) -> None:
+        """Read ``partitions`` of ``topic`` from their first offset, outside any group (no join, no
+        commits): for a reader that follows a whole compacted topic. Adds to the current assignment."""
+        self._subscribed = True  # records flow now: start-up checks must no longer poll them away
+        try:
+            self._consumer.incremental_assign(
+                [TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in partitions]
+            )
+        except KafkaException as exc:
+            where = f"{topic} {list(partitions)}"
+            raise ConsumerFailedError(f"cannot assign {where}: {exc.args[0].str()}") from exc
+
+    def end_offsets(self, topic: str, partitions: Sequence[int], timeout: float) -> dict[int, int]:
+        """Each partition's end offset as the broker says now (BrokerUnreachableError if it does not)."""
+        ends: dict[int, int] = {}
+        for partition in partitions:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=timeout, cached=False
+                )
+            except KafkaException as exc:
+                raise BrokerUnreachableError(
+                    f"no end offset of {topic}/{partition} within {timeout:.0f}s ({exc.args[0].str()})"
+                ) from exc
+            ends[partition] = int(high)
+        return ends
+
     def consume(self, max_records: int, timeout: float) -> list[Message]:
         """Up to ``max_records`` records, as soon as there are any; transport errors are logged (librdkafka
         retries them), a fatal one raises :class:`ConsumerFailedError`.
