@@ -117,7 +117,7 @@ class ReputationFollower:
                 if consumer is None:
                     config = self.config()
                     log.info("following topic %s with %s", self.topic, redact(config))
-                    consumer, reading = Consumer(config), _Progress()
+                    consumer, reading = Consumer(config, group_member=False), _Progress()
                 self._follow(consumer, reading)
                 pause = 0.0
             except ClientConfigError as exc:

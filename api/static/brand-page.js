@@ -33,6 +33,7 @@ function svg(tag, attrs) {
 }
 
 const pct = (x) => `${Math.round(100 * x)}%`;
+const postCount = (n) => `${n} post${n === 1 ? "" : "s"}`;
 const signed = (x, digits) => (x > 0 ? "+" : "") + x.toFixed(digits);
 
 function clock(iso, seconds) {
@@ -92,7 +93,7 @@ function chart(windows, { width = 1000, height = 300, compact = false } = {}) {
     if (w.alert) {
       root.append(svg("rect", { class: "alert-band", x: left, y: pad.t, width: Math.max(1, right - left), height: bottom - pad.t }));
     }
-    const barHeight = ((bottom - pad.t) * 0.25 * w.total) / mostPosts; // posts per window, faint, at the bottom
+    const barHeight = ((bottom - pad.t) * 0.15 * w.total) / mostPosts; // posts per window, faint, at the bottom
     root.append(svg("rect", { class: "volume", x: left + 0.5, y: bottom - barHeight, width: Math.max(1, right - left - 1), height: barHeight }));
   }
   if (!compact) {
@@ -142,7 +143,7 @@ function legend() {
 }
 
 function chips(terms, cls, limit) {
-  return terms.slice(0, limit).map((t) => el("span", { class: `chip ${cls}`, text: t.term, title: `${t.count} posts` }));
+  return terms.slice(0, limit).map((t) => el("span", { class: `chip ${cls}`, text: t.term, title: postCount(t.count) }));
 }
 
 // --- the overview: every brand ---------------------------------------------------------------------------------
@@ -241,7 +242,7 @@ function termBars(terms, cls) {
     terms.map((t) => {
       const bar = el("span", { class: "bar" });
       bar.style.width = `${Math.max(4, (100 * t.pull) / strongest)}%`;
-      return el("li", {}, el("span", { class: "term", text: t.term }), el("span", { class: "track" }, bar), el("span", { class: "n", text: `${t.count} posts` }));
+      return el("li", {}, el("span", { class: "term", text: t.term }), el("span", { class: "track" }, bar), el("span", { class: "n", text: postCount(t.count) }));
     }),
   );
 }

@@ -50,9 +50,13 @@ _STEP_SECONDS = 1.0
 class Consumer:
     """A group member that never commits on its own: offsets move only through :meth:`commit`."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, group_member: bool = True) -> None:
+        """``group_member=False``: a reader that only assigns (:meth:`assign_from_start`). librdkafka
+        still looks its ``group.id`` up (the Python client requires one), so a missing group ACL is
+        reported, but such a reader never uses the group: that error is not a refusal for it."""
         self._commit_failure: KafkaLayerError | None = None
-        self._watch = ErrorWatch(config)
+        self._unused = frozenset() if group_member else frozenset({KafkaError.GROUP_AUTHORIZATION_FAILED})
+        self._watch = ErrorWatch(config, ignored=self._unused)
         self._group = str(config.get("group.id", ""))
         self._subscribed = False
         try:
@@ -140,7 +144,7 @@ class Consumer:
         subscribed, :meth:`consume` serves them (polling here would drop records)."""
         while not self._subscribed and (event := self._consumer.poll(0)) is not None:
             error = event.error()
-            if error is None:
+            if error is None or error.code() in self._unused:
                 continue
             refused = refusal(
                 error, self._watch.who, operation="Read", topic=event.topic(), group=self._group
@@ -220,6 +224,8 @@ class Consumer:
             error = record.error()
             if error is None:
                 good.append(record)
+                continue
+            if error.code() in self._unused:
                 continue
             refused = refusal(
                 error, self._watch.who, operation="Read", topic=record.topic(), group=self._group
