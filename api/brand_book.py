@@ -56,9 +56,8 @@ class BrandBook:
             self.bad_records += 1
             self._warn(f"a reputation record that is not a window ({self.bad_records} so far): {exc}")
             return
-        if self.examples >= 0:  # bounded whatever the stage sends
-            window.negative_examples = window.negative_examples[: self.examples]
-            window.positive_examples = window.positive_examples[: self.examples]
+        window.negative_examples = window.negative_examples[: self.examples]  # bounded, whatever is sent
+        window.positive_examples = window.positive_examples[: self.examples]
         with self._lock:
             windows = self._brands.get(window.brand)
             if windows is None:

@@ -23,6 +23,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from api.brand_book import BrandBook
 from api.main import create_app
 from schemas.timestamps import utc_rfc3339
 from tests.api_harness import serving, settings
@@ -177,6 +178,48 @@ FIGURES = (
 
 def figures(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: doc[k] for k in FIGURES}
+
+
+def test_the_book_keeps_its_bounds() -> None:
+    """Newest windows per brand, a new brand evicts the stalest one (never a fresher one), tombstones
+    remove a window, a record that is not a window is counted and skipped."""
+    book = BrandBook(max_brands=2, max_windows=3, examples=1)
+
+    def put(brand: str, minute: int, **extra: Any) -> None:
+        start, end = utc_rfc3339(T0 + 60 * minute), utc_rfc3339(T0 + 60 * minute + 60)
+        doc = {**WINDOW_FIELDS, "brand": brand, "window_start": start, "window_end": end, **extra}
+        book.apply(f"{brand}|{doc['window_start']}".encode(), orjson.dumps(doc))
+
+    for minute in (5, 1, 2, 3, 0):  # out of order; 0 arrives when 3 newer ones are kept: dropped
+        put("acme", minute, negative_examples=[{"id": "a", "text": "t"}, {"id": "b", "text": "u"}])
+    detail = book.brand("acme")
+    assert detail is not None and [w.window_start.minute for w in detail.windows] == [2, 3, 5]
+    assert [e.id for e in detail.negative_examples] == ["a"]  # BRAND_PAGE_EXAMPLES per window and brand
+    put("globex", 4)
+    put("initech", 0)  # older than every kept brand's latest window: not kept
+    assert [b.brand for b in book.brands().brands] == ["acme", "globex"]
+    put("initech", 6)  # newer: evicts globex, whose latest window (4) is the oldest
+    assert [b.brand for b in book.brands().brands] == ["acme", "initech"] and book.evicted_brands == 1
+    book.apply(f"acme|{utc_rfc3339(T0 + 300)}".encode(), None)  # the tombstone of minute 5
+    assert [w.window_start.minute for w in book.brand("acme").windows] == [2, 3]  # type: ignore[union-attr]
+    book.apply(b"acme|whenever", b'{"brand": "acme"}')
+    assert book.bad_records == 1 and book.brand("nobody") is None
+
+
+WINDOW_FIELDS = {
+    "window_seconds": 60,
+    "negative": 1,
+    "neutral": 1,
+    "positive": 1,
+    "total": 3,
+    "net_sentiment": 0.0,
+    "negative_share": 0.33,
+    "baseline_share": 0.3,
+    "zscore": 0.1,
+    "volume_ratio": 1.0,
+    "warm": True,
+    "alert": False,
+}
 
 
 def test_brand_endpoints_answer_from_the_stage_records(stage_output: StageOutput, small_model: Path) -> None:
