@@ -14,8 +14,7 @@ day/night cycle in volume (peak at 15:00, 5 % of it at 03:00):
 
 A window is *flagged* when the detector says alert; a *page* is two flagged windows in a row (the alert
 rule's ``for``). *Detected*: a page by the shift's second window of 100+ posts; a *false page*: any page
-outside the shift (per brand-week). Compared with the worker's former detector (``worker.reputation.
-BrandBaseline``: warm-up of 10 windows, z > 3 in windows of 30+ posts, half-life 30 windows).
+outside the shift (per brand-week).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from collections.abc import Callable
 import numpy as np
 
 from reputation.detector import Baseline, DetectorOptions, judge
-from worker.reputation import BrandBaseline
 
 BRANDS = ("steady", "quiet", "newcomer", "drift", "shift")
 
@@ -61,14 +59,9 @@ def week(brand: str, rng: np.random.Generator, window_hours: float) -> list[tupl
     return out
 
 
-def new_detector(window_hours: float) -> Callable[[int, int], bool]:
+def detector(window_hours: float) -> Callable[[int, int], bool]:
     baseline, options = Baseline(), DetectorOptions(half_life_windows=24 / window_hours)
     return lambda k, n: judge(baseline, k, n, options).alert
-
-
-def old_detector(window_hours: float) -> Callable[[int, int], bool]:
-    baseline = BrandBaseline(half_life_windows=30, warmup_windows=10, std_floor=0.02)
-    return lambda k, n: baseline.observe(k, n).zscore > 3 and n >= 30
 
 
 def score(
@@ -103,16 +96,12 @@ def main() -> int:
     parser.add_argument("--window-hours", type=float, default=1.0)
     args = parser.parse_args()
     print(f"{args.weeks} synthetic weeks, {args.window_hours:g} h windows")
-    print("| detector | brand | shift paged within 2 windows | false pages / brand-week | windows flagged |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, make in (
-        ("stage (pooled, robust)", new_detector),
-        ("former worker BrandBaseline", old_detector),
-    ):
-        for brand, counts in score(args.weeks, args.window_hours, make).items():
-            detected = f"{counts['detected'] / args.weeks:.0%}" if brand == "shift" else "-"
-            pages, flagged = counts["pages"] / args.weeks, counts["flagged"] / args.weeks
-            print(f"| {name} | {brand} | {detected} | {pages:.2f} | {flagged:.2f} |")
+    print("| brand | shift paged within 2 windows | false pages / brand-week | windows flagged |")
+    print("| --- | --- | --- | --- |")
+    for brand, counts in score(args.weeks, args.window_hours, detector).items():
+        detected = f"{counts['detected'] / args.weeks:.0%}" if brand == "shift" else "-"
+        pages, flagged = counts["pages"] / args.weeks, counts["flagged"] / args.weeks
+        print(f"| {brand} | {detected} | {pages:.2f} | {flagged:.2f} |")
     return 0
 
 

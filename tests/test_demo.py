@@ -138,7 +138,7 @@ def test_demo_scripts_a_crisis_and_the_board_shows_deviation_alert_and_complaint
             "-m",
             "worker.demo",
             *("--duration", "50", "--crisis-brand", "acme", "--crisis-after", "26"),
-            *("--window-seconds", "2", "--warmup-windows", "6", "--workers", "4", "--rate", "300"),
+            *("--window-seconds", "2", "--workers", "4", "--rate", "300"),
             *("--refresh", "2", "--bad-share", "0.01"),
         ],
         env=demo_env(tmp_path, small_model, data_dir),

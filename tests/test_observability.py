@@ -67,7 +67,7 @@ DASHBOARD = GRAFANA_DIR / "dashboards" / "online-reputation.json"
 #: every target, ``ALERTS`` for every pending or firing alert (with the rule's labels).
 PROMETHEUS_SERIES: dict[str, set[str]] = {
     "up": set(),
-    "ALERTS": {"alertname", "alertstate", "severity", "brand"},
+    "ALERTS": {"alertname", "alertstate", "severity", "team", "brand"},
 }
 #: Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance"}
@@ -525,6 +525,7 @@ def running_prometheus(
     port = free_port()
     config = load_yaml(PROMETHEUS_CONFIG)
     config["global"] = {**config["global"], "scrape_interval": "1s", "evaluation_interval": "1s"}
+    config.pop("alerting", None)  # no Alertmanager here (tests/test_alerting.py has one)
     config["rule_files"] = (
         [str(rules)] if rules else [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
     )

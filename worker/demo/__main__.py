@@ -104,12 +104,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the workers' reputation window (REPUTATION_WINDOW_SECONDS; default 5, production 60)",
     )
     parser.add_argument(
-        "--warmup-windows",
-        type=int,
-        default=int(os.environ.get("DEMO_WARMUP_WINDOWS", "6")),
-        help="windows each brand's baseline learns before it can alert (default 6)",
-    )
-    parser.add_argument(
         "--warmup-posts",
         type=int,
         default=int(os.environ.get("DEMO_WARMUP_POSTS", "200")),
@@ -142,7 +136,6 @@ def _run(argv: list[str] | None) -> int:
     settings = WorkerSettings(
         brands=os.environ.get("BRANDS") or ",".join(DEFAULT_MOODS),
         reputation_window_seconds=args.window_seconds,
-        brand_baseline_warmup_windows=args.warmup_windows,
     )
     stop = _install_stop_handler()
     with ExitStack() as stack:
@@ -189,7 +182,6 @@ def _start_services(
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "BRANDS": settings.brands,
         "REPUTATION_WINDOW_SECONDS": str(settings.reputation_window_seconds),
-        "BRAND_BASELINE_WARMUP_WINDOWS": str(settings.brand_baseline_warmup_windows),
     }
     workers = []
     for i in range(count):
