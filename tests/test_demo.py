@@ -68,6 +68,9 @@ def test_demo_streams_posts_through_the_embedded_broker(
     assert "demo OK" in output
     worker_log = (tmp_path / "demo" / "logs" / "worker-1.log").read_text()
     assert "stopped cleanly" in worker_log
+    assert re.search(r"brand page: http://127\.0\.0\.1:\d+/", output), output[-4000:]
+    api_log = (tmp_path / "demo" / "logs" / "api.log").read_text()
+    assert "reputation topic: following topic 'reputation'" in api_log, api_log[-4000:]
 
 
 def test_demo_uses_a_given_cluster_and_stops_cleanly_on_ctrl_c(

@@ -191,7 +191,14 @@ def _start_services(
         stack.callback(worker.stop, settings.shutdown_timeout_seconds + 5)
         workers.append(worker)
     api_port = port_or_free(7860)
-    api_env = {**common, "API_HOST": "127.0.0.1", "API_PORT": str(api_port), "ACCESS_LOG": "false"}
+    api_env = {
+        **common,
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(api_port),
+        "ACCESS_LOG": "false",
+        "REPUTATION_TOPIC": STAGE_TOPICS[2],  # the brand page follows the stage's judgements
+        "BRAND_PAGE_REFRESH_SECONDS": "2",
+    }
     api = Child("api", "api", api_env, logs / "api.log", api_port).start()
     stack.callback(api.stop, 10)
     for worker in workers:
@@ -199,6 +206,7 @@ def _start_services(
         worker.wait_for_log("assigned partitions", 60)  # in the group: the first posts wait for no one
     api.wait_ready(f"http://127.0.0.1:{api_port}/ready", 90)
     log.info("%d worker(s) and the API are up; logs in %s", count, logs)
+    log.info("brand page: http://127.0.0.1:%d/ (open it in a browser)", api_port)
     return workers, api, api_port
 
 
@@ -439,7 +447,8 @@ class Demo:
         footer = [
             self.api_line,
             f"consumer lag: {lag if lag is not None else '-'} records",
-            f"API docs http://127.0.0.1:{self.api_port}/docs   worker metrics {workers}",
+            f"brand page http://127.0.0.1:{self.api_port}/   API docs http://127.0.0.1:{self.api_port}/docs",
+            f"worker metrics {workers}",
         ]
         text = self.board.render(header, footer)
         if self.tty and not final:
