@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import ValidationError
 
-from sentiment_model import ModelError, Predictor, resolve_model
+from sentiment_model import ModelError, Predictor, ResolvedModel, resolve_model
 from worker.app import Worker
 from worker.kafka import KafkaLayerError, KafkaRefusedError
 from worker.kafka.refusals import refusal_exit
@@ -25,6 +26,12 @@ from worker.settings import WorkerSettings
 log = logging.getLogger("worker")
 
 EXIT_OK, EXIT_RUNTIME, EXIT_STARTUP = 0, 1, 2
+
+
+def load_model(settings: WorkerSettings) -> tuple[Predictor, ResolvedModel]:
+    """The model the settings name, read and checked (:class:`ModelError` if it cannot serve)."""
+    model = resolve_model(settings)
+    return Predictor.load(model.path), model
 
 
 def main() -> int:
@@ -46,16 +53,10 @@ def main() -> int:
         settings.processing_guarantee,
         settings.batch_size,
     )
-    try:
-        model = resolve_model(settings)
-        predictor = Predictor.load(model.path)
-    except ModelError as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_STARTUP
-    log.info("model: %s", model.describe())
-
+    loader = ThreadPoolExecutor(1, thread_name_prefix="model-load")
+    loading = loader.submit(load_model, settings)  # meanwhile, the broker is checked and joined
+    loader.shutdown(wait=False)
     metrics = WorkerMetrics(settings.brand_list)
-    metrics.set_model(model.repo, model.revision, model.sha256)
     heartbeat = Heartbeat(settings.liveness_timeout_seconds)
     try:
         server = MetricsServer(metrics, heartbeat, settings.metrics_host, settings.metrics_port).start()
@@ -66,15 +67,20 @@ def main() -> int:
 
     try:
         try:
-            worker = Worker(settings, predictor, model, metrics, heartbeat)
+            worker = Worker(settings, metrics, heartbeat)
             worker.install_signal_handlers()
-            worker.start()
+            worker.start(loading)
+        except ModelError as exc:
+            log.error("cannot start: %s", exc)
+            return EXIT_STARTUP
         except KafkaRefusedError as exc:
             log.error("cannot start: %s", exc)
             return refusal_exit(exc)
         # ValueError: a malformed KAFKA_CONFIG_FILE; KafkaLayerError: client config, broker, topics.
         except (KafkaLayerError, ValueError) as exc:
             log.error("cannot start: %s", exc)
+            if loading.done() and isinstance(loading.exception(), ModelError):
+                log.error("cannot start: %s", loading.exception())
             return EXIT_STARTUP
         try:
             worker.run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -67,21 +68,19 @@ class Worker:
     def __init__(
         self,
         settings: WorkerSettings,
-        predictor: Predictor,
-        model: ResolvedModel,
         metrics: WorkerMetrics,
         heartbeat: Heartbeat,
     ) -> None:
         self.settings = settings
-        self.predictor = predictor
-        self.model = model
+        self.predictor: Predictor  # both set by start(), from the model it is given
+        self.model: ResolvedModel
         self.metrics = metrics
         self.heartbeat = heartbeat
         self._started = False
         self._closing = False
         self._shutdown_deadline: float | None = None  # set by stop(): stopping is "a deadline exists"
         self._commits_counted = 0
-        self._headers = model_headers(model.ref)
+        self._headers: list[tuple[str, str | bytes | None]] = []  # the model's, from start()
         base = client_config(
             settings.kafka_bootstrap_servers, settings.kafka_properties(), {"client.id": settings.client_id}
         )
@@ -141,9 +140,8 @@ class Worker:
             settings.drift_window_records, settings.drift_min_records, settings.drift_oov_sample
         )
         self.drift = DriftObserver(monitor, metrics)
-        self.drift.set_model((model.metrics or {}).get("reference"), predictor.oov_counts)
         self.model_ops = ModelOpsObserver(
-            ModelOperations(settings, metrics.model_ops, self._promote, scored_by="batch")
+            ModelOperations(settings, metrics.model_ops, self._use_model, scored_by="batch")
         )
 
     # --- lifecycle -----------------------------------------------------------------------------------------
@@ -162,8 +160,12 @@ class Worker:
         """SIGTERM and SIGINT stop the worker gracefully."""
         stop_on_signals(self.stop)
 
-    def start(self) -> None:
-        """Fail fast: broker reachable, all three topics exist; then join the group.
+    def start(self, model: Future[tuple[Predictor, ResolvedModel]]) -> None:
+        """Fail fast: broker reachable, all three topics exist, ``model`` loads; then join the group.
+
+        The model loads on another thread meanwhile (the checks mostly wait on the broker): start to
+        first result is about the longer of the two rather than their sum. Its :class:`ModelError`
+        propagates from here.
 
         Output topics are checked too: an auto-created output topic gets the broker's default
         partitions and settings, and on some clusters a topic created by two clients at once loses the
@@ -183,6 +185,8 @@ class Worker:
             s.startup_timeout_seconds,
         )
         self.consumer.check_group(s.input_topic, s.startup_timeout_seconds)
+        self._use_model(*model.result())
+        log.info("model: %s", self.model.describe())
         if ModelOperations.enabled(s):
             self.model_ops.operations.start(self.model)
         if s.exactly_once:
@@ -196,7 +200,7 @@ class Worker:
         While a checkpoint waits for an unreachable broker the loop goes on turning (liveness, metrics,
         stop requests) but takes no new input; see worker/checkpoint.py."""
         if not self._started:
-            self.start()
+            raise RuntimeError("Worker.run() before Worker.start()")
         try:
             while not self._stopping:
                 self._keep_alive()
@@ -356,9 +360,9 @@ class Worker:
 
     # --- hot-reload ----------------------------------------------------------------------------------------
 
-    def _promote(self, predictor: Predictor, model: ResolvedModel) -> None:
-        """Score with ``predictor`` from the next batch on (called by :meth:`ModelOperations.after_batch`,
-        between two batches: a batch is scored by one model only)."""
+    def _use_model(self, predictor: Predictor, model: ResolvedModel) -> None:
+        """Score with ``predictor`` from the next batch on: at start, and on promotion (called by
+        :meth:`ModelOperations.after_batch`, between two batches: a batch is scored by one model only)."""
         self.predictor, self.model = predictor, model
         self._headers = model_headers(model.ref)
         self.metrics.set_model(model.repo, model.revision, model.sha256)
