@@ -68,13 +68,22 @@ class ClosedWindow:
 class PartitionState:
     brands: dict[str, BrandState] = field(default_factory=dict)
     sources: dict[str, float] = field(default_factory=dict)  # input partition -> event time reached
+    idle: set[str] = field(default_factory=set)  # input partitions declared idle
     expected_sources: int = 0
+    mark: float = float("-inf")  # the watermark reached (it never goes back)
     dirty: set[bytes] = field(default_factory=set)  # changelog keys changed since the last drain
 
     def watermark(self, grace: float) -> float:
-        if not self.sources or len(self.sources) < self.expected_sources:
-            return float("-inf")
-        return min(self.sources.values()) - grace
+        if len(self.sources.keys() | self.idle) < max(1, self.expected_sources):
+            return self.mark
+        active = [t for s, t in self.sources.items() if s not in self.idle]
+        if active:
+            reached = min(active)
+        elif self.sources:
+            reached = max(self.sources.values())
+        else:
+            return self.mark
+        return max(self.mark, reached - grace)
 
 
 class StageState:
@@ -103,9 +112,15 @@ class StageState:
             raise BadRecordError(f"not a partial or progress record: {exc}") from exc
         part = self.partitions.setdefault(partition, PartitionState())
         if kind == "progress":
-            source, reached = str(doc["source"]), float(doc["event_time"])
-            if reached > part.sources.get(source, float("-inf")):
-                part.sources[source] = reached
+            source, at = str(doc["source"]), doc["event_time"]
+            if at is not None and float(at) > part.sources.get(source, float("-inf")):
+                part.sources[source] = float(at)
+            if doc.get("idle"):
+                part.idle.add(source)
+            elif at is None:
+                raise BadRecordError("a progress record without event_time that does not declare idle")
+            else:
+                part.idle.discard(source)
             part.expected_sources = max(part.expected_sources, int(doc["sources"]))
             part.dirty.add(PROGRESS_KEY)
             return 0
@@ -138,6 +153,9 @@ class StageState:
         if part is None:
             return []
         watermark = part.watermark(self.grace)
+        if watermark > part.mark:
+            part.mark = watermark
+            part.dirty.add(PROGRESS_KEY)
         closed: list[ClosedWindow] = []
         for brand in sorted(part.brands):
             state = part.brands[brand]
@@ -187,7 +205,15 @@ class StageState:
 
     def _encode(self, part: PartitionState, key: bytes) -> bytes:
         if key == PROGRESS_KEY:
-            return orjson.dumps({"sources": part.sources, "expected_sources": part.expected_sources})
+            mark = part.mark if part.mark != float("-inf") else None
+            return orjson.dumps(
+                {
+                    "sources": part.sources,
+                    "idle": sorted(part.idle),
+                    "expected_sources": part.expected_sources,
+                    "watermark": mark,
+                }
+            )
         state = part.brands[key.decode()]
         return orjson.dumps(
             {
@@ -209,7 +235,10 @@ class StageState:
         doc: dict[str, Any] = orjson.loads(value)
         if key == PROGRESS_KEY:
             part.sources = {s: float(t) for s, t in doc["sources"].items()}
+            part.idle = set(doc.get("idle", ()))
             part.expected_sources = int(doc["expected_sources"])
+            mark = doc.get("watermark")
+            part.mark = float("-inf") if mark is None else float(mark)
             return
         state = BrandState(Baseline.from_json(doc["baseline"]))
         for start, w in doc["open"].items():

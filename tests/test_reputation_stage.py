@@ -231,3 +231,68 @@ def test_one_or_four_workers_a_crash_or_a_backlog_publish_the_same_windows_by_ev
     assert without_terms(four) == without_terms(one) and late_four == LATE_POSTS
     crashed, _, late_crashed = run_pipeline(kafka, small_model, tmp_path / "crash", stream, 2, crash=True)
     assert without_terms(crashed) == without_terms(one) and late_crashed == LATE_POSTS
+
+
+def test_input_partitions_without_posts_are_declared_idle_and_do_not_hold_windows_open(
+    kafka_cluster: tuple[str, str], small_model: Path, tmp_path: Path
+) -> None:
+    """Live posts (event time = now) on one input partition of four, 2 s windows, 1 s grace, idle after
+    2 s: each window's record is out within its end + grace + idle time-out (+ a checkpoint)."""
+    kafka, _ = kafka_cluster
+    window, grace, idle = 2, 1.0, 2.0
+    topics = {name: unique(name) for name in ("mentions", "sentiment", "dlq", "partials", "state", "rep")}
+    create_topics(kafka, *topics.values())
+    common = {"KAFKA_BOOTSTRAP_SERVERS": kafka, "REPUTATION_WINDOW_SECONDS": str(window)}
+    worker = WorkerProcess(
+        common
+        | {
+            "INPUT_TOPIC": topics["mentions"],
+            "OUTPUT_TOPIC": topics["sentiment"],
+            "DLQ_TOPIC": topics["dlq"],
+            "REPUTATION_PARTIALS_TOPIC": topics["partials"],
+            "REPUTATION_IDLE_SECONDS": str(idle),
+            "CONSUMER_GROUP": unique("group"),
+            "MODEL_PATH": str(small_model),
+            "BRANDS": ",".join(BRANDS),
+            "MODEL_POLL_INTERVAL_SECONDS": "0",
+        },
+        tmp_path / "worker.log",
+    )
+    stage = StageProcess(
+        common
+        | {
+            "REPUTATION_PARTIALS_TOPIC": topics["partials"],
+            "REPUTATION_STATE_TOPIC": topics["state"],
+            "REPUTATION_TOPIC": topics["rep"],
+            "REPUTATION_GROUP": unique("stage"),
+            "REPUTATION_GRACE_SECONDS": str(grace),
+        },
+        tmp_path / "stage.log",
+    )
+    producer = ck.Producer({"bootstrap.servers": kafka, "linger.ms": 5})
+    try:
+        stage.start()
+        worker.start()
+        for child in (stage, worker):
+            child.wait_for_log("assigned partitions", 30)
+        first = last = 0.0
+        for i in range(32):  # 8 s of posts, all to partition 0
+            last = time.time()
+            first = first or last
+            post = {"id": f"i{i}", "brand": BRANDS[i % 3], "text": "fine", "created_at": utc_rfc3339(last)}
+            producer.produce(topics["mentions"], orjson.dumps(post), partition=0)
+            producer.poll(0)
+            time.sleep(0.25)
+        assert producer.flush(10) == 0
+        closable = int(last - grace) // window * window - int(first) // window * window
+        records = read_all(kafka, topics["rep"], 3 * closable // window - 3, timeout=30)
+    finally:
+        worker.stop(10)
+        stage.stop(10)
+    assert records, stage.log
+    ends = {}
+    for record in records:
+        doc = orjson.loads(record.value())
+        end = datetime.fromisoformat(doc["window_end"].replace("Z", "+00:00")).timestamp()
+        ends[record.key()] = record.timestamp()[1] / 1000 - end
+    assert max(ends.values()) <= grace + idle + 2.5, ends  # + checkpoint interval and idle check

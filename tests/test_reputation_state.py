@@ -129,3 +129,26 @@ def test_records_that_are_not_partials_are_refused_with_the_reason() -> None:
         with pytest.raises(BadRecordError, match=reason):
             state.apply(0, value)
     assert state.partitions[0].brands == {}
+
+
+def test_an_idle_input_partition_stops_holding_windows_open_until_it_has_posts_again() -> None:
+    state = StageState(10, 10.0, OPTIONS)
+    state.apply(0, partial("acme", 1000, [1, 2, 3]))
+    state.apply(0, progress("in/0", 1035.0))
+    assert state.close(0) == []  # in/1 never had a post and is not (yet) declared idle: it holds the window
+    idle = {"type": "progress", "source": "in/1", "event_time": None, "sources": 2, "idle": True}
+    state.apply(0, orjson.dumps(idle))
+    assert [c.key for c in state.close(0)] == [b"acme|1970-01-01T00:16:40Z"]  # watermark 1025
+    state.apply(0, progress("in/1", 1012.0))  # active again, far behind: the watermark does not go back
+    assert state.apply(0, partial("acme", 1020, [1, 0, 0])) == 0  # [1020, 1030) is still open
+    assert state.apply(0, partial("acme", 1010, [1, 0, 0])) == 1  # [1010, 1020) passed: late
+    restored = StageState(10, 10.0, OPTIONS)
+    for partition, key, value in state.drain():
+        restored.restore(partition, key, value)
+    assert restored.partitions[0].watermark(10.0) == state.partitions[0].watermark(10.0) == 1025.0
+    state.apply(0, progress("in/0", 1050.0))
+    restored.apply(0, progress("in/0", 1050.0))
+    assert state.close(0) == restored.close(0) == []  # in/1 (at 1012) holds [1020, 1030) open
+    for both in (state, restored):
+        both.apply(0, orjson.dumps(idle))
+    assert [c.value for c in state.close(0)] == [c.value for c in restored.close(0)] != []

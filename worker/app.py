@@ -217,6 +217,7 @@ class Worker:
                 if self.checkpoint.waiting or self.checkpoint.due():
                     self._commit()
                 self._report_outage()
+                self._declare_idle_inputs()
                 self._refresh_lag()
                 self._log_stats()
             final = self._finish()
@@ -423,6 +424,30 @@ class Worker:
         )
         self.partials.observe(brand_ids, label_ids, self.partials.window_starts(events), events, partitions)
         for key, value, partition in self.partials.drain():
+            self.producer.produce(self.partials_topic, value, key, partition=partition)
+
+    def _declare_idle_inputs(self) -> None:
+        """Input partitions caught up and quiet for REPUTATION_IDLE_SECONDS stop holding the stage's
+        windows open (worker/partials.py); declared inside a checkpoint like every other output."""
+        if self.partials_topic is None or self.checkpoint.waiting:
+            return
+
+        def caught_up() -> dict[int, bool]:  # position None: nothing fetched since the assignment
+            ends = {
+                tp.partition: self.consumer.high_watermark(tp.topic, tp.partition)
+                for tp in self.consumer.assignment()
+            }
+            out = {}
+            for partition, high in ends.items():
+                position = self.checkpoint_position(partition)
+                out[partition] = high is not None and (position is None or position >= high)
+            return out
+
+        timeout = self.settings.reputation_idle_seconds or float(self.settings.reputation_window_seconds)
+        records = self.partials.idle(caught_up, time.monotonic(), timeout)
+        if records:
+            self.checkpoint.begin()
+        for key, value, partition in records:
             self.producer.produce(self.partials_topic, value, key, partition=partition)
 
     # --- hot-reload ----------------------------------------------------------------------------------------

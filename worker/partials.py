@@ -8,13 +8,18 @@ counts each post exactly once and the worker keeps no window state. Record forma
 label, and one ``progress`` record per input partition of the batch to every partials partition (the
 stage's watermark).
 
+An assigned input partition that is caught up (its position at its end) and had no posts for
+``REPUTATION_IDLE_SECONDS`` (processing time) is declared **idle** by :meth:`Partials.idle`: one
+progress record with ``"idle": true``, so it stops holding the stage's windows open (Flink's source
+idleness); its next post makes it active again.
+
 A post's window is ``floor(event_time / REPUTATION_WINDOW_SECONDS)``, its event time being its
 ``created_at``, else its Kafka record timestamp: never the time it was scored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +47,9 @@ class Partials:
         self._counts: dict[tuple[int, int], list[int]] = {}
         self._terms: dict[tuple[int, int], tuple[TermTally, TermTally]] = {}
         self._progress: set[int] = set()
+        self._quiet_since: dict[int, float] = {}  # assigned input partition -> last post (monotonic)
+        self._idle: set[int] = set()  # input partitions declared idle and quiet since
+        self._idle_checked = float("-inf")
 
     def window_starts(self, event_seconds: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         """Each post's window start (unix seconds)."""
@@ -72,6 +80,31 @@ class Partials:
             if reached > self._reached.get(partition, float("-inf")):
                 self._reached[partition] = reached
             self._progress.add(partition)
+            self._quiet_since.pop(partition, None)  # restarts at the next idle check
+            self._idle.discard(partition)
+
+    def idle(
+        self, caught_up: Callable[[], Mapping[int, bool]], now: float, timeout: float
+    ) -> list[tuple[bytes, bytes, int | None]]:
+        """Progress records declaring idle the assigned input partitions caught up (``caught_up()``:
+        assigned partition -> position at its end) with no posts for ``timeout`` seconds of ``now``
+        (monotonic). Checked at most once a second; each quiet spell is declared once."""
+        if now - self._idle_checked < 1.0:
+            return []
+        self._idle_checked = now
+        assigned = caught_up()
+        for gone in set(self._quiet_since) - set(assigned):  # revoked: the next owner's timer runs
+            del self._quiet_since[gone]
+            self._idle.discard(gone)
+        out: list[tuple[bytes, bytes, int | None]] = []
+        for source, done in sorted(assigned.items()):
+            since = self._quiet_since.setdefault(source, now)
+            if not done:
+                self._quiet_since[source] = now
+            elif source not in self._idle and now - since >= timeout:
+                self._idle.add(source)
+                out.extend(self._progress_records(source, idle=True))
+        return out
 
     def observe_terms(
         self,
@@ -116,20 +149,23 @@ class Partials:
             }
             out.append((name.encode(), orjson.dumps(document), None))
         for source in sorted(self._progress):
-            value = orjson.dumps(
-                {
-                    "type": "progress",
-                    "source": f"{self.source_topic}/{source}",
-                    "event_time": self._reached[source],
-                    "sources": self.input_partitions,
-                }
-            )
-            for partition in range(self.output_partitions):
-                out.append((b"\x00progress", value, partition))
+            out.extend(self._progress_records(source, idle=False))
         self._counts.clear()
         self._terms.clear()
         self._progress.clear()
         return out
+
+    def _progress_records(self, source: int, idle: bool) -> list[tuple[bytes, bytes, int | None]]:
+        document: dict[str, object] = {
+            "type": "progress",
+            "source": f"{self.source_topic}/{source}",
+            "event_time": self._reached.get(source),
+            "sources": self.input_partitions,
+        }
+        if idle:
+            document["idle"] = True
+        value = orjson.dumps(document)
+        return [(b"\x00progress", value, partition) for partition in range(self.output_partitions)]
 
 
 def _entries(tally: TermTally) -> list[list[object]]:

@@ -102,6 +102,13 @@ class WorkerSettings(ModelSettings):
     reputation_window_seconds: int = Field(
         60, ge=1, description="event-time tumbling window of the partials (the same for the stage)"
     )
+    reputation_idle_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="an assigned input partition caught up and without posts this long (processing time) "
+        "is declared idle to the stage: it stops holding windows open until it has posts again "
+        "(default: one window)",
+    )
     reputation_gauge_windows: str = Field(
         "300,3600", description="sliding windows (seconds) of the per-brand net-sentiment gauges"
     )
