@@ -210,11 +210,15 @@ def main() -> int:
         "--stage-partials", type=int, default=200_000, help="synthetic partials for the stage"
     )
     parser.add_argument("--only-latency", action="store_true")
+    parser.add_argument("--only-stage", action="store_true", help="only the stage over synthetic partials")
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         parser.error("set KAFKA_BOOTSTRAP_SERVERS (an Apache Kafka broker: the stage uses transactions)")
     data_dir = Path(os.environ.get("TWEETEVAL_DIR", REPO.parent / "shared/data/tweeteval-sentiment"))
+    if args.only_stage:
+        report_stage(bootstrap, args.stage_partials, args.window)
+        return 0
     model = args.model_path
     if model is None:
         from tests.conftest import train_small_model
@@ -265,17 +269,21 @@ def main() -> int:
     )
     n_partials = high(bootstrap, partials)
     print(f"{n_partials:,} partial and progress records for {args.posts:,} posts (batches of 2,000)")
-    synthetic = f"bench-partials-{uuid.uuid4().hex[:8]}"
-    create_topics(bootstrap, synthetic)
-    records = synthetic_partials(args.stage_partials, args.window)
-    produce(bootstrap, synthetic, records, {"compression.type": "lz4", "linger.ms": 50})
-    rate, log = stage_phase(bootstrap, synthetic, len(records), args.window)
-    print(
-        f"stage: {len(records):,} records ({args.stage_partials:,} partials of 20 posts): {rate:,.0f} "
-        f"records/s, {rate * args.stage_partials / len(records) * 20:,.0f} posts/s; log {log}"
-    )
+    report_stage(bootstrap, args.stage_partials, args.window)
     report_latency(bootstrap, model, data_dir, args.latency_rate)
     return 0
+
+
+def report_stage(bootstrap: str, n_partials: int, window: int) -> None:
+    synthetic = f"bench-partials-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, synthetic)
+    records = synthetic_partials(n_partials, window)
+    produce(bootstrap, synthetic, records, {"compression.type": "lz4", "linger.ms": 50})
+    rate, log = stage_phase(bootstrap, synthetic, len(records), window)
+    print(
+        f"stage: {len(records):,} records ({n_partials:,} partials of 20 posts): {rate:,.0f} "
+        f"records/s, {rate * n_partials / len(records) * 20:,.0f} posts/s; log {log}"
+    )
 
 
 def report_latency(bootstrap: str, model: Path, data_dir: Path, rate: int) -> None:

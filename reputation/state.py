@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from reputation.detector import Baseline, DetectorOptions, Judgement, judge, net_sentiment
+from schemas.reputation import STAGE_INPUT, Progress
 from schemas.timestamps import utc_rfc3339
 from worker.terms import TermTally
 
@@ -39,6 +41,14 @@ PROGRESS_KEY = b"\x00progress"
 
 class BadRecordError(ValueError):
     """An input record that is not a partial or a progress record of this stage's window size."""
+
+
+def _reason(exc: ValidationError) -> str:
+    """The first problem of a refused record, in a line (the full list can be long)."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "record"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"not a partial or progress record: {where}: {first['msg']}{more}"
 
 
 @dataclass
@@ -104,34 +114,31 @@ class StageState:
 
     # --- input ---------------------------------------------------------------------------------------------
     def apply(self, partition: int, value: bytes) -> int:
-        """Add one input record; returns the number of late posts it held (0 for a record in time)."""
+        """Add one input record; returns the number of late posts it held (0 for a record in time).
+        Raises :class:`BadRecordError` (with the reason) for a record that does not fit the schema."""
         try:
-            doc = orjson.loads(value)
-            kind = doc["type"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise BadRecordError(f"not a partial or progress record: {exc}") from exc
+            doc = STAGE_INPUT.validate_json(value)
+        except ValidationError as exc:
+            raise BadRecordError(_reason(exc)) from None
         part = self.partitions.setdefault(partition, PartitionState())
-        if kind == "progress":
-            source, at = str(doc["source"]), doc["event_time"]
-            if at is not None and float(at) > part.sources.get(source, float("-inf")):
-                part.sources[source] = float(at)
-            if doc.get("idle"):
-                part.idle.add(source)
-            elif at is None:
+        if isinstance(doc, Progress):
+            if doc.event_time is not None and doc.event_time > part.sources.get(doc.source, float("-inf")):
+                part.sources[doc.source] = doc.event_time
+            if doc.idle:
+                part.idle.add(doc.source)
+            elif doc.event_time is None:
                 raise BadRecordError("a progress record without event_time that does not declare idle")
             else:
-                part.idle.discard(source)
-            part.expected_sources = max(part.expected_sources, int(doc["sources"]))
+                part.idle.discard(doc.source)
+            part.expected_sources = max(part.expected_sources, doc.sources)
             part.dirty.add(PROGRESS_KEY)
             return 0
-        if kind != "partial":
-            raise BadRecordError(f"unknown record type {kind!r}")
-        if int(doc["window_seconds"]) != self.window:
+        if doc.window_seconds != self.window:
             raise BadRecordError(
-                f"a partial of {doc['window_seconds']}s windows; this stage closes {self.window}s windows "
+                f"a partial of {doc.window_seconds}s windows; this stage closes {self.window}s windows "
                 "(REPUTATION_WINDOW_SECONDS must be the same for workers and stage)"
             )
-        brand, start, counts = str(doc["brand"]), int(doc["window_start"]), [int(c) for c in doc["counts"]]
+        brand, start, counts = doc.brand, doc.window_start, doc.counts
         if start + self.window <= part.watermark(self.grace):
             return sum(counts)
         state = part.brands.setdefault(brand, BrandState())
@@ -140,9 +147,9 @@ class StageState:
             window = state.open[start] = OpenWindow([0, 0, 0], self._tally(), self._tally())
         for i in range(3):
             window.counts[i] += counts[i]
-        for term, pull, count in doc.get("negative_terms", ()):
+        for term, pull, count in doc.negative_terms:
             window.negative_terms.merge(term, pull, count)
-        for term, pull, count in doc.get("positive_terms", ()):
+        for term, pull, count in doc.positive_terms:
             window.positive_terms.merge(term, pull, count)
         part.dirty.add(brand.encode())
         return 0

@@ -1,8 +1,17 @@
-"""Records on the compacted `reputation` topic: one brand's tumbling window as counted by one worker."""
+"""The reputation stage's records: its input on `reputation.partials` (written by the workers) and its
+output on the compacted `reputation` topic (one judged window per brand).
+
+The stage validates every input record through :data:`STAGE_INPUT` (a record that does not fit is
+refused with the reason and counted, never applied); tests validate its output through
+:class:`ReputationWindow`.
+"""
 
 from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+Count = Annotated[int, Field(ge=0)]
 
 
 class TermPull(BaseModel):
@@ -15,8 +24,59 @@ class TermPull(BaseModel):
     count: int = Field(ge=1, description="occurrences in the window's posts of that side")
 
 
+# --- input: reputation.partials --------------------------------------------------------------------------
+
+
+class Partial(BaseModel):
+    """What one worker batch counted for one brand and event-time window. Key: the brand label."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["partial"]
+    brand: str = Field(min_length=1, description="configured brand, or `other`")
+    window_start: int = Field(description="unix seconds, a multiple of window_seconds")
+    window_seconds: int = Field(ge=1, description="REPUTATION_WINDOW_SECONDS of the worker")
+    counts: tuple[Count, Count, Count] = Field(description="posts scored negative, neutral, positive")
+    negative_terms: list[tuple[str, float, float]] = Field(
+        default_factory=list, description="[term, summed pull, occurrences] for posts scored negative"
+    )
+    positive_terms: list[tuple[str, float, float]] = Field(
+        default_factory=list, description="the same for posts scored positive"
+    )
+
+
+class Progress(BaseModel):
+    """How far in event time one input partition was scored (to every partials partition). Key:
+    ``\\x00progress``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["progress"]
+    source: str = Field(min_length=1, description="the input partition, `topic/partition`")
+    event_time: float | None = Field(
+        description="largest event time scored on it (unix seconds); null only in an idle declaration "
+        "of a partition that never had a post"
+    )
+    sources: int = Field(ge=1, description="how many input partitions exist")
+    idle: bool = Field(
+        False,
+        description="the partition is caught up and had no posts for REPUTATION_IDLE_SECONDS: it stops "
+        "holding windows open until its next ordinary progress record",
+    )
+
+
+#: One record of `reputation.partials`, told apart by ``type``.
+STAGE_INPUT: TypeAdapter[Partial | Progress] = TypeAdapter(
+    Annotated[Partial | Progress, Field(discriminator="type")]
+)
+
+
+# --- output: reputation ------------------------------------------------------------------------------------
+
+
 class ReputationWindow(BaseModel):
-    """The record value. Key: ``brand|window_start|member``; a brand's window is the sum over members.
+    """The record value: one brand's event-time window judged once for the whole worker group. Key:
+    ``brand|window_start`` (RFC 3339), so the compacted topic keeps one record per brand window.
 
     ``top_negative_terms``: terms pulling the posts scored negative towards negative, strongest first;
     ``top_positive_terms``: the same for posts scored positive. At most 10 each (``BRAND_TOP_TERMS``);
@@ -29,11 +89,40 @@ class ReputationWindow(BaseModel):
     window_start: datetime
     window_end: datetime
     window_seconds: int = Field(ge=1)
+    negative: int = Field(ge=0)
+    neutral: int = Field(ge=0)
+    positive: int = Field(ge=0)
+    total: int = Field(ge=0, description="posts in the window (negative + neutral + positive)")
+    net_sentiment: float = Field(ge=-1.0, le=1.0, description="(positive - negative) / total, 0 if none")
+    negative_share: float = Field(ge=0.0, le=1.0, description="negative / total, 0 if none")
+    baseline_share: float = Field(
+        ge=0.0, le=1.0, description="the brand's pooled negative share learned before this window"
+    )
+    dispersion: float = Field(ge=1.0, description="over-dispersion factor phi of the brand's windows")
+    zscore: float = Field(description="(negatives - expected) / sd against the baseline; 0 while warming up")
+    baseline_volume: float = Field(ge=0.0, description="decayed mean negatives per window")
+    volume_ratio: float = Field(ge=0.0, description="negatives / max(baseline_volume, 1); 1 while warming up")
+    warm: bool = Field(description="the baseline has learned enough (REPUTATION_WARMUP_POSTS) to judge")
+    alert: bool = Field(description="zscore >= REPUTATION_ALERT_ZSCORE, >= REPUTATION_ALERT_MIN_POSTS posts")
+    top_negative_terms: list[TermPull] = Field(default_factory=list, max_length=10)
+    top_positive_terms: list[TermPull] = Field(default_factory=list, max_length=10)
+
+
+class WorkerWindow(BaseModel):
+    """The former per-worker record (worker/reputation.py, only with REPUTATION_TOPIC set); it goes with
+    that module. Key: ``brand|window_start|member``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    brand: str
+    window_start: datetime
+    window_end: datetime
+    window_seconds: int = Field(ge=1)
     member: str = Field(description="the worker (client id) that counted these posts")
     negative: int = Field(ge=0)
     neutral: int = Field(ge=0)
     positive: int = Field(ge=0)
     total: int = Field(ge=1)
-    net_sentiment: float = Field(ge=-1.0, le=1.0, description="(positive - negative) / total")
+    net_sentiment: float = Field(ge=-1.0, le=1.0)
     top_negative_terms: list[TermPull] = Field(default_factory=list, max_length=10)
     top_positive_terms: list[TermPull] = Field(default_factory=list, max_length=10)

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from reputation.settings import StageSettings
-from schemas import LABELS, ReputationWindow
+from schemas import LABELS
+from schemas.reputation import WorkerWindow as ReputationWindow
 from sentiment_model import Predictor, normalize
 from sentiment_model.fasttext_scorer import FastTextScorer, TokenPull
 from tests.kafka_harness import REPO, WorkerProcess, produce, read_all, unique

@@ -24,6 +24,7 @@ import pytest
 
 from reputation.detector import Baseline, DetectorOptions, judge
 from schemas import LABELS
+from schemas.reputation import ReputationWindow
 from schemas.timestamps import utc_rfc3339
 from sentiment_model import Predictor, normalize
 from tests.kafka_harness import StageProcess, WorkerProcess, metric_sum, read_all, scrape, unique
@@ -191,6 +192,7 @@ def run_pipeline(
     by_key: dict[str, dict[str, Any]] = {}
     for record in records:
         assert record.key().decode() not in by_key, "a window published twice"
+        ReputationWindow.model_validate_json(record.value())  # the published contract
         by_key[record.key().decode()] = orjson.loads(record.value())
     labels = {}
     for record in results:
@@ -292,7 +294,7 @@ def test_input_partitions_without_posts_are_declared_idle_and_do_not_hold_window
     assert records, stage.log
     ends = {}
     for record in records:
-        doc = orjson.loads(record.value())
-        end = datetime.fromisoformat(doc["window_end"].replace("Z", "+00:00")).timestamp()
+        doc = ReputationWindow.model_validate_json(record.value())
+        end = doc.window_end.timestamp()
         ends[record.key()] = record.timestamp()[1] / 1000 - end
     assert max(ends.values()) <= grace + idle + 2.5, ends  # + checkpoint interval and idle check

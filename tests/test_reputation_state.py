@@ -122,8 +122,11 @@ def test_partials_count_by_event_time_and_report_progress_to_every_partition() -
 def test_records_that_are_not_partials_are_refused_with_the_reason() -> None:
     state = StageState(10, 10.0, OPTIONS)
     for value, reason in (
-        (b"{not json", "not a partial or progress record"),
-        (b'{"type": "gossip"}', "unknown record type 'gossip'"),
+        (b"{not json", "not a partial or progress record: record: Invalid JSON"),
+        (b'{"type": "gossip"}', "tag 'gossip' .* does not match any of the expected tags"),
+        (partial("acme", 1000, [1, -2, 0]), r"partial\.counts\.1: Input should be greater than or equal"),
+        (b'{"type": "progress", "source": "in/0", "sources": 2}', r"progress\.event_time: Field required"),
+        (b'{"type": "progress", "source": "in/0", "event_time": null, "sources": 2}', "not declare idle"),
         (partial("acme", 1000, [1, 0, 0], window=60), "REPUTATION_WINDOW_SECONDS must be the same"),
     ):
         with pytest.raises(BadRecordError, match=reason):
