@@ -85,14 +85,16 @@ def high(bootstrap: str, topic: str) -> int:
 
 
 def synthetic_partials(n: int, window: int) -> list[tuple[bytes, bytes]]:
-    """``n`` partial records as workers write them (4 brands, 20-post partials, windows advancing), with a
-    progress record after every 10: what a busy group of workers sends, produced by key."""
+    """``n`` partial records as workers write them (4 brands, 20-post partials with one sampled post,
+    windows advancing), with a progress record after every 10: what a busy group of workers sends,
+    produced by key."""
     out: list[tuple[bytes, bytes]] = []
     brands = ["acme", "globex", "initech", "umbrella"]
     for i in range(n):
         start = T0 + (i // 400) * window
         doc = {"type": "partial", "brand": brands[i % 4], "window_start": start, "window_seconds": window,
-               "counts": [6, 8, 6], "negative_terms": [["outage", 1.5, 2]], "positive_terms": []}  # fmt: skip
+               "counts": [6, 8, 6], "negative_sample": [{"rank": i, "id": f"p{i}", "text": "app down again",
+               "terms": [["down", 1.5, 1], ["app", 0.5, 1]]}]}  # fmt: skip
         out.append((brands[i % 4].encode(), orjson.dumps(doc)))
         if i % 10 == 9:
             progress = {"type": "progress", "source": "mentions/0", "event_time": float(start), "sources": 1}

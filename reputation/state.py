@@ -30,13 +30,13 @@ import orjson
 from pydantic import ValidationError
 
 from reputation.detector import Baseline, DetectorOptions, Judgement, judge, net_sentiment
-from schemas.reputation import STAGE_INPUT, Progress
+from schemas.reputation import STAGE_INPUT, Progress, SampledPost
 from schemas.timestamps import utc_rfc3339
-from worker.terms import TermTally
 
 log = logging.getLogger(__name__)
 
 PROGRESS_KEY = b"\x00progress"
+EXAMPLES, EXAMPLE_TERMS = 3, 5  # example posts per side of a window, telling words per example
 
 
 class BadRecordError(ValueError):
@@ -51,11 +51,26 @@ def _reason(exc: ValidationError) -> str:
     return f"not a partial or progress record: {where}: {first['msg']}{more}"
 
 
+Sample = dict[tuple[int, str], tuple[str, list[tuple[str, float, int]]]]  # (rank, id) -> (text, terms)
+
+
 @dataclass
 class OpenWindow:
+    """A window's counts and, per side, its sample: the ``size`` posts of smallest (rank, id) seen."""
+
     counts: list[int]
-    negative_terms: TermTally
-    positive_terms: TermTally
+    negative: Sample = field(default_factory=dict)
+    positive: Sample = field(default_factory=dict)
+    size: int = 1 << 30  # the workers' BRAND_TERMS_SAMPLE_POSTS (the smallest seen)
+
+    def add(self, sample: Sample, posts: list[SampledPost], size: int) -> None:
+        for post in posts:
+            sample[(post.rank, post.id)] = (post.text, post.terms)
+        self.size = min(self.size, size)
+        for side in (self.negative, self.positive):
+            if len(side) > self.size:
+                for key in sorted(side)[self.size :]:
+                    del side[key]
 
 
 @dataclass
@@ -109,9 +124,6 @@ class StageState:
         self.partitions: dict[int, PartitionState] = {}
         self.late_posts = 0
 
-    def _tally(self) -> TermTally:
-        return TermTally(self.top_terms)
-
     # --- input ---------------------------------------------------------------------------------------------
     def apply(self, partition: int, value: bytes) -> int:
         """Add one input record; returns the number of late posts it held (0 for a record in time).
@@ -144,13 +156,11 @@ class StageState:
         state = part.brands.setdefault(brand, BrandState())
         window = state.open.get(start)
         if window is None:
-            window = state.open[start] = OpenWindow([0, 0, 0], self._tally(), self._tally())
+            window = state.open[start] = OpenWindow([0, 0, 0])
         for i in range(3):
             window.counts[i] += counts[i]
-        for term, pull, count in doc.negative_terms:
-            window.negative_terms.merge(term, pull, count)
-        for term, pull, count in doc.positive_terms:
-            window.positive_terms.merge(term, pull, count)
+        window.add(window.negative, doc.negative_sample, doc.sample_posts)
+        window.add(window.positive, doc.positive_sample, doc.sample_posts)
         part.dirty.add(brand.encode())
         return 0
 
@@ -194,8 +204,10 @@ class StageState:
             "volume_ratio": round(j.volume_ratio, 4),
             "warm": j.warm,
             "alert": j.alert,
-            "top_negative_terms": window.negative_terms.strongest(),
-            "top_positive_terms": window.positive_terms.strongest(),
+            "top_negative_terms": _top_terms(window.negative, self.top_terms),
+            "top_positive_terms": _top_terms(window.positive, self.top_terms),
+            "negative_examples": _examples(window.negative),
+            "positive_examples": _examples(window.positive),
         }
         key = f"{brand}|{utc_rfc3339(start)}".encode()
         return ClosedWindow(brand, start, key, orjson.dumps(document), j)
@@ -228,8 +240,13 @@ class StageState:
                 "open": {
                     str(start): {
                         "counts": w.counts,
-                        "negative_terms": w.negative_terms.terms,
-                        "positive_terms": w.positive_terms.terms,
+                        "size": w.size,
+                        "negative": [
+                            [r, i, text, terms] for (r, i), (text, terms) in sorted(w.negative.items())
+                        ],
+                        "positive": [
+                            [r, i, text, terms] for (r, i), (text, terms) in sorted(w.positive.items())
+                        ],
                     }
                     for start, w in sorted(state.open.items())
                 },
@@ -249,12 +266,39 @@ class StageState:
             return
         state = BrandState(Baseline.from_json(doc["baseline"]))
         for start, w in doc["open"].items():
-            window = OpenWindow(list(w["counts"]), self._tally(), self._tally())
-            window.negative_terms.terms = {t: list(e) for t, e in w["negative_terms"].items()}
-            window.positive_terms.terms = {t: list(e) for t, e in w["positive_terms"].items()}
+            window = OpenWindow(list(w["counts"]), size=int(w["size"]))
+            for side, entries in ((window.negative, w["negative"]), (window.positive, w["positive"])):
+                for rank, post_id, text, terms in entries:
+                    side[(int(rank), str(post_id))] = (text, [(t, float(p), int(n)) for t, p, n in terms])
             state.open[int(start)] = window
         part.brands[key.decode()] = state
 
     def drop(self, partition: int) -> None:
         """Forget a partition (revoked, or to be restored again from the changelog)."""
         self.partitions.pop(partition, None)
+
+
+def _top_terms(sample: Sample, top: int) -> list[dict[str, object]]:
+    """The ``top`` terms by pull summed over the sample (in rank order: the same sums on every replay),
+    strongest first, ties alphabetical."""
+    sums: dict[str, list[float]] = {}
+    for key in sorted(sample):
+        for term, pull, count in sample[key][1]:
+            entry = sums.setdefault(term, [0.0, 0.0])
+            entry[0] += pull
+            entry[1] += count
+    ranked = sorted(sums.items(), key=lambda item: (-item[1][0], item[0]))[:top]
+    return [{"term": t, "pull": round(p, 4), "count": int(n)} for t, (p, n) in ranked]
+
+
+def _examples(sample: Sample) -> list[dict[str, object]]:
+    """The 3 sampled posts whose terms pull hardest to their side (ties: smaller rank), with their 5
+    strongest terms."""
+    strongest = sorted(
+        (key for key in sample if sample[key][1]),
+        key=lambda key: (-sum(p for _, p, _ in sample[key][1]), key),
+    )[:EXAMPLES]
+    return [
+        {"id": key[1], "text": sample[key][0], "terms": [t for t, _, _ in sample[key][1][:EXAMPLE_TERMS]]}
+        for key in strongest
+    ]

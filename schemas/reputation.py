@@ -27,6 +27,20 @@ class TermPull(BaseModel):
 # --- input: reputation.partials --------------------------------------------------------------------------
 
 
+class SampledPost(BaseModel):
+    """One explained post of a window's sample (a bottom-k sample by ``rank``: worker/partials.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(ge=0, lt=2**32, description="crc32 of the id: the sample keeps the smallest")
+    id: str = Field(description="the post's id")
+    text: str = Field(max_length=280, description="the text as received (not normalised), cut at 280")
+    terms: list[tuple[str, float, int]] = Field(
+        max_length=16,
+        description="[term, pull towards the post's side, occurrences], strongest first (at most 16)",
+    )
+
+
 class Partial(BaseModel):
     """What one worker batch counted for one brand and event-time window. Key: the brand label."""
 
@@ -37,10 +51,13 @@ class Partial(BaseModel):
     window_start: int = Field(description="unix seconds, a multiple of window_seconds")
     window_seconds: int = Field(ge=1, description="REPUTATION_WINDOW_SECONDS of the worker")
     counts: tuple[Count, Count, Count] = Field(description="posts scored negative, neutral, positive")
-    negative_terms: list[tuple[str, float, float]] = Field(
-        default_factory=list, description="[term, summed pull, occurrences] for posts scored negative"
+    sample_posts: int = Field(
+        30, ge=1, description="BRAND_TERMS_SAMPLE_POSTS of the worker: the size of each window side's sample"
     )
-    positive_terms: list[tuple[str, float, float]] = Field(
+    negative_sample: list[SampledPost] = Field(
+        default_factory=list, description="posts scored negative that may be in the window's sample"
+    )
+    positive_sample: list[SampledPost] = Field(
         default_factory=list, description="the same for posts scored positive"
     )
 
@@ -74,13 +91,26 @@ STAGE_INPUT: TypeAdapter[Partial | Progress] = TypeAdapter(
 # --- output: reputation ------------------------------------------------------------------------------------
 
 
+class ExamplePost(BaseModel):
+    """A post that shows the window's mood on one side: among the window's sample, one of the three
+    whose terms pull hardest that way (ties: the smaller rank)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="the post's id (as in `mentions` and `sentiment`)")
+    text: str = Field(max_length=280, description="the text as received, cut at 280 characters")
+    terms: list[str] = Field(max_length=5, description="its telling words: its strongest terms that way")
+
+
 class ReputationWindow(BaseModel):
     """The record value: one brand's event-time window judged once for the whole worker group. Key:
     ``brand|window_start`` (RFC 3339), so the compacted topic keeps one record per brand window.
 
-    ``top_negative_terms``: terms pulling the posts scored negative towards negative, strongest first;
-    ``top_positive_terms``: the same for posts scored positive. At most 10 each (``BRAND_TOP_TERMS``);
-    stop words, masked URLs and handles, lexicon tokens, numbers and the brand's own name never appear.
+    ``top_negative_terms``: terms pulling the posts scored negative towards negative, strongest first
+    (ties: alphabetical); ``top_positive_terms``: the same for posts scored positive. At most 10 each
+    (``BRAND_TOP_TERMS``); stop words, masked URLs and handles, lexicon tokens, numbers and the brand's
+    own name never appear. Terms and examples come from the window's sample of ``BRAND_TERMS_SAMPLE_POSTS``
+    posts per side (the same whatever the batching), so pulls and counts are over that sample.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -106,6 +136,8 @@ class ReputationWindow(BaseModel):
     alert: bool = Field(description="zscore >= REPUTATION_ALERT_ZSCORE, >= REPUTATION_ALERT_MIN_POSTS posts")
     top_negative_terms: list[TermPull] = Field(default_factory=list, max_length=10)
     top_positive_terms: list[TermPull] = Field(default_factory=list, max_length=10)
+    negative_examples: list[ExamplePost] = Field(default_factory=list, max_length=3)
+    positive_examples: list[ExamplePost] = Field(default_factory=list, max_length=3)
 
 
 class WorkerWindow(BaseModel):

@@ -202,15 +202,6 @@ def run_pipeline(
     return by_key, labels, late
 
 
-def without_terms(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The records without their term lists: terms are read from a sample of each batch's posts
-    (BRAND_TERMS_SAMPLE_POSTS), so they depend on how the posts were batched; counts and scores do not."""
-    return {
-        key: {k: v for k, v in doc.items() if k not in ("top_negative_terms", "top_positive_terms")}
-        for key, doc in records.items()
-    }
-
-
 def test_one_or_four_workers_a_crash_or_a_backlog_publish_the_same_windows_by_event_time(
     kafka_cluster: tuple[str, str], small_model: Path, tmp_path: Path, stream: list[list[dict[str, Any]]]
 ) -> None:
@@ -219,6 +210,7 @@ def test_one_or_four_workers_a_crash_or_a_backlog_publish_the_same_windows_by_ev
         pytest.skip("exactly-once (read_committed hides aborted transactions) needs a real broker")
     one, labels, late_one = run_pipeline(kafka, small_model, tmp_path / "one", stream, 1, crash=False)
     expected = expected_windows(stream, labels)
+    texts = {post["id"]: post["text"] for phase in stream for post in phase}
     assert len(one) == len(expected) == 72 * len(BRANDS)
     for key, want in expected.items():
         got = one[key]
@@ -228,11 +220,16 @@ def test_one_or_four_workers_a_crash_or_a_backlog_publish_the_same_windows_by_ev
     assert alerts and alerts[0] == f"acme|{utc_rfc3339(T0 + CRISIS_HOURS[0] * HOUR)}", alerts
     assert all(key.startswith("acme|") for key in alerts), alerts
     assert len(alerts) >= len(CRISIS_HOURS) - 1
+    crisis = one[alerts[0]]
+    assert len(crisis["top_negative_terms"]) == 10 and len(crisis["negative_examples"]) == 3
+    for example in crisis["negative_examples"]:  # posts of the crisis window, as produced, with their words
+        assert labels[example["id"]] == "negative" and 1 <= len(example["terms"]) <= 5
+        assert example["text"] == texts[example["id"]][:280]
 
     four, _, late_four = run_pipeline(kafka, small_model, tmp_path / "four", stream, 4, crash=False)
-    assert without_terms(four) == without_terms(one) and late_four == LATE_POSTS
+    assert four == one and late_four == LATE_POSTS  # terms and examples included
     crashed, _, late_crashed = run_pipeline(kafka, small_model, tmp_path / "crash", stream, 2, crash=True)
-    assert without_terms(crashed) == without_terms(one) and late_crashed == LATE_POSTS
+    assert crashed == one and late_crashed == LATE_POSTS
 
 
 def test_input_partitions_without_posts_are_declared_idle_and_do_not_hold_windows_open(

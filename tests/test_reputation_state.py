@@ -155,3 +155,67 @@ def test_an_idle_input_partition_stops_holding_windows_open_until_it_has_posts_a
     for both in (state, restored):
         both.apply(0, orjson.dumps(idle))
     assert [c.value for c in state.close(0)] == [c.value for c in restored.close(0)] != []
+
+
+def test_terms_and_examples_are_the_same_whatever_the_batching_and_survive_a_restore() -> None:
+    """The same 3,000 posts through one worker in one batch, one worker in batches of 7, and 4 workers
+    (by id) in batches of 50: the same published records, terms and examples included, also from a
+    stage restored from its changelog halfway. Words pull by a fixed table, as a model's rows do."""
+    rng = random.Random(8)
+    words = [f"w{i}" for i in range(300)] + ["acme", "the"]
+    weight = {w: rng.uniform(-1, 1) for w in words}
+    posts = []
+    for i in range(3000):
+        tokens = rng.sample(words, 6)
+        lean = sum(weight[t] for t in tokens)
+        label = 0 if lean > 0.3 else 2 if lean < -0.3 else 1
+        posts.append((f"id{i}", rng.randrange(2), label, 100.0 * i / 3000, tokens))
+
+    def run(workers: int, batch: int, restore_at: int | None = None) -> dict[bytes, bytes]:
+        group = [Partials(["acme", "other"], 10, 10, "in", sample_posts=5) for _ in range(workers)]
+        for partials in group:  # worker w owns input partition w
+            partials.input_partitions = workers
+        state = StageState(10, 0.0, OPTIONS, top_terms=10)
+        records: dict[bytes, bytes] = {}
+        mine = [[p for p in posts if int(p[0][2:]) % workers == w] for w in range(workers)]
+        for step in range(0, max(map(len, mine)), batch):
+            for source, (partials, share) in enumerate(zip(group, mine, strict=True)):
+                rows = share[step : step + batch]
+                if not rows:
+                    continue
+                brands, labels = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+                events = np.array([r[3] for r in rows])
+                starts = partials.window_starts(events)
+                chosen = partials.sample(brands, labels, starts, [r[0] for r in rows]).tolist()
+                partials.observe_terms(
+                    brands[chosen].tolist(),
+                    labels[chosen].tolist(),
+                    starts[chosen].tolist(),
+                    [rows[i][4] for i in chosen],
+                    [np.array([weight[t] for t in rows[i][4]]) for i in chosen],
+                    ids=[rows[i][0] for i in chosen],
+                    texts=[" ".join(rows[i][4]).upper() for i in chosen],
+                )
+                partials.observe(brands, labels, starts, events, np.full(len(rows), source, np.int64))
+                for _, value, _ in partials.drain():
+                    state.apply(0, value)
+            if restore_at is not None and step >= restore_at:
+                restored = StageState(10, 0.0, OPTIONS, top_terms=10)
+                for partition, key, value in state.drain():
+                    restored.restore(partition, key, value)
+                state, restore_at = restored, None
+            records |= {closed.key: closed.value for closed in state.close(0)}
+        for source in range(workers):
+            state.apply(0, progress(f"in/{source}", 1e9, sources=workers))
+        return records | {closed.key: closed.value for closed in state.close(0)}
+
+    one = run(1, 3000)
+    assert len(one) == 20
+    acme = orjson.loads(one[b"acme|1970-01-01T00:00:00Z"])
+    assert len(acme["top_negative_terms"]) == 10 and len(acme["negative_examples"]) == 3
+    example = acme["negative_examples"][0]
+    assert example["text"] == example["text"].upper() and 1 <= len(example["terms"]) <= 5
+    assert "acme" not in example["terms"] and "the" not in example["terms"]
+    assert run(1, 7) == one
+    assert run(4, 50) == one
+    assert run(4, 50, restore_at=1000) == one

@@ -143,6 +143,7 @@ class Worker:
             settings.reputation_window_seconds,
             settings.brand_top_terms,
             settings.input_topic,
+            sample_posts=settings.brand_terms_sample_posts,
         )
         self.partials_topic: str | None = None  # decided in start()
         self.model_ops = ModelOperations(settings, metrics.model_ops, self._promote, scored_by="batch")
@@ -357,7 +358,7 @@ class Worker:
             per_label = self.metrics.tally_predictions(brand_ids, label_ids)
             events = event_times(records, decoded, self._timestamps)
             self.reputation.observe(per_label, now)
-            self._observe_terms(lines, brand_ids, label_ids, events, now)
+            self._observe_terms(lines, brand_ids, label_ids, events, now, decoded)
             self._emit_partials(records, decoded, brand_ids, label_ids, events)
             self._emit_reputation(now)
         if decoded.rejected:
@@ -382,30 +383,43 @@ class Worker:
         label_ids: npt.NDArray[np.intp],
         events: npt.NDArray[np.float64],
         now: float,
+        decoded: Decoded,
     ) -> None:
         """The words that pulled this batch's negative and positive posts their way, per brand window.
 
         Contributions come from the scorer itself (the exact identity of ``"explain": true``). A model
         that only fastText can score (char n-grams) has no such table: its words' pulls are read through
         fastText's word vectors instead (:mod:`sentiment_model.fasttext_scorer`, an approximation of the
-        log-odds). At most BRAND_TERMS_SAMPLE_POSTS posts per batch, evenly spaced.
+        log-odds). With partials: the posts that may be in their window's sample (worker/partials.py);
+        else at most BRAND_TERMS_SAMPLE_POSTS posts per batch, evenly spaced.
         """
         legacy = self.reputation_topic is not None and self.reputation.top_terms
         if not (legacy or (self.partials_topic is not None and self.partials.top_terms)):
             return
-        chosen = np.flatnonzero(label_ids != _NEUTRAL)
-        limit = self.settings.brand_terms_sample_posts
-        if chosen.size > limit:
-            chosen = chosen[np.linspace(0, chosen.size - 1, limit).astype(np.intp)]
+        starts = self.partials.window_starts(events)
+        ids: list[str] = decoded.column("id")
+        if self.partials_topic is not None:  # the window samples' candidates (worker/partials.py)
+            chosen = self.partials.sample(brand_ids, label_ids, starts, ids)
+        else:
+            chosen = np.flatnonzero(label_ids != _NEUTRAL)
+            limit = self.settings.brand_terms_sample_posts
+            if chosen.size > limit:
+                chosen = chosen[np.linspace(0, chosen.size - 1, limit).astype(np.intp)]
         sample = [lines[i] for i in chosen.tolist()]
         tokens, pulls = self.predictor.word_pulls(sample)
         if legacy:
             brands = [self.metrics.brand_names[i] for i in brand_ids[chosen].tolist()]
             self.reputation.observe_terms(brands, label_ids[chosen], tokens, pulls, now)
         if self.partials_topic is not None:
-            starts = self.partials.window_starts(events[chosen]).tolist()
+            texts = decoded.texts()
             self.partials.observe_terms(
-                brand_ids[chosen].tolist(), label_ids[chosen].tolist(), starts, tokens, pulls
+                brand_ids[chosen].tolist(),
+                label_ids[chosen].tolist(),
+                starts[chosen].tolist(),
+                tokens,
+                pulls,
+                ids=[ids[i] for i in chosen.tolist()],
+                texts=[texts[i] for i in chosen.tolist()],
             )
 
     def _emit_partials(

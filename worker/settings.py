@@ -130,11 +130,11 @@ class WorkerSettings(ModelSettings):
         10, ge=0, le=10, description="terms pulling negative / positive per brand window (0: off)"
     )
     brand_terms_sample_posts: int = Field(
-        50,
+        30,
         ge=1,
-        description="most negative/positive posts per batch whose words feed the window terms (evenly "
-        "spaced): every post at low rates; a ranking needs no more (docs/results.md has the cost of "
-        "larger samples)",
+        description="negative and positive posts per brand window whose words feed its terms and "
+        "examples: those with the smallest hash of their id, the same whatever the batching (the same "
+        "for every worker; the former per-worker aggregates take this many per batch)",
     )
 
     @field_validator("brands")
