@@ -280,7 +280,20 @@ def report_stage(bootstrap: str, n_partials: int, window: int) -> None:
     synthetic = f"bench-partials-{uuid.uuid4().hex[:8]}"
     create_topics(bootstrap, synthetic)
     records = synthetic_partials(n_partials, window)
-    produce(bootstrap, synthetic, records, {"compression.type": "lz4", "linger.ms": 50})
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "compression.type": "lz4", "linger.ms": 50})
+    for key, value in records:  # progress to every partition, as the workers send it
+        for partition in range(4) if key == b"\x00progress" else (None,):
+            while True:
+                try:
+                    if partition is None:
+                        producer.produce(synthetic, value, key)
+                    else:
+                        producer.produce(synthetic, value, key, partition=partition)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+    assert producer.flush(120) == 0
+    records += [r for r in records if r[0] == b"\x00progress"] * 3  # counted as the stage reads them
     rate, log = stage_phase(bootstrap, synthetic, len(records), window)
     print(
         f"stage: {len(records):,} records ({n_partials:,} partials of 20 posts): {rate:,.0f} "

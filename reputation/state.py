@@ -1,23 +1,39 @@
 """The stage's state and what it does with each input record: pure Python, no Kafka.
 
-Input (``reputation.partials``, written by the workers inside their checkpoints):
+Input (``reputation.partials``, written by the workers inside their checkpoints; the contracts are
+:class:`schemas.reputation.Partial` and :class:`schemas.reputation.Progress`):
 
 - a **partial** (key: the brand label): ``{"type": "partial", "brand", "window_start", "window_seconds",
-  "counts": [negative, neutral, positive], "negative_terms": [[term, pull, count], ...],
-  "positive_terms": [...]}``: what one worker batch counted for one brand and event-time window;
+  "counts": [negative, neutral, positive], "sample_posts": k, "negative_sample": [{"rank", "id",
+  "text", "terms": [[term, pull, count], ...]}, ...], "positive_sample": [...]}``: what one worker
+  batch counted for one brand and event-time window, and its posts that may be in the window's
+  bottom-k sample (worker/partials.py); the stage keeps the k of smallest ``(rank, id)`` per side;
 - a **progress** record (sent to every partition): ``{"type": "progress", "source": "mentions/3",
   "event_time": t, "sources": 6}``: the input partition ``source`` has been scored up to event time
-  ``t`` (the largest seen on it); ``sources`` is how many input partitions exist.
+  ``t`` (the largest seen on it; null if none yet); ``sources`` is how many input partitions exist.
+  With ``"idle": true`` it declares ``source`` idle: the worker owning it found it caught up (its
+  position at its end) and without posts for ``REPUTATION_IDLE_SECONDS``. Its next ordinary progress
+  record makes it active again.
 
-Per partials partition the **watermark** is the smallest event time reached over all input partitions,
-minus ``grace``; it is -inf until every input partition reported. A window closes once the watermark
-reaches its end: it is judged against the brand's baseline (:mod:`reputation.detector`) and becomes one
-``reputation`` record. A partial whose window already closed is **late**: counted and logged, not
-added. Because a partition's watermark depends only on the partials log, replaying that log (after a
-crash, on another instance) closes the same windows with the same contents.
+Per partials partition the **watermark** is the smallest event time reached over the active input
+partitions, minus ``grace``; when all are idle, the largest reached over all of them, minus ``grace``.
+It is -inf until every input partition reported (an idle declaration counts), and it never goes back.
+A window closes once the watermark reaches its end: it is judged against the brand's baseline
+(:mod:`reputation.detector`) and becomes one ``reputation`` record. A partial whose window already
+closed is **late**: counted and logged, not added.
 
-State (what the changelog holds, key -> JSON): per brand (key = brand) its open windows and baseline;
-per partition (key ``\\x00progress``) the event time each input partition reached.
+Why idleness is declared by the workers, in the log (like Flink's source idleness), and not by the
+stage's clock: only a partition's owner knows it is caught up, so a partition that lags is never taken
+for idle; and since a partition's watermark depends only on the partials log, replaying that log (after
+a crash, on another instance) closes the same windows with the same contents. What stays processing
+time is *when* a worker declares a partition idle: a post arriving on it afterwards with an event time
+the others passed by more than the grace is late, as on any slow partition. A stream whose partitions
+all went quiet keeps its last window open until a later post (event time does not advance by itself).
+
+State (what the changelog holds, key -> JSON): per brand (key = brand) its baseline; per open window
+(key ``brand\\x00window_start``) its counts and samples, a tombstone once it closed; per partition
+(key ``\\x00progress``) the event time each input partition reached, which are idle, and the
+watermark reached.
 """
 
 from __future__ import annotations
@@ -161,7 +177,7 @@ class StageState:
             window.counts[i] += counts[i]
         window.add(window.negative, doc.negative_sample, doc.sample_posts)
         window.add(window.positive, doc.positive_sample, doc.sample_posts)
-        part.dirty.add(brand.encode())
+        part.dirty.add(_window_key(brand, start))
         return 0
 
     def close(self, partition: int) -> list[ClosedWindow]:
@@ -179,6 +195,7 @@ class StageState:
             for start in sorted(s for s in state.open if s + self.window <= watermark):
                 closed.append(self._judge(brand, start, state, state.open.pop(start)))
                 part.dirty.add(brand.encode())
+                part.dirty.add(_window_key(brand, start))  # now a tombstone
         return closed
 
     def _judge(self, brand: str, start: int, state: BrandState, window: OpenWindow) -> ClosedWindow:
@@ -213,16 +230,17 @@ class StageState:
         return ClosedWindow(brand, start, key, orjson.dumps(document), j)
 
     # --- changelog -----------------------------------------------------------------------------------------
-    def drain(self) -> list[tuple[int, bytes, bytes]]:
-        """``(partition, key, value)`` of every state entry changed since the last drain."""
-        out: list[tuple[int, bytes, bytes]] = []
+    def drain(self) -> list[tuple[int, bytes, bytes | None]]:
+        """``(partition, key, value)`` of every state entry changed since the last drain (value None: a
+        tombstone, for a window that closed)."""
+        out: list[tuple[int, bytes, bytes | None]] = []
         for partition, part in sorted(self.partitions.items()):
             for key in sorted(part.dirty):
                 out.append((partition, key, self._encode(part, key)))
             part.dirty.clear()
         return out
 
-    def _encode(self, part: PartitionState, key: bytes) -> bytes:
+    def _encode(self, part: PartitionState, key: bytes) -> bytes | None:
         if key == PROGRESS_KEY:
             mark = part.mark if part.mark != float("-inf") else None
             return orjson.dumps(
@@ -233,49 +251,60 @@ class StageState:
                     "watermark": mark,
                 }
             )
-        state = part.brands[key.decode()]
+        brand, _, start = key.decode().partition("\x00")
+        state = part.brands[brand]
+        if not start:
+            return orjson.dumps({"baseline": state.baseline.to_json()})
+        w = state.open.get(int(start))
+        if w is None:
+            return None
         return orjson.dumps(
             {
-                "baseline": state.baseline.to_json(),
-                "open": {
-                    str(start): {
-                        "counts": w.counts,
-                        "size": w.size,
-                        "negative": [
-                            [r, i, text, terms] for (r, i), (text, terms) in sorted(w.negative.items())
-                        ],
-                        "positive": [
-                            [r, i, text, terms] for (r, i), (text, terms) in sorted(w.positive.items())
-                        ],
-                    }
-                    for start, w in sorted(state.open.items())
-                },
+                "counts": w.counts,
+                "size": w.size,
+                "negative": [[r, i, text, terms] for (r, i), (text, terms) in sorted(w.negative.items())],
+                "positive": [[r, i, text, terms] for (r, i), (text, terms) in sorted(w.positive.items())],
             }
         )
 
-    def restore(self, partition: int, key: bytes, value: bytes) -> None:
-        """Load one changelog entry (the last value of each key wins)."""
+    def restore(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Load one changelog entry (the last value of each key wins; None: a tombstone)."""
         part = self.partitions.setdefault(partition, PartitionState())
-        doc: dict[str, Any] = orjson.loads(value)
         if key == PROGRESS_KEY:
+            if value is None:
+                return
+            doc: dict[str, Any] = orjson.loads(value)
             part.sources = {s: float(t) for s, t in doc["sources"].items()}
             part.idle = set(doc.get("idle", ()))
             part.expected_sources = int(doc["expected_sources"])
             mark = doc.get("watermark")
             part.mark = float("-inf") if mark is None else float(mark)
             return
-        state = BrandState(Baseline.from_json(doc["baseline"]))
-        for start, w in doc["open"].items():
-            window = OpenWindow(list(w["counts"]), size=int(w["size"]))
-            for side, entries in ((window.negative, w["negative"]), (window.positive, w["positive"])):
-                for rank, post_id, text, terms in entries:
-                    side[(int(rank), str(post_id))] = (text, [(t, float(p), int(n)) for t, p, n in terms])
-            state.open[int(start)] = window
-        part.brands[key.decode()] = state
+        brand, _, start = key.decode().partition("\x00")
+        state = part.brands.setdefault(brand, BrandState())
+        if not start:
+            if value is not None:
+                state.baseline = Baseline.from_json(orjson.loads(value)["baseline"])
+            return
+        if value is None:
+            state.open.pop(int(start), None)
+            return
+        w = orjson.loads(value)
+        window = OpenWindow(list(w["counts"]), size=int(w["size"]))
+        for side, entries in ((window.negative, w["negative"]), (window.positive, w["positive"])):
+            for rank, post_id, text, terms in entries:
+                side[(int(rank), str(post_id))] = (text, [(t, float(p), int(n)) for t, p, n in terms])
+        state.open[int(start)] = window
 
     def drop(self, partition: int) -> None:
         """Forget a partition (revoked, or to be restored again from the changelog)."""
         self.partitions.pop(partition, None)
+
+
+def _window_key(brand: str, start: int) -> bytes:
+    """The changelog key of one open window (the brand's own key holds its baseline): an entry per
+    window keeps each record small however many windows are open."""
+    return f"{brand}\x00{start}".encode()
 
 
 def _top_terms(sample: Sample, top: int) -> list[dict[str, object]]:

@@ -52,7 +52,7 @@ class Partial(BaseModel):
     window_seconds: int = Field(ge=1, description="REPUTATION_WINDOW_SECONDS of the worker")
     counts: tuple[Count, Count, Count] = Field(description="posts scored negative, neutral, positive")
     sample_posts: int = Field(
-        30, ge=1, description="BRAND_TERMS_SAMPLE_POSTS of the worker: the size of each window side's sample"
+        20, ge=1, description="BRAND_TERMS_SAMPLE_POSTS of the worker: the size of each window side's sample"
     )
     negative_sample: list[SampledPost] = Field(
         default_factory=list, description="posts scored negative that may be in the window's sample"

@@ -57,7 +57,7 @@ class Partials:
         window_seconds: int,
         top_terms: int,
         source_topic: str,
-        sample_posts: int = 30,
+        sample_posts: int = 20,
     ) -> None:
         self.brand_names = list(brand_names)
         self.window = window_seconds
@@ -142,18 +142,24 @@ class Partials:
         Whatever the batching and the number of workers, the stage ends up with exactly those."""
         if not self.top_terms:
             return np.empty(0, np.intp)
-        chosen: list[int] = []
         polar = np.flatnonzero((label_ids == _NEGATIVE) | (label_ids == _POSITIVE))
-        groups: dict[tuple[int, int, int], list[tuple[int, str, int]]] = {}
-        for i in polar.tolist():
-            key = (int(brand_ids[i]), int(starts[i]), int(label_ids[i]))
-            post = ids[i]
-            rank = (sample_rank(post), post, i)
-            kept = self._kept.get(key)
-            if kept is not None and len(kept) >= self.sample_posts and rank[:2] > kept[-1]:
-                continue  # larger than every one of the k this worker sent for that window and side
-            groups.setdefault(key, []).append(rank)
-        for key, candidates in groups.items():
+        if not polar.size:
+            return np.empty(0, np.intp)
+        ranks = np.fromiter((sample_rank(ids[i]) for i in polar.tolist()), np.int64, polar.size)
+        columns = np.stack([brand_ids[polar], starts[polar], label_ids[polar]], axis=1).astype(np.int64)
+        groups, inverse = np.unique(columns, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.lexsort((ranks, inverse))
+        sizes = np.bincount(inverse, minlength=len(groups))
+        firsts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        # this batch's k-th smallest rank per group: no post above it can be in the window's sample
+        cutoffs = ranks[order][firsts + np.minimum(sizes, self.sample_posts) - 1]
+        local = np.flatnonzero(ranks <= cutoffs[inverse])
+        chosen: list[int] = []
+        for g, group in enumerate(groups.tolist()):
+            key = (group[0], group[1], group[2])
+            members = local[inverse[local] == g].tolist()
+            candidates = [(int(ranks[m]), ids[polar[m]], int(polar[m])) for m in members]
             kept = self._kept.get(key, [])
             merged = sorted({*kept, *((r, p) for r, p, _ in candidates)})[: self.sample_posts]
             self._kept[key] = merged
@@ -187,8 +193,10 @@ class Partials:
             sign = 1.0 if label == _NEGATIVE else -1.0
             name = self.brand_names[brand]
             terms: dict[str, list[float]] = {}
-            for token, pull in zip(tokens, (sign * pulls).tolist(), strict=True):
-                if pull > MIN_PULL and is_term(token) and token != name:
+            signed = sign * pulls
+            for j in np.flatnonzero(signed > MIN_PULL).tolist():  # the side's pulls only: half the loop
+                token, pull = tokens[j], float(signed[j])
+                if is_term(token) and token != name:
                     entry = terms.get(token)
                     if entry is None:
                         terms[token] = [pull, 1.0]

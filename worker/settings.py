@@ -130,7 +130,7 @@ class WorkerSettings(ModelSettings):
         10, ge=0, le=10, description="terms pulling negative / positive per brand window (0: off)"
     )
     brand_terms_sample_posts: int = Field(
-        30,
+        20,
         ge=1,
         description="negative and positive posts per brand window whose words feed its terms and "
         "examples: those with the smallest hash of their id, the same whatever the batching (the same "
