@@ -21,6 +21,7 @@ BrandBaseline``: warm-up of 10 windows, z > 3 in windows of 30+ posts, half-life
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -28,7 +29,6 @@ from collections.abc import Callable
 import numpy as np
 
 from reputation.detector import Baseline, DetectorOptions, judge
-from worker.reputation import BrandBaseline
 
 BRANDS = ("steady", "quiet", "newcomer", "drift", "shift")
 
@@ -66,7 +66,14 @@ def new_detector(window_hours: float) -> Callable[[int, int], bool]:
     return lambda k, n: judge(baseline, k, n, options).alert
 
 
+def z_only_detector(window_hours: float) -> Callable[[int, int], bool]:
+    baseline, options = Baseline(), DetectorOptions(half_life_windows=24 / window_hours, alert_evidence=0)
+    return lambda k, n: judge(baseline, k, n, options).alert
+
+
 def old_detector(window_hours: float) -> Callable[[int, int], bool]:
+    from worker.reputation import BrandBaseline  # the former per-worker detector, while it exists
+
     baseline = BrandBaseline(half_life_windows=30, warmup_windows=10, std_floor=0.02)
     return lambda k, n: baseline.observe(k, n).zscore > 3 and n >= 30
 
@@ -105,10 +112,13 @@ def main() -> int:
     print(f"{args.weeks} synthetic weeks, {args.window_hours:g} h windows")
     print("| detector | brand | shift paged within 2 windows | false pages / brand-week | windows flagged |")
     print("| --- | --- | --- | --- | --- |")
-    for name, make in (
-        ("stage (pooled, robust)", new_detector),
-        ("former worker BrandBaseline", old_detector),
-    ):
+    detectors: list[tuple[str, Callable[[float], Callable[[int, int], bool]]]] = [
+        ("stage (pooled, robust, evidence)", new_detector),
+        ("stage, z alone (REPUTATION_ALERT_EVIDENCE=0)", z_only_detector),
+    ]
+    if importlib.util.find_spec("worker.reputation") is not None:
+        detectors.append(("former worker BrandBaseline", old_detector))
+    for name, make in detectors:
         for brand, counts in score(args.weeks, args.window_hours, make).items():
             detected = f"{counts['detected'] / args.weeks:.0%}" if brand == "shift" else "-"
             pages, flagged = counts["pages"] / args.weeks, counts["flagged"] / args.weeks

@@ -217,6 +217,7 @@ class StageState:
             "baseline_share": round(j.baseline_share, 6),
             "dispersion": round(j.dispersion, 4),
             "zscore": round(j.zscore, 4),
+            "evidence": round(j.evidence, 4),
             "baseline_volume": round(j.baseline_volume, 4),
             "volume_ratio": round(j.volume_ratio, 4),
             "warm": j.warm,

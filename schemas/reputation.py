@@ -130,10 +130,18 @@ class ReputationWindow(BaseModel):
     )
     dispersion: float = Field(ge=1.0, description="over-dispersion factor phi of the brand's windows")
     zscore: float = Field(description="(negatives - expected) / sd against the baseline; 0 while warming up")
+    evidence: float = Field(
+        ge=0.0,
+        description="run sum of (zscore - 1) over the last windows with zscore >= 1: alerts at "
+        "REPUTATION_ALERT_EVIDENCE",
+    )
     baseline_volume: float = Field(ge=0.0, description="decayed mean negatives per window")
     volume_ratio: float = Field(ge=0.0, description="negatives / max(baseline_volume, 1); 1 while warming up")
     warm: bool = Field(description="the baseline has learned enough (REPUTATION_WARMUP_POSTS) to judge")
-    alert: bool = Field(description="zscore >= REPUTATION_ALERT_ZSCORE, >= REPUTATION_ALERT_MIN_POSTS posts")
+    alert: bool = Field(
+        description="zscore >= REPUTATION_ALERT_ZSCORE or evidence >= REPUTATION_ALERT_EVIDENCE, in a window "
+        "of >= REPUTATION_ALERT_MIN_POSTS posts"
+    )
     top_negative_terms: list[TermPull] = Field(default_factory=list, max_length=10)
     top_positive_terms: list[TermPull] = Field(default_factory=list, max_length=10)
     negative_examples: list[ExamplePost] = Field(default_factory=list, max_length=3)

@@ -41,6 +41,20 @@ def test_small_windows_weigh_by_their_posts_and_a_20_point_shift_pages() -> None
     assert not judge(baseline, 12, 20, OPTIONS).alert  # 60 % of a window below the minimum posts
 
 
+def test_a_sustained_shift_under_the_z_threshold_pages_on_its_evidence_and_a_calm_window_ends_it() -> None:
+    baseline = Baseline()
+    rng = np.random.default_rng(4)
+    for _ in range(60):  # calm: 100 posts at 40 %
+        assert not judge(baseline, int(rng.binomial(100, 0.4)), 100, OPTIONS).alert
+    shifted = [judge(baseline, 56, 100, OPTIONS) for _ in range(4)]  # +16 points: z 2.3-2.7 each
+    assert all(v.zscore < 3 for v in shifted), shifted
+    assert [v.alert for v in shifted] == [False, False, False, True] and shifted[-1].evidence >= 5
+    calm = judge(baseline, 40, 100, OPTIONS)
+    assert not calm.alert and calm.evidence == 0
+    off = DetectorOptions(half_life_windows=200, alert_evidence=0)
+    assert not judge(baseline, 56, 100, off).alert
+
+
 def partial(brand: str, start: int, counts: list[int], window: int = 10) -> bytes:
     return orjson.dumps(
         {"type": "partial", "brand": brand, "window_start": start, "window_seconds": window, "counts": counts}
