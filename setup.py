@@ -3,7 +3,7 @@
 The scorer's per-token loop, the ASCII text normaliser and the result encoder, each optional at run time
 (without them fastText scores, Python normalises and encodes). Plain CPython API, no numpy headers; default
 flags and never -ffast-math (float32 addition order is the result). An extension is declared only when its
-source is present: each image copies only the packages it runs (the API's has no ``worker/``).
+source is present: each image copies only the packages it runs.
 """
 
 from pathlib import Path

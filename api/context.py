@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from starlette.requests import HTTPConnection
 
 from api.batcher import MicroBatcher
+from api.brand_book import BrandBook
+from api.brand_follower import ReputationFollower
 from api.metrics import ApiMetrics
 from api.model_state import LoadedModel, ModelNotReadyError, ModelState, PredictorLoader
 from api.settings import ApiSettings
@@ -27,6 +29,8 @@ class ApiContext:
     metrics: ApiMetrics
     predictor_loader: PredictorLoader
     """Turns the resolved model file into a predictor (``Predictor.load``; tests swap it)."""
+    brands: BrandBook
+    """The latest windows of each brand on the reputation topic (kept by :attr:`follower`)."""
     api_key: ApiKeyGuard | None = None
     """Checks the API key on scoring requests; None when ``API_KEY`` is unset."""
     batcher: MicroBatcher[LoadedModel] | None = None
@@ -34,6 +38,9 @@ class ApiContext:
     reloader: ModelOperations | None = None
     """Hot reload, while serving; None when polling is off (``MODEL_POLL_INTERVAL_SECONDS=0`` or a pinned
     ``MODEL_REVISION``)."""
+    follower: ReputationFollower | None = None
+    """Reads the reputation topic into :attr:`brands` while serving; None without
+    ``KAFKA_BOOTSTRAP_SERVERS``."""
 
     def scorer(self) -> MicroBatcher[LoadedModel]:
         """The batcher, or :class:`ModelNotReadyError` when the app is not serving (yet)."""

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from api.auth import ApiKeyGuard
 from api.batcher import MicroBatcher
 from api.body_limit import BodyLimitMiddleware
+from api.brand_book import BrandBook
+from api.brand_follower import start_follower
 from api.context import ApiContext, context_of
 from api.errors import model_not_ready_handler, validation_error_handler
 from api.metrics import ApiMetrics, MetricsMiddleware
@@ -25,7 +27,8 @@ from api.settings import ApiSettings
 from sentiment_model import Predictor, resolve_model
 from sentiment_model.operations import ModelOperations
 
-DESCRIPTION = """Ad-hoc sentiment scoring with the same fastText model the Kafka workers use.
+DESCRIPTION = """Ad-hoc sentiment scoring with the same fastText model the Kafka workers use, and each
+brand's reputation as the reputation stage judges it (`/brands`; a page for people at `/`).
 
 `/predict` and `/predict/batch` need an API key when the server has `API_KEY` set."""
 
@@ -49,6 +52,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         reloader = api.reloader = api.model.operations = operations
         api.model.when_loaded(lambda loaded: operations.start(loaded.resolved))  # never, if it fails to load
+    follower = None
+    if api.follower is None:  # a second lifespan of the same app reads through the first one's follower
+        follower = api.follower = start_follower(settings, api.brands)
     # Everything imported so far lives as long as the process: take it out of the cyclic GC's sight, or a
     # full collection walks it all and its pause becomes the requests' p99.
     gc.collect()
@@ -56,6 +62,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if follower is not None:
+            follower.stop()
+            if api.follower is follower:
+                api.follower = None
         if reloader is not None:
             reloader.stop()
             if api.model.operations is reloader:
@@ -84,6 +94,9 @@ def create_app(
         model=state,
         metrics=ApiMetrics(state),
         predictor_loader=predictor_loader,
+        brands=BrandBook(
+            settings.brand_page_max_brands, settings.brand_page_max_windows, settings.brand_page_examples
+        ),
         api_key=ApiKeyGuard(settings.api_key) if settings.api_key is not None else None,
     )
     add_routes(app.router, settings)

@@ -1,4 +1,4 @@
-"""The endpoints: scoring (optionally behind the API key) and operations (always open)."""
+"""The endpoints: scoring (optionally behind the API key), operations and brands (always open)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.auth import require_api_key
 from api.bodies import Health, Problem, Ready, Unavailable, ValidationProblem
+from api.brand_routes import add_brand_routes
 from api.context import api_context
 from api.direct_route import DirectRoute
 from api.errors import unavailable
@@ -145,11 +146,6 @@ async def metrics(request: Request) -> Response:
     return Response(api_context(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def root() -> RedirectResponse:
-    """The interactive docs."""
-    return RedirectResponse("/docs")
-
-
 def add_routes(router: APIRouter, settings: ApiSettings) -> None:
     """Add every route to ``router`` (the app's own, so its route list stays flat for the metrics).
 
@@ -158,7 +154,6 @@ def add_routes(router: APIRouter, settings: ApiSettings) -> None:
     """
     guard = [Depends(require_api_key)] if settings.api_key is not None else []
     scoring_errors = {**_SCORING_ERRORS, **_CANNOT_EXPLAIN, **(_UNAUTHORIZED if guard else {})}
-    router.add_api_route("/", root, methods=["GET"], include_in_schema=False)
     router.add_api_route(
         "/predict",
         predict,
@@ -194,3 +189,4 @@ def add_routes(router: APIRouter, settings: ApiSettings) -> None:
         response_class=Response,
         responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
     )
+    add_brand_routes(router)

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+
+from worker.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RPS = 2_000.0
@@ -89,13 +90,6 @@ class Result:
     failures: int
     cpu_us: float | None
     """Server CPU time per request: steadier than req/s on a machine shared with other work."""
-
-
-def free_port() -> int:
-    """An ephemeral port on 127.0.0.1 (free when asked; uvicorn binds it right after)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def quick_model(folder: Path) -> Path:

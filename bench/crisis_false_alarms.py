@@ -9,12 +9,15 @@ a Poisson number of posts. Two calm streams:
 - ``wandering``: each brand has its own negative share, which wanders (a bounded random walk of
   +-1 point a window between 10 % and 50 %), as a real brand's mood does without any crisis.
 
-Counted after the warm-up, per brand-window, with the alert rules' thresholds (worker/demo/board.py,
-checked against alerts.yml by tests/test_crisis.py): ``single`` = z over the threshold in a window with
-enough posts (a pending BrandSentimentDrop), ``fires`` = two windows in a row (what ``for: 90s`` fires
-on with 60 s windows); the same for BrandNegativeSpike. Without ``--model-path`` the small test-suite
-model is trained from the first 6,000 train rows (the stream then uses the rows after them); for a model
-trained on all of train, stream ``--split val`` (2,000 tweets, drawn with replacement).
+Each brand's windows are judged by the stage's detector (:func:`reputation.detector.judge`, the stage's
+default settings) and counted once the brand is warm, per brand-window: ``single`` = the detector's
+alert (z over the threshold in a window with enough posts: a pending BrandSentimentDrop), ``fires`` =
+two windows in a row (what the rule's ``for`` fires on); the same for BrandNegativeSpike, with its
+thresholds (worker/demo/board.py, checked against alerts.yml by tests/test_crisis.py).
+
+Without ``--model-path`` the small test-suite model is trained from the first 6,000 train rows (the
+stream then uses the rows after them); for a model trained on all of train, stream ``--split val``
+(2,000 tweets, drawn with replacement).
 """
 
 from __future__ import annotations
@@ -26,15 +29,12 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from schemas import LABELS
+from reputation.detector import Baseline, DetectorOptions, judge
 from sentiment_model import Predictor, normalize
 from training.data import load_split
 from worker.demo import board
-from worker.metrics import WorkerMetrics
-from worker.reputation import Reputation
 
 BRANDS = ("acme", "globex", "initech", "umbrella")
-WINDOW = 60
 
 
 def scored_pool(predictor: Predictor, texts: list[str]) -> dict[str, int]:
@@ -44,41 +44,34 @@ def scored_pool(predictor: Predictor, texts: list[str]) -> dict[str, int]:
 
 
 def run(
-    labels_by_line: dict[str, int], mode: str, per_window: int, windows: int, seed: int, warmup: int
+    labels_by_line: dict[str, int], mode: str, per_window: int, windows: int, seed: int
 ) -> dict[str, float]:
     rng = random.Random(seed)
     everything = list(labels_by_line)
     share = {brand: rng.uniform(0.15, 0.45) for brand in (*BRANDS, "other")}
-    reputation = Reputation(WorkerMetrics(BRANDS), [300], WINDOW, "bench", warmup_windows=warmup)
-    t0 = 1_800_000_000.0
+    baselines = {brand: Baseline() for brand in (*BRANDS, "other")}
+    options = DetectorOptions()
     counted = Counter[str]()
     previous: dict[str, tuple[bool, bool]] = {}
-    for i in range(windows):
-        per_label: Counter[tuple[str, str]] = Counter()
+    for _ in range(windows):
         for brand in (*BRANDS, "other"):
             n = _poisson(rng, per_window)
             if mode == "shuffled":
-                drawn = [labels_by_line[rng.choice(everything)] for _ in range(n)]
+                negatives = sum(labels_by_line[rng.choice(everything)] == 0 for _ in range(n))
             else:
                 share[brand] = min(0.5, max(0.1, share[brand] + rng.uniform(-0.01, 0.01)))
                 negatives = sum(rng.random() < share[brand] for _ in range(n))
-                drawn = [0] * negatives + [rng.choice((1, 2)) for _ in range(n - negatives)]
-            for label in drawn:
-                per_label[LABELS[label], brand] += 1
-        reputation.observe(per_label, t0 + i * WINDOW + 1)
-        reputation.refresh_gauges(t0 + (i + 1) * WINDOW + 0.5)
-        if i <= warmup:  # the partial first window and the warm-up
-            continue
-        for brand, d in reputation.deviations.items():
-            drop = d.zscore > board.DROP_ZSCORE and d.posts >= board.DROP_MIN_POSTS
-            spike = d.volume_ratio > board.SPIKE_RATIO and d.negatives >= board.SPIKE_MIN_NEGATIVES
+            j = judge(baselines[brand], negatives, n, options)
+            if not j.warm:
+                continue
+            spike = j.volume_ratio > board.SPIKE_RATIO and j.negatives >= board.SPIKE_MIN_NEGATIVES
             was_drop, was_spike = previous.get(brand, (False, False))
             counted["brand_windows"] += 1
-            counted["drop_single"] += drop
-            counted["drop_fires"] += drop and was_drop
+            counted["drop_single"] += j.alert
+            counted["drop_fires"] += j.alert and was_drop
             counted["spike_single"] += spike
             counted["spike_fires"] += spike and was_spike
-            previous[brand] = (drop, spike)
+            previous[brand] = (j.alert, spike)
     n = counted["brand_windows"]
     return {"brand_windows": n, **{k: v / n for k, v in counted.items() if k != "brand_windows"}}
 
@@ -95,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-path", type=Path)
     parser.add_argument("--posts-per-window", default="60,240", help="mean posts per brand and window")
     parser.add_argument("--windows", type=int, default=400)
-    parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
         "--split",
@@ -116,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = train.texts[6_000:] if args.split == "train" else load_split("val", data_dir).texts
     pool = scored_pool(predictor, texts)
     print(
-        f"model {args.model_path}; {len(pool)} distinct calm posts; thresholds: z > {board.DROP_ZSCORE} "
+        f"model {args.model_path}; {len(pool)} distinct calm posts; thresholds: z >= {board.DROP_ZSCORE} "
         f"(>= {board.DROP_MIN_POSTS} posts), ratio > {board.SPIKE_RATIO} (>= {board.SPIKE_MIN_NEGATIVES})"
     )
     print(
@@ -127,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         for per_window in (int(x) for x in args.posts_per_window.split(",")):
             total: dict[str, float] = dict.fromkeys(result_keys, 0.0)
             for seed in range(args.seeds):
-                result = run(pool, mode, per_window, args.windows, seed, args.warmup)
+                result = run(pool, mode, per_window, args.windows, seed)
                 for key, value in result.items():
                     total[key] += value * (result["brand_windows"] if key != "brand_windows" else 1)
             n = total["brand_windows"]

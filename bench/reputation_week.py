@@ -14,14 +14,13 @@ day/night cycle in volume (peak at 15:00, 5 % of it at 03:00):
 
 A window is *flagged* when the detector says alert; a *page* is two flagged windows in a row (the alert
 rule's ``for``). *Detected*: a page by the shift's second window of 100+ posts; a *false page*: any page
-outside the shift (per brand-week). Compared with the worker's former detector (``worker.reputation.
-BrandBaseline``: warm-up of 10 windows, z > 3 in windows of 30+ posts, half-life 30 windows).
+outside the shift (per brand-week).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -61,21 +60,11 @@ def week(brand: str, rng: np.random.Generator, window_hours: float) -> list[tupl
     return out
 
 
-def new_detector(window_hours: float) -> Callable[[int, int], bool]:
-    baseline, options = Baseline(), DetectorOptions(half_life_windows=24 / window_hours)
+def detector(window_hours: float, evidence: float = 5.0) -> Callable[[int, int], bool]:
+    """The stage's detector at its defaults (``evidence``: REPUTATION_ALERT_EVIDENCE, 0 = z alone)."""
+    baseline = Baseline()
+    options = DetectorOptions(half_life_windows=24 / window_hours, alert_evidence=evidence)
     return lambda k, n: judge(baseline, k, n, options).alert
-
-
-def z_only_detector(window_hours: float) -> Callable[[int, int], bool]:
-    baseline, options = Baseline(), DetectorOptions(half_life_windows=24 / window_hours, alert_evidence=0)
-    return lambda k, n: judge(baseline, k, n, options).alert
-
-
-def old_detector(window_hours: float) -> Callable[[int, int], bool]:
-    from worker.reputation import BrandBaseline  # the former per-worker detector, while it exists
-
-    baseline = BrandBaseline(half_life_windows=30, warmup_windows=10, std_floor=0.02)
-    return lambda k, n: baseline.observe(k, n).zscore > 3 and n >= 30
 
 
 def score(
@@ -112,14 +101,9 @@ def main() -> int:
     print(f"{args.weeks} synthetic weeks, {args.window_hours:g} h windows")
     print("| detector | brand | shift paged within 2 windows | false pages / brand-week | windows flagged |")
     print("| --- | --- | --- | --- | --- |")
-    detectors: list[tuple[str, Callable[[float], Callable[[int, int], bool]]]] = [
-        ("stage (pooled, robust, evidence)", new_detector),
-        ("stage, z alone (REPUTATION_ALERT_EVIDENCE=0)", z_only_detector),
-    ]
-    if importlib.util.find_spec("worker.reputation") is not None:
-        detectors.append(("former worker BrandBaseline", old_detector))
-    for name, make in detectors:
-        for brand, counts in score(args.weeks, args.window_hours, make).items():
+    for name, evidence in (("z and evidence (defaults)", 5.0), ("z alone (EVIDENCE=0)", 0.0)):
+        tally = score(args.weeks, args.window_hours, functools.partial(detector, evidence=evidence))
+        for brand, counts in tally.items():
             detected = f"{counts['detected'] / args.weeks:.0%}" if brand == "shift" else "-"
             pages, flagged = counts["pages"] / args.weeks, counts["flagged"] / args.weeks
             print(f"| {name} | {brand} | {detected} | {pages:.2f} | {flagged:.2f} |")

@@ -95,11 +95,13 @@ class ExamplePost(BaseModel):
     """A post that shows the window's mood on one side: among the window's sample, one of the three
     whose terms pull hardest that way (ties: the smaller rank)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # the API reads it too: a later field is no error
 
     id: str = Field(description="the post's id (as in `mentions` and `sentiment`)")
     text: str = Field(max_length=280, description="the text as received, cut at 280 characters")
-    terms: list[str] = Field(max_length=5, description="its telling words: its strongest terms that way")
+    terms: list[str] = Field(
+        default_factory=list, max_length=5, description="its telling words: its strongest terms that way"
+    )
 
 
 class ReputationWindow(BaseModel):

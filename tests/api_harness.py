@@ -17,7 +17,12 @@ KEY = "s3cret-key"
 
 def settings(**values: Any) -> ApiSettings:
     # Explicit values for everything the environment could otherwise set on the test machine.
-    defaults: dict[str, Any] = {"api_key": None, "hf_model_repo": "nobody/nothing", "model_sha256": None}
+    defaults: dict[str, Any] = {
+        "api_key": None,
+        "hf_model_repo": "nobody/nothing",
+        "model_sha256": None,
+        "kafka_bootstrap_servers": None,
+    }
     return ApiSettings.model_validate({**defaults, **values})
 
 

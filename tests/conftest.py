@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,12 +116,30 @@ def kafka_cluster() -> Iterator[tuple[str, str]]:
         yield broker.bootstrap, broker.kind
 
 
+def _broker_lines() -> list[str]:
+    return [f"{b.kind} at {b.bootstrap} ({b.why})" for b in _SESSION_BROKER]
+
+
+#: Lines reported by pytest-xdist's workers, each of which runs its own session broker.
+_WORKER_BROKERS: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, a worker hands its broker line to the controller, which prints the summary."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["kafka_brokers"] = _broker_lines()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    _WORKER_BROKERS.extend(getattr(node, "workeroutput", {}).get("kafka_brokers", []))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """One line that says which broker the run used, and why."""
-    for broker in _SESSION_BROKER:
-        terminalreporter.write_line(
-            f"Kafka broker of this run: {broker.kind} at {broker.bootstrap} ({broker.why})"
-        )
+    """One line per broker the run used (one per xdist worker), and why."""
+    for line in [*_broker_lines(), *_WORKER_BROKERS]:
+        terminalreporter.write_line(f"Kafka broker of this run: {line}")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import urllib.request
 import uuid
@@ -24,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from worker.demo.processes import Child
 from worker.kafka.apache_kafka import apache_kafka, apache_kafka_missing
+from worker.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,13 +79,6 @@ def _docker_answers() -> bool:
 def unique(name: str) -> str:
     """A fresh topic or group name."""
     return f"{name}-{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def produce(

@@ -68,6 +68,9 @@ def test_demo_streams_posts_through_the_embedded_broker(
     assert "demo OK" in output
     worker_log = (tmp_path / "demo" / "logs" / "worker-1.log").read_text()
     assert "stopped cleanly" in worker_log
+    assert re.search(r"brand page: http://127\.0\.0\.1:\d+/", output), output[-4000:]
+    api_log = (tmp_path / "demo" / "logs" / "api.log").read_text()
+    assert "reputation topic: following topic 'reputation'" in api_log, api_log[-4000:]
 
 
 def test_demo_uses_a_given_cluster_and_stops_cleanly_on_ctrl_c(
@@ -135,7 +138,7 @@ def test_demo_scripts_a_crisis_and_the_board_shows_deviation_alert_and_complaint
             "-m",
             "worker.demo",
             *("--duration", "50", "--crisis-brand", "acme", "--crisis-after", "26"),
-            *("--window-seconds", "2", "--warmup-windows", "6", "--workers", "4", "--rate", "300"),
+            *("--window-seconds", "2", "--workers", "4", "--rate", "300"),
             *("--refresh", "2", "--bad-share", "0.01"),
         ],
         env=demo_env(tmp_path, small_model, data_dir),

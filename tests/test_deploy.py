@@ -414,11 +414,10 @@ def kafka_init_topics(compose: Mapping[str, Any]) -> dict[str, tuple[int, dict[s
 
 def test_compose_has_the_services(compose: dict[str, Any]) -> None:
     svc = services(compose)
-    assert {"kafka", "kafka-init", "worker", "reputation", "api", "prometheus", "grafana", "training"} <= set(
-        svc
-    )
+    always = ("kafka", "kafka-init", "worker", "reputation", "api", "prometheus", "alertmanager", "grafana")
+    assert {*always, "training"} <= set(svc)
     assert svc["training"]["profiles"] == ["training"]  # plain `up` never trains
-    for name in ("kafka", "kafka-init", "worker", "reputation", "api", "prometheus", "grafana"):
+    for name in always:
         assert "profiles" not in svc[name], f"{name} must start with plain `docker compose up`"
     for name, service in svc.items():
         if "build" in service:
@@ -548,6 +547,24 @@ def test_compose_observability_mounts_exist(compose: dict[str, Any]) -> None:
     assert sorted((REPO / "deploy/grafana/dashboards").glob("*.json")), "no Grafana dashboard"
 
 
+def test_compose_alertmanager_gets_prometheus_alerts(compose: dict[str, Any]) -> None:
+    """Prometheus sends to the Alertmanager service, which reads deploy/alertmanager/alertmanager.yml."""
+    alertmanager = services(compose)["alertmanager"]
+    assert bind_mounts(alertmanager) == {"deploy/alertmanager": "/etc/alertmanager"}
+    assert (REPO / "deploy/alertmanager/alertmanager.yml").is_file()
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    assert alertmanager["ports"] == ["9093:9093"]
+    assert "alertmanager-data:/alertmanager" in alertmanager["volumes"]
+    config = load_yaml(REPO / "deploy/prometheus/prometheus.yml")
+    (target,) = [
+        t for am in config["alerting"]["alertmanagers"] for c in am["static_configs"] for t in c["targets"]
+    ]
+    assert target == "alertmanager:9093"
+    # the brand alerts' links open the API's host port
+    api_port = services(compose)["api"]["ports"][0].split(":")[0]
+    assert config["global"]["external_labels"]["api_base_url"] == f"http://localhost:{api_port}"
+
+
 def train_flags() -> set[str]:
     """Every option string of ``python -m training.train``."""
     out = io.StringIO()
@@ -658,7 +675,7 @@ def pod_env(k8s: Mapping[tuple[str, str], dict[str, Any]], container: Mapping[st
 
 def test_k8s_deployments_are_probed_and_non_root(k8s: dict[tuple[str, str], dict[str, Any]]) -> None:
     deployments = {name for kind, name in k8s if kind == "Deployment"}
-    assert deployments == set(DEPLOYMENTS)
+    assert deployments == set(DEPLOYMENTS) | {"alertmanager"}
     for name in deployments:
         pod = k8s[("Deployment", name)]["spec"]["template"]["spec"]
         # No KAFKA_PORT=tcp://... and friends from a Service named kafka (the worker would skip them anyway).
@@ -741,6 +758,33 @@ def test_k8s_keda_scales_the_worker_on_its_group_lag(
     # More consumers than partitions would sit idle.
     partitions = kafka_init_topics(compose)[default(WorkerSettings, "input_topic")][0]
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= partitions
+
+
+def test_k8s_alertmanager(k8s: dict[tuple[str, str], dict[str, Any]], compose: dict[str, Any]) -> None:
+    """The compose Alertmanager's config and image, in a Deployment behind a Service."""
+    shipped = (REPO / "deploy/alertmanager/alertmanager.yml").read_text("utf-8")
+    config_map = k8s[("ConfigMap", "alertmanager-config")]["data"]
+    assert config_map == {"alertmanager.yml": shipped}, (
+        "deploy/k8s/alertmanager-config.yaml must hold deploy/alertmanager/alertmanager.yml verbatim"
+    )
+    deployment = k8s[("Deployment", "alertmanager")]["spec"]
+    pod = deployment["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == services(compose)["alertmanager"]["image"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "alertmanager-config"
+    assert f"--config.file={mounts['config']}/alertmanager.yml" in container["args"]
+    assert f"--storage.path={mounts['storage']}" in container["args"]
+    assert "emptyDir" in volumes["storage"]
+    assert deployment["replicas"] == 1  # more need cluster peers, else each notifies
+    assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http"}
+    service = k8s[("Service", "alertmanager")]["spec"]
+    (port,) = service["ports"]
+    assert port["port"] == 9093 and port["targetPort"] == "http"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 9093}
+    assert service["selector"] == deployment["selector"]["matchLabels"]
 
 
 def test_k8s_secret_example_is_a_placeholder() -> None:

@@ -6,7 +6,9 @@ its own group and transactional id). Each case is one worker process, asserted o
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from confluent_kafka import KafkaError
 from confluent_kafka.admin import AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType
 from confluent_kafka.admin import ResourceType as Kind
 
+from api.main import create_app
+from tests.api_harness import serving, settings
 from tests.kafka_harness import WorkerProcess, produce, read_all
 from tests.sasl_broker import Grant, SaslBroker, missing_prerequisite, sasl_broker
 from tests.test_worker_e2e import posts
@@ -341,3 +345,39 @@ def test_a_password_changed_while_running_is_named_a_refused_login(
     assert "invalid credentials" in log
     assert first not in log and second not in log
     assert_no_password(broker, log)
+
+
+def test_the_brand_page_says_which_acl_it_lacks(
+    broker: SaslBroker, small_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's reputation reader needs Describe and Read on its topic, and no group ACL: without either,
+    GET /brands says which (503 ``refused``), and scoring goes on. (The topic holds posts, not windows:
+    a reader allowed to read it answers 200 with no brand.)"""
+    cases = {
+        "no-mentions": "not authorized to Describe topic 'mentions'",
+        "no-read": "not authorized to Read topic 'mentions'",
+        "no-group": None,
+    }
+    for user, says in cases.items():
+        for name in [n for n in os.environ if n.startswith("KAFKA_")]:
+            monkeypatch.delenv(name)
+        for name, value in broker.env(user).items():
+            monkeypatch.setenv(name, value)
+        api = settings(
+            model_path=small_model,
+            kafka_bootstrap_servers=broker.bootstrap,
+            reputation_topic=INPUT,
+            brand_page_kafka_timeout_seconds=5.0,
+        )
+        with serving(create_app(api)) as client:
+            deadline = time.monotonic() + 30
+            while (body := client.get("/brands").json()).get("status") not in ("refused", None):
+                assert time.monotonic() < deadline, body
+                time.sleep(0.1)
+            if says is None:
+                assert body == {"brands": []}
+                body = {"detail": ""}
+            else:
+                assert says in body["detail"] and f"User:{user}" in body["detail"], body
+            assert client.post("/predict", json={"text": "fine"}).status_code == 200
+        assert_no_password(broker, body["detail"])

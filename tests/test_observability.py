@@ -67,7 +67,7 @@ DASHBOARD = GRAFANA_DIR / "dashboards" / "online-reputation.json"
 #: every target, ``ALERTS`` for every pending or firing alert (with the rule's labels).
 PROMETHEUS_SERIES: dict[str, set[str]] = {
     "up": set(),
-    "ALERTS": {"alertname", "alertstate", "severity", "brand"},
+    "ALERTS": {"alertname", "alertstate", "severity", "team", "brand"},
 }
 #: Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance"}
@@ -384,36 +384,34 @@ def test_dashboard_only_queries_exported_metrics(exported: dict[str, set[str]]) 
         assert name in used, name
 
 
-def readme_table(heading: str) -> dict[str, set[str]]:
-    """``{metric: label names}`` from the README's table that follows the paragraph starting ``heading``."""
-    text = (REPO / "README.md").read_text()
-    after = text[text.index(heading) :]
-    rows = re.findall(r"^\| `(\w+)` \|([^|]*)\|", after[: after.index("\n\n", after.index("| metric"))], re.M)
+def documented_metrics(section: str) -> dict[str, set[str]]:
+    """``{metric: label names}`` from the table of ``section`` (a ``## `` heading) in docs/metrics.md."""
+    text = (REPO / "docs" / "metrics.md").read_text()
+    after = text[text.index(f"## {section}\n") :]
+    table = after[after.index("| metric") :]
+    table = table[: table.index("\n\n")] if "\n\n" in table else table
+    rows = re.findall(r"^\| `(\w+)` \|([^|]*)\|", table, re.M)
     return {name: set(re.findall(r"`(\w+)`", labels)) for name, labels in rows}
 
 
-def test_readme_api_metric_table_matches_the_export() -> None:
-    api = ApiMetrics(ModelState())
+def exported_metrics(registry: Any) -> dict[str, set[str]]:
+    """``{metric: label names}`` of what ``registry`` exports (process_* aside)."""
     exported: dict[str, set[str]] = {}
-    for family in api.registry.collect():
-        name = family.name + ("_total" if family.type == "counter" else "")
-        exported[name] = set()
-    for collector in list(api.registry._collector_to_names):
+    for collector in list(registry._collector_to_names):
         for family in collector.collect():
+            if family.name.startswith(("process_", "python_")):
+                continue
             name = family.name + ("_total" if family.type == "counter" else "")
-            exported[name] |= set(getattr(collector, "_labelnames", ()))
-    exported["sentiment_model_info"] = {"repo", "revision", "sha256"}  # no sample before a model loads
-    assert readme_table("API metrics on `GET /metrics`") == exported
+            exported[name] = exported.get(name, set()) | set(getattr(collector, "_labelnames", ()))
+    return exported
 
 
-def test_readme_names_every_worker_metric() -> None:
-    readme = (REPO / "README.md").read_text()
-    names = {
-        family.name + ("_total" if family.type == "counter" else "")
-        for family in WorkerMetrics(["acme"]).registry.collect()
-        if not family.name.startswith("process_")
-    }
-    assert {name for name in names if f"`{name}" not in readme} == set()
+def test_the_metrics_document_lists_what_each_process_exports() -> None:
+    api = exported_metrics(ApiMetrics(ModelState()).registry)
+    api["sentiment_model_info"] = {"repo", "revision", "sha256"}  # no sample before a model loads
+    assert documented_metrics("API") == api
+    assert documented_metrics("Worker") == exported_metrics(WorkerMetrics(["acme"]).registry)
+    assert documented_metrics("Reputation stage") == exported_metrics(StageMetrics().registry)
 
 
 def test_extraction_catches_mistakes(exported: dict[str, set[str]]) -> None:
@@ -525,6 +523,7 @@ def running_prometheus(
     port = free_port()
     config = load_yaml(PROMETHEUS_CONFIG)
     config["global"] = {**config["global"], "scrape_interval": "1s", "evaluation_interval": "1s"}
+    config.pop("alerting", None)  # no Alertmanager here (tests/test_alerting.py has one)
     config["rule_files"] = (
         [str(rules)] if rules else [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
     )

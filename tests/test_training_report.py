@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from training import report
+from worker.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = "sentiment-fasttext"
@@ -437,9 +437,7 @@ def test_unreadable_or_unreachable_store_is_exit_2_without_traceback(tmp_path: P
     run = report_cli("--mlflow-dir", str(tmp_path))
     assert run.returncode == 2, run.stdout
     assert "cannot read the MLflow store" in run.stderr and "Traceback" not in run.stderr
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nobody listens on it
     run = report_cli(
         env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     )

@@ -28,6 +28,7 @@ from worker.batch import (
     result_keys,
     route_languages,
 )
+from worker.drift import DriftMonitor
 from worker.metrics import BatchHistogram, WorkerMetrics
 from worker.processing import Rejected, validate
 
@@ -414,3 +415,25 @@ def test_predictions_are_counted_per_brand_and_label_once_per_batch() -> None:
     assert metrics.predictions.labels("negative", "acme")._value.get() == 0, "a tally counts nothing yet"
     metrics.count_predictions(tally)
     assert metrics.predictions.labels("negative", "acme")._value.get() == 2
+
+
+def test_the_drift_window_is_measured_without_a_registry_and_slides_by_whole_batches() -> None:
+    """worker.drift is pure: it returns what the worker's drift observer turns into gauges."""
+    monitor = DriftMonitor(window=1000, min_records=500, oov_sample=1)
+    assert monitor.set_model(None, lambda lines: (0, 1)).label_shares is None  # label drift off
+    reference = {"val_prediction_distribution": {"negative": 0.2, "neutral": 0.5, "positive": 0.3}}
+    known = monitor.set_model({**reference, "oov_token_rate": 0.1}, lambda lines: (
+        sum(line.split().count("zorblax") for line in lines), sum(len(line.split()) for line in lines)
+    ))  # fmt: skip
+    assert known.label_shares == pytest.approx([0.2, 0.5, 0.3]) and known.oov_rate == 0.1
+    usual = np.repeat(np.arange(3), [80, 200, 120])  # the reference mix, 400 posts
+    first = monitor.observe(usual, ["a b c d"] * 400)
+    assert (first.records, first.jsd, first.psi, first.oov_rate) == (400, None, None, 0.0)  # too few
+    monitor.observe(usual, ["a b c d"] * 400)
+    steady = monitor.observe(usual, ["a b c d"] * 400)
+    assert steady.records == 1200 and steady.jsd == pytest.approx(0.0, abs=1e-9)
+    skewed = monitor.observe(np.zeros(400, np.intp), ["zorblax b c d"] * 400)
+    assert skewed.records == 1200  # the oldest batch left; the rest still fills the window
+    assert skewed.label_shares == pytest.approx([2 / 3 * 0.2 + 1 / 3, 2 / 3 * 0.5, 2 / 3 * 0.3])
+    assert skewed.jsd is not None and skewed.jsd > 0.05 and skewed.psi is not None and skewed.psi > 0.25
+    assert skewed.oov_rate == pytest.approx(400 / 4800)

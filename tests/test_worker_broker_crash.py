@@ -144,7 +144,6 @@ def test_kill_9_and_restart_of_the_broker_loses_nothing_doubles_nothing_and_work
             "TRANSACTIONAL_ID": unique("tx"),
             "BATCH_SIZE": "200",
             "COMMIT_INTERVAL_SECONDS": "0.5",
-            "REPUTATION_TOPIC": "",
             **SESSION,
         }
         create_worker_topics(broker.bootstrap, env)

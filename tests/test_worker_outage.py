@@ -130,7 +130,6 @@ def pipelines(
             "BATCH_SIZE": str(BATCH_SIZE),
             "COMMIT_INTERVAL_SECONDS": "0.3",
             "COMMIT_MAX_RECORDS": str(COMMIT_MAX_RECORDS),
-            "REPUTATION_TOPIC": "",
         }
         create_worker_topics(broker.bootstrap, env)
         records = [(str(p["id"]).encode(), orjson.dumps(p)) for p in items]

@@ -1,4 +1,9 @@
-"""The worker's main loop: consume many, validate many, predict many, produce many, checkpoint."""
+"""The worker's main loop: consume many, validate many, predict many, produce many, checkpoint.
+
+Each turn: a batch through the pipeline (:meth:`Worker.process`: decode, route languages, normalise,
+score, encode, produce), its offsets into the checkpoint, then the observers (:mod:`worker.observers`:
+partial aggregates, metrics, drift, model operations) take it, each through ``observe(batch)``.
+Time-driven work (lag gauges, the stats log, the checkpoint's interval) is called from :meth:`run`."""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import TopicPartition
 
-from schemas import LABELS
 from schemas.timestamps import utc_rfc3339
 from sentiment_model import ModelError, Predictor, ResolvedModel, ScoredBatch, normalize_batch
 from sentiment_model.operations import ModelOperations
@@ -21,7 +25,6 @@ from worker.batch import (
     decode,
     encode,
     event_times,
-    last_per_partition,
     offset_ranges,
     result_keys,
     route_languages,
@@ -39,14 +42,13 @@ from worker.kafka import (
 )
 from worker.kafka.admin import check_access
 from worker.metrics import Heartbeat, WorkerMetrics
+from worker.observers import BatchMetrics, BatchView, DriftObserver, ModelOpsObserver, PartialAggregates
 from worker.partials import Partials
 from worker.processing import TRANSACTION_HEADER, Rejected, dead_letter_headers, model_headers
-from worker.reputation import Reputation
 from worker.settings import WorkerSettings
 from worker.signals import stop_on_signals
 
 log = logging.getLogger("worker")
-_NEUTRAL = LABELS.index("neutral")
 
 _LAG_REFRESH_SECONDS = 2.0
 _STATS_LOG_SECONDS = 30.0
@@ -120,24 +122,11 @@ class Worker:
             timeout_seconds=settings.shutdown_timeout_seconds,
             outage_budget_seconds=settings.broker_outage_budget_seconds,
         )
-        self._last_timestamp: dict[int, float] = {}
         self._timestamps = TimestampParser()
         self._languages = frozenset(settings.language_list)
         self._lag_refreshed = 0.0
-        self._stats = Counter[str]()
         self._stats_logged = time.monotonic()
-        self.drift = DriftMonitor(
-            metrics, settings.drift_window_records, settings.drift_min_records, settings.drift_oov_sample
-        )
-        self.drift.set_model((model.metrics or {}).get("reference"), predictor.oov_counts)
-        self.reputation = Reputation(
-            metrics,
-            settings.gauge_windows,
-            settings.reputation_window_seconds,
-            settings.client_id,
-            **settings.brand_detector_options,
-        )
-        self.reputation_topic: str | None = None  # decided in start()
+        # The observers of each batch (worker/observers.py), called by name in process().
         self.partials = Partials(
             metrics.brand_names,
             settings.reputation_window_seconds,
@@ -145,8 +134,18 @@ class Worker:
             settings.input_topic,
             sample_posts=settings.brand_terms_sample_posts,
         )
-        self.partials_topic: str | None = None  # decided in start()
-        self.model_ops = ModelOperations(settings, metrics.model_ops, self._promote, scored_by="batch")
+        self.partial_aggregates = PartialAggregates(
+            self.partials, self.producer, settings.brand_terms_sample_posts
+        )
+        self.batch_metrics = BatchMetrics(metrics)
+        monitor = DriftMonitor(
+            settings.drift_window_records, settings.drift_min_records, settings.drift_oov_sample
+        )
+        self.drift = DriftObserver(monitor, metrics)
+        self.drift.set_model((model.metrics or {}).get("reference"), predictor.oov_counts)
+        self.model_ops = ModelOpsObserver(
+            ModelOperations(settings, metrics.model_ops, self._promote, scored_by="batch")
+        )
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -176,20 +175,17 @@ class Worker:
             [s.input_topic, s.output_topic, s.dlq_topic], s.startup_timeout_seconds
         )
         log.info("topics: %s", ", ".join(f"{t} ({n} partitions)" for t, n in partitions.items()))
-        self.reputation_topic = self._reputation_topic()
-        self.reputation.publish = self.reputation_topic is not None
-        self.partials_topic = self._partials_topic()
+        partials_topic = self.partial_aggregates.topic = self._partials_topic()
         self.partials.input_partitions = partitions[s.input_topic]
-        extra = [topic for topic in (self.reputation_topic, self.partials_topic) if topic]
         check_access(
             self._client_config,
             [s.input_topic],
-            [s.output_topic, s.dlq_topic, *extra],
+            [s.output_topic, s.dlq_topic, *([partials_topic] if partials_topic else [])],
             s.startup_timeout_seconds,
         )
         self.consumer.check_group(s.input_topic, s.startup_timeout_seconds)
         if ModelOperations.enabled(s):
-            self.model_ops.start(self.model)
+            self.model_ops.operations.start(self.model)
         if s.exactly_once:
             self.producer.init_transactions(s.startup_timeout_seconds)
         self.consumer.subscribe([s.input_topic], self._on_assign, self._on_revoke, self._on_lost)
@@ -223,7 +219,7 @@ class Worker:
                 self._log_stats()
             final = self._finish()
         finally:
-            self.model_ops.stop()
+            self.model_ops.operations.stop()
             self._close_consumer()
         if final is Outcome.WAITING:
             log.warning("stopped after %d checkpoints, the last one uncommitted", self.checkpoint.commits)
@@ -252,8 +248,6 @@ class Worker:
     def _finish(self) -> Outcome:
         """Stop requested: commit what the broker acknowledges within the shutdown timeout, nothing else."""
         deadline = self._shutdown_deadline or time.monotonic()  # set: the loop ends only through stop()
-        if not self.checkpoint.waiting:
-            self._emit_reputation(time.time(), everything=True)  # nothing more will be added to them
         left = deadline - time.monotonic()
         budget = max(0.5, left - _CLOSE_ALLOWANCE_SECONDS - _EXIT_ALLOWANCE_SECONDS)
         outcome = self.checkpoint.finish(budget)
@@ -280,14 +274,22 @@ class Worker:
                 "member after its session time-out"
             )
 
-    def _reputation_topic(self) -> str | None:
-        """The legacy per-worker aggregates: only when REPUTATION_TOPIC is set (then it must exist)."""
-        configured = self.settings.reputation_topic
-        if not configured:
-            return None
-        self.consumer.check_topics([configured], self.settings.startup_timeout_seconds)
-        log.info("per-worker processing-time aggregates -> %s (legacy)", configured)
-        return configured
+    def _declare_idle_inputs(self) -> None:
+        """Input partitions caught up and quiet for REPUTATION_IDLE_SECONDS stop holding the stage's
+        windows open (worker/partials.py); declared inside a checkpoint like every other output."""
+        if self.checkpoint.waiting:
+            return
+
+        def caught_up() -> dict[int, bool]:  # position None: nothing fetched since the assignment
+            out = {}
+            for tp in self.consumer.assignment():
+                high = self.consumer.high_watermark(tp.topic, tp.partition)
+                position = self.checkpoint_position(tp.partition)
+                out[tp.partition] = high is not None and (position is None or position >= high)
+            return out
+
+        timeout = self.settings.reputation_idle_seconds or float(self.settings.reputation_window_seconds)
+        self.partial_aggregates.declare_idle(caught_up, timeout, self.checkpoint.begin)
 
     def _partials_topic(self) -> str | None:
         """REPUTATION_PARTIALS_TOPIC (must exist), else ``reputation.partials`` when it exists, else off."""
@@ -314,18 +316,6 @@ class Worker:
         )
         return topic
 
-    def _emit_reputation(self, now: float, everything: bool = False) -> None:
-        """Produce the closed windows (inside the current checkpoint, like every other output)."""
-        if self.reputation_topic is None:
-            return
-        closed = self.reputation.closed_windows(now, everything)
-        if not closed:
-            return
-        self.checkpoint.begin()
-        for key, value in closed:
-            self.producer.produce(self.reputation_topic, value, key, self._headers)
-        self.metrics.reputation_records.inc(len(closed))
-
     def _commit(self) -> Outcome:
         outcome = self.checkpoint.commit()
         self._count_commits()
@@ -339,130 +329,49 @@ class Worker:
     # --- the hot path --------------------------------------------------------------------------------------
 
     def process(self, records: list[Any]) -> None:
-        """One batch through the stages: decode -> route languages -> normalise -> score -> encode ->
-        produce; then the checkpoint tracks each partition's offsets and the observers take the batch."""
-        started = time.perf_counter()
+        """One batch through the pipeline, its offsets into the checkpoint, then the observers."""
+        batch = self._pipeline(records, time.perf_counter())
+        topic = self.settings.input_topic  # the only topic subscribed to
+        for partition, (first, last, count) in offset_ranges(
+            batch.partitions, [r.offset() for r in records]
+        ).items():
+            self.checkpoint.track_batch(topic, partition, first, last, count)
+        self.partial_aggregates.observe(batch)  # inside the checkpoint, like the batch's results
+        self.batch_metrics.observe(batch)
+        self.drift.observe(batch)
+        self.model_ops.observe(batch)  # last: may promote a new model, from the next batch on
+
+    def _pipeline(self, records: list[Any], started: float) -> BatchView:
+        """decode -> route languages -> normalise -> score -> encode -> produce (results, dead letters)."""
         decoded = decode(records, [r.value() for r in records], self._timestamps)
         routed = route_languages(decoded, records, self._languages)
         now = time.time()
         lines: list[str] = []
-        scored: ScoredBatch | None = None
-        per_label: Counter[tuple[str, str]] = Counter()
+        label_ids = brand_ids = np.empty(0, np.intp)
         events = np.empty(0, np.float64)
+        predictor = self.predictor
         if decoded.documents:
             lines = normalize_batch(decoded.texts())
             scored = self._predict(lines)
             label_ids = scored.label_ids
             self._produce_results(records, decoded, scored, label_ids, now)
             brand_ids = self.metrics.brand_indices(decoded.column("brand"))
-            per_label = self.metrics.tally_predictions(brand_ids, label_ids)
             events = event_times(records, decoded, self._timestamps)
-            self.reputation.observe(per_label, now)
-            self._observe_terms(lines, brand_ids, label_ids, events, now, decoded)
-            self._emit_partials(records, decoded, brand_ids, label_ids, events)
-            self._emit_reputation(now)
         if decoded.rejected:
             self._produce_dead_letters(decoded.rejected)
-        partitions = [r.partition() for r in records]
-        topic = self.settings.input_topic  # the only topic subscribed to
-        for partition, (first, last, count) in offset_ranges(
-            partitions, [r.offset() for r in records]
-        ).items():
-            self.checkpoint.track_batch(topic, partition, first, last, count)
-        self._observe(
-            records, partitions, decoded, routed, per_label, events, now, time.perf_counter() - started
+        return BatchView(
+            records,
+            [r.partition() for r in records],
+            decoded,
+            [language for _, language in routed],
+            lines,
+            label_ids,
+            brand_ids,
+            events,
+            predictor,
+            now,
+            started,
         )
-        if scored is not None:
-            self.drift.observe(scored.label_ids, lines)
-            self.model_ops.after_batch(lines, scored.label_ids)  # may promote: from the next batch on
-
-    def _observe_terms(
-        self,
-        lines: list[str],
-        brand_ids: npt.NDArray[np.intp],
-        label_ids: npt.NDArray[np.intp],
-        events: npt.NDArray[np.float64],
-        now: float,
-        decoded: Decoded,
-    ) -> None:
-        """The words that pulled this batch's negative and positive posts their way, per brand window.
-
-        Contributions come from the scorer itself (the exact identity of ``"explain": true``). A model
-        that only fastText can score (char n-grams) has no such table: its words' pulls are read through
-        fastText's word vectors instead (:mod:`sentiment_model.fasttext_scorer`, an approximation of the
-        log-odds). With partials: the posts that may be in their window's sample (worker/partials.py);
-        else at most BRAND_TERMS_SAMPLE_POSTS posts per batch, evenly spaced.
-        """
-        legacy = self.reputation_topic is not None and self.reputation.top_terms
-        if not (legacy or (self.partials_topic is not None and self.partials.top_terms)):
-            return
-        starts = self.partials.window_starts(events)
-        ids: list[str] = decoded.column("id")
-        if self.partials_topic is not None:  # the window samples' candidates (worker/partials.py)
-            chosen = self.partials.sample(brand_ids, label_ids, starts, ids)
-        else:
-            chosen = np.flatnonzero(label_ids != _NEUTRAL)
-            limit = self.settings.brand_terms_sample_posts
-            if chosen.size > limit:
-                chosen = chosen[np.linspace(0, chosen.size - 1, limit).astype(np.intp)]
-        sample = [lines[i] for i in chosen.tolist()]
-        tokens, pulls = self.predictor.word_pulls(sample)
-        if legacy:
-            brands = [self.metrics.brand_names[i] for i in brand_ids[chosen].tolist()]
-            self.reputation.observe_terms(brands, label_ids[chosen], tokens, pulls, now)
-        if self.partials_topic is not None:
-            texts = decoded.texts()
-            self.partials.observe_terms(
-                brand_ids[chosen].tolist(),
-                label_ids[chosen].tolist(),
-                starts[chosen].tolist(),
-                tokens,
-                pulls,
-                ids=[ids[i] for i in chosen.tolist()],
-                texts=[texts[i] for i in chosen.tolist()],
-            )
-
-    def _emit_partials(
-        self,
-        records: list[Any],
-        decoded: Decoded,
-        brand_ids: npt.NDArray[np.intp],
-        label_ids: npt.NDArray[np.intp],
-        events: npt.NDArray[np.float64],
-    ) -> None:
-        """The batch's partial aggregates, produced inside the current checkpoint like its results."""
-        if self.partials_topic is None:
-            return
-        partitions = np.fromiter(
-            (records[i].partition() for i in decoded.index), np.int64, len(decoded.index)
-        )
-        self.partials.observe(brand_ids, label_ids, self.partials.window_starts(events), events, partitions)
-        for key, value, partition in self.partials.drain():
-            self.producer.produce(self.partials_topic, value, key, partition=partition)
-
-    def _declare_idle_inputs(self) -> None:
-        """Input partitions caught up and quiet for REPUTATION_IDLE_SECONDS stop holding the stage's
-        windows open (worker/partials.py); declared inside a checkpoint like every other output."""
-        if self.partials_topic is None or self.checkpoint.waiting:
-            return
-
-        def caught_up() -> dict[int, bool]:  # position None: nothing fetched since the assignment
-            ends = {
-                tp.partition: self.consumer.high_watermark(tp.topic, tp.partition)
-                for tp in self.consumer.assignment()
-            }
-            out = {}
-            for partition, high in ends.items():
-                position = self.checkpoint_position(partition)
-                out[partition] = high is not None and (position is None or position >= high)
-            return out
-
-        timeout = self.settings.reputation_idle_seconds or float(self.settings.reputation_window_seconds)
-        records = self.partials.idle(caught_up, time.monotonic(), timeout)
-        if records:
-            self.checkpoint.begin()
-        for key, value, partition in records:
-            self.producer.produce(self.partials_topic, value, key, partition=partition)
 
     # --- hot-reload ----------------------------------------------------------------------------------------
 
@@ -531,40 +440,6 @@ class Worker:
             first.detail,
         )
 
-    def _observe(
-        self,
-        records: list[Any],
-        partitions: list[int],
-        decoded: Decoded,
-        routed: list[tuple[Rejected, str]],
-        per_label: Counter[tuple[str, str]],
-        events: npt.NDArray[np.float64],
-        now: float,
-        seconds: float,
-    ) -> None:
-        """Metrics and stats of one batch, all at once (a scrape sees a batch whole or not at all, as far
-        as its counters go): per batch, never per record."""
-        m = self.metrics
-        m.count_predictions(per_label)
-        m.consumed.inc(len(records))
-        m.batch_size.observe(len(records))
-        m.batch_seconds.observe(seconds)
-        m.last_processed.set(now)
-        for reason, n in Counter(dead.reason.value for dead in decoded.rejected).items():
-            m.dead_letters.labels(reason).inc(n)
-        for language, n in Counter(language for _, language in routed).items():
-            m.unsupported_language.labels(m.language_label(language)).inc(n)
-        valid = len(decoded.documents)
-        if valid:
-            m.produced.inc(valid)
-            ages = now - events
-            m.event_to_result.observe_many(np.maximum(ages, 0.0))
-        for partition, i in last_per_partition(partitions).items():
-            self._last_timestamp[partition] = records[i].timestamp()[1] / 1000
-        self._stats["consumed"] += len(records)
-        self._stats["results"] += valid
-        self._stats["dead_letters"] += len(decoded.rejected)
-
     # --- observability -------------------------------------------------------------------------------------
 
     def _refresh_lag(self) -> None:
@@ -572,7 +447,6 @@ class Worker:
         if now - self._lag_refreshed < _LAG_REFRESH_SECONDS:
             return
         self._lag_refreshed = now
-        self.reputation.refresh_gauges(time.time())  # also when idle: windows slide on
         topic = self.settings.input_topic
         for tp in self.consumer.assignment():
             high = self.consumer.high_watermark(tp.topic, tp.partition)
@@ -581,7 +455,7 @@ class Worker:
                 continue
             lag = max(0, high - position)
             self.metrics.lag_records.labels(topic, str(tp.partition)).set(lag)
-            last = self._last_timestamp.get(tp.partition)
+            last = self.batch_metrics.last_record_time.get(tp.partition)
             behind = max(0.0, time.time() - last) if lag and last else 0.0
             self.metrics.lag_seconds.labels(topic, str(tp.partition)).set(behind)
 
@@ -593,7 +467,7 @@ class Worker:
         now = time.monotonic()
         if now - self._stats_logged < _STATS_LOG_SECONDS:
             return
-        elapsed, stats = now - self._stats_logged, self._stats
+        elapsed, stats = now - self._stats_logged, self.batch_metrics.stats
         if stats["consumed"]:
             log.info(
                 "last %.0fs: %d consumed (%.0f/s), %d results, %d dead letters, %d checkpoints",
@@ -604,7 +478,7 @@ class Worker:
                 stats["dead_letters"],
                 self.checkpoint.commits,
             )
-        self._stats.clear()
+        stats.clear()
         self._stats_logged = now
 
     # --- rebalance callbacks (run inside consume) ----------------------------------------------------------

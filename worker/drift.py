@@ -1,4 +1,7 @@
-"""Drift: the live predicted-label mix and OOV rate over a sliding window, against the model's reference."""
+"""Drift: the live predicted-label mix and OOV rate over a sliding window, against the model's reference.
+
+Pure: no metrics registry. The worker's drift observer (:mod:`worker.observers`) sets the gauges from
+what :class:`DriftMonitor` returns."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,7 +17,6 @@ import numpy.typing as npt
 
 from schemas import LABELS
 from sentiment_model.drift import as_vector, js_divergence, psi, shares
-from worker.metrics import WorkerMetrics
 
 log = logging.getLogger("worker.drift")
 
@@ -25,16 +28,34 @@ def _no_oov(lines: Sequence[str]) -> tuple[int, int]:
     return 0, 0
 
 
+@dataclass(frozen=True, slots=True)
+class DriftReference:
+    """What a model's metrics.json says its predictions looked like on val."""
+
+    label_shares: list[float] | None  # None: no reference distribution (label drift is off)
+    oov_rate: float  # NaN when unknown, never 0: "live minus reference" must not look like drift
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReading:
+    """The drift window after one batch."""
+
+    records: int
+    label_shares: list[float]  # live predicted-label shares over the window
+    oov_rate: float | None  # None until a token was counted
+    jsd: float | None  # None without a reference or below ``min_records``
+    psi: float | None
+
+
 class DriftMonitor:
     """Keeps the last ``window`` predictions (per batch, so the cost is per batch, not per record) and
-    exports the distance of their label mix from the reference, and the live vs reference OOV rate.
+    measures the distance of their label mix from the reference, and the live OOV rate.
 
     OOV is measured on every ``oov_sample``-th text: it is a rate, and the full count would cost as much
     as a second tokenisation of every post.
     """
 
-    def __init__(self, metrics: WorkerMetrics, window: int, min_records: int, oov_sample: int) -> None:
-        self.metrics = metrics
+    def __init__(self, window: int, min_records: int, oov_sample: int) -> None:
         self.window = window
         self.min_records = min_records
         self.oov_sample = oov_sample
@@ -44,7 +65,7 @@ class DriftMonitor:
         self._reference: list[float] | None = None
         self._oov_counts: OovCounter = _no_oov
 
-    def set_model(self, reference: dict[str, Any] | None, oov_counts: OovCounter) -> None:
+    def set_model(self, reference: dict[str, Any] | None, oov_counts: OovCounter) -> DriftReference:
         """A (new) model: its reference from metrics.json and its OOV count
         (:meth:`sentiment_model.Predictor.oov_counts`). The window restarts."""
         self._batches.clear()
@@ -53,18 +74,13 @@ class DriftMonitor:
         self._oov_counts = oov_counts
         distribution = (reference or {}).get("val_prediction_distribution")
         self._reference = as_vector(distribution) if isinstance(distribution, dict) else None
-        self.metrics.reference_label_share.clear()
         if self._reference is None:
             log.warning("the model has no reference label distribution (metrics.json): label drift is off")
-        else:
-            for label, share in zip(LABELS, self._reference, strict=True):
-                self.metrics.reference_label_share.labels(label).set(share)
         oov = (reference or {}).get("oov_token_rate")
-        # NaN, not 0, when unknown: "live minus reference" must not look like drift (alert OovRateHigh).
-        self.metrics.reference_oov_rate.set(float(oov) if isinstance(oov, int | float) else math.nan)
+        return DriftReference(self._reference, float(oov) if isinstance(oov, int | float) else math.nan)
 
-    def observe(self, label_ids: npt.NDArray[np.intp], normalized: list[str]) -> None:
-        """Add one batch's predictions and update the gauges."""
+    def observe(self, label_ids: npt.NDArray[np.intp], normalized: list[str]) -> DriftReading:
+        """Add one batch's predictions; the window as it is now."""
         counts = np.bincount(label_ids, minlength=len(LABELS)).astype(np.int64)
         oov, tokens = self._oov_counts(normalized[:: self.oov_sample])
         self._batches.append((counts, oov, tokens))
@@ -77,17 +93,13 @@ class DriftMonitor:
             self._counts -= old
             self._oov -= old_oov
             self._tokens -= old_tokens
-        self._export()
-
-    def _export(self) -> None:
-        m = self.metrics
         total = int(self._counts.sum())
-        m.drift_window.set(total)
         live = shares(self._counts.tolist())
-        for label, share in zip(LABELS, live, strict=True):
-            m.live_label_share.labels(label).set(share)
-        if self._tokens:
-            m.oov_rate.set(self._oov / self._tokens)
-        if self._reference is not None and total >= self.min_records:
-            m.drift_jsd.set(js_divergence(live, self._reference))
-            m.drift_psi.set(psi(self._reference, live))
+        reference = self._reference if total >= self.min_records else None
+        return DriftReading(
+            total,
+            live,
+            self._oov / self._tokens if self._tokens else None,
+            js_divergence(live, reference) if reference is not None else None,
+            psi(reference, live) if reference is not None else None,
+        )

@@ -165,67 +165,6 @@ class WorkerMetrics:
             "Predictions in the drift window (gauges are noisy when low)",
             registry=r,
         )
-        # Per-brand reputation over sliding windows (this worker's share of the traffic).
-        self.brand_posts = Gauge(
-            "sentiment_brand_window_posts",
-            "Posts scored in the last `window` seconds by this worker, by brand and sentiment",
-            ["brand", "window", "sentiment"],
-            registry=r,
-        )
-        self.brand_net = Gauge(
-            "sentiment_brand_net_sentiment",
-            "(positive - negative) / total over the last `window` seconds on this worker, by brand",
-            ["brand", "window"],
-            registry=r,
-        )
-        self.reputation_records = Counter(
-            "sentiment_reputation_records", "Windowed per-brand aggregates produced", registry=r
-        )
-        # Crisis detection: each brand's last closed reputation window against its own learned baseline
-        # (worker/reputation.py). Set for every configured brand and `other` from the start: the deviations
-        # are 0 (z) and 1 (ratio) until the baseline has learned its warm-up windows.
-        self.brand_negative_share = Gauge(
-            "sentiment_brand_negative_share",
-            "Negative share of the brand's last closed reputation window on this worker",
-            ["brand"],
-            registry=r,
-        )
-        self.brand_negative_share_baseline = Gauge(
-            "sentiment_brand_negative_share_baseline",
-            "The brand's usual negative share: exponentially weighted mean over past windows",
-            ["brand"],
-            registry=r,
-        )
-        self.brand_negative_share_zscore = Gauge(
-            "sentiment_brand_negative_share_zscore",
-            "Last window's negative share minus the baseline, in standard deviations (0 while warming up)",
-            ["brand"],
-            registry=r,
-        )
-        self.brand_negative_volume_baseline = Gauge(
-            "sentiment_brand_negative_volume_baseline",
-            "The brand's usual negative posts per window on this worker (exponentially weighted mean)",
-            ["brand"],
-            registry=r,
-        )
-        self.brand_negative_volume_ratio = Gauge(
-            "sentiment_brand_negative_volume_ratio",
-            "Negative posts in the last window / the usual number (1 while warming up)",
-            ["brand"],
-            registry=r,
-        )
-        self.brand_last_window_posts = Gauge(
-            "sentiment_brand_last_window_posts",
-            "Posts in the brand's last closed reputation window on this worker, by sentiment",
-            ["brand", "sentiment"],
-            registry=r,
-        )
-        self.brand_baseline_windows = Gauge(
-            "sentiment_brand_baseline_windows",
-            "Windows the brand's baseline has learned (deviations move once this reaches the warm-up)",
-            ["brand"],
-            registry=r,
-        )
         for reason in DeadLetterReason:
             self.dead_letters.labels(reason.value)
         #: Every brand label this worker exports: the configured brands, then ``other``; a post's brand
@@ -237,19 +176,6 @@ class WorkerMetrics:
         self._prediction_children = [
             [self.predictions.labels(label, brand) for label in LABELS] for brand in self.brand_names
         ]
-
-        for brand in self.brand_names:
-            for gauge in (
-                self.brand_negative_share,
-                self.brand_negative_share_baseline,
-                self.brand_negative_share_zscore,
-                self.brand_negative_volume_baseline,
-                self.brand_baseline_windows,
-            ):
-                gauge.labels(brand).set(0)
-            self.brand_negative_volume_ratio.labels(brand).set(1)
-            for label in LABELS:
-                self.brand_last_window_posts.labels(brand, label).set(0)
 
     def brand_indices(self, brands: Sequence[str | None]) -> npt.NDArray[np.intp]:
         """Index into :attr:`brand_names` of each post's brand (a bounded cache of raw brand strings)."""

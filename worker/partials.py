@@ -26,6 +26,7 @@ A post's window is ``floor(event_time / REPUTATION_WINDOW_SECONDS)``, its event 
 
 from __future__ import annotations
 
+import heapq
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -193,19 +194,18 @@ class Partials:
             sign = 1.0 if label == _NEGATIVE else -1.0
             name = self.brand_names[brand]
             terms: dict[str, list[float]] = {}
-            signed = sign * pulls
-            for j in np.flatnonzero(signed > MIN_PULL).tolist():  # the side's pulls only: half the loop
-                token, pull = tokens[j], float(signed[j])
-                if is_term(token) and token != name:
-                    entry = terms.get(token)
-                    if entry is None:
-                        terms[token] = [pull, 1.0]
-                    else:
-                        entry[0] += pull
-                        entry[1] += 1.0
+            for token, pull in zip(tokens, (sign * pulls).tolist(), strict=True):
+                if pull <= MIN_PULL:  # the side's pulls only: about half the tokens go here
+                    continue
+                entry = terms.get(token)
+                if entry is not None:
+                    entry[0] += pull
+                    entry[1] += 1.0
+                elif token != name and is_term(token):
+                    terms[token] = [pull, 1.0]
             post_id = ids[n] if ids is not None else " ".join(tokens)
             text = texts[n] if texts is not None else " ".join(tokens)
-            ranked = sorted(terms.items(), key=lambda item: (-item[1][0], item[0]))[:POST_TERMS]
+            ranked = heapq.nsmallest(POST_TERMS, terms.items(), key=lambda item: (-item[1][0], item[0]))
             post = {
                 "rank": sample_rank(post_id),
                 "id": post_id,

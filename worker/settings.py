@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -89,11 +89,6 @@ class WorkerSettings(ModelSettings):
         description="comma-separated languages the model scores (primary tags); a post whose `lang` "
         "is another one goes to the dead-letter topic (reason unsupported_language); untagged: scored",
     )
-    reputation_topic: str | None = Field(
-        None,
-        description="legacy per-worker processing-time window aggregates (off unless set; the reputation "
-        "stage now publishes `reputation`)",
-    )
     reputation_partials_topic: str | None = Field(
         None,
         description="per-batch partial aggregates for the reputation stage; default: `reputation.partials` "
@@ -109,23 +104,6 @@ class WorkerSettings(ModelSettings):
         "is declared idle to the stage: it stops holding windows open until it has posts again "
         "(default: one window)",
     )
-    reputation_gauge_windows: str = Field(
-        "300,3600", description="sliding windows (seconds) of the per-brand net-sentiment gauges"
-    )
-    # Crisis detection per brand (worker/reputation.py documents the math; alerts.yml holds the thresholds).
-    brand_baseline_half_life_windows: float = Field(
-        30.0, gt=0, description="half-life, in reputation windows, of each brand's learned baseline"
-    )
-    brand_baseline_warmup_windows: int = Field(
-        10, ge=1, description="windows a brand's baseline learns before its deviation gauges move"
-    )
-    brand_share_std_floor: float = Field(
-        0.02,
-        ge=0,
-        le=1,
-        description="smallest standard deviation of a brand's negative share: a very steady brand does "
-        "not page on a one-point wobble",
-    )
     brand_top_terms: int = Field(
         10, ge=0, le=10, description="terms pulling negative / positive per brand window (0: off)"
     )
@@ -134,21 +112,13 @@ class WorkerSettings(ModelSettings):
         ge=1,
         description="negative and positive posts per brand window whose words feed its terms and "
         "examples: those with the smallest hash of their id, the same whatever the batching (the same "
-        "for every worker; the former per-worker aggregates take this many per batch)",
+        "for every worker)",
     )
 
     @field_validator("brands")
     @classmethod
     def _tidy_brands(cls, value: str) -> str:
         return ",".join(b.strip().lower() for b in value.split(",") if b.strip())
-
-    @field_validator("reputation_gauge_windows")
-    @classmethod
-    def _check_windows(cls, value: str) -> str:
-        windows = [w.strip() for w in value.split(",") if w.strip()]
-        if not all(w.isdigit() and int(w) > 0 for w in windows):
-            raise ValueError(f"expected comma-separated positive seconds, e.g. 300,3600; got {value!r}")
-        return ",".join(windows)
 
     @field_validator("model_languages")
     @classmethod
@@ -167,22 +137,6 @@ class WorkerSettings(ModelSettings):
     def brand_list(self) -> list[str]:
         """Configured brands, lower-cased."""
         return [b for b in self.brands.split(",") if b]
-
-    @property
-    def gauge_windows(self) -> list[int]:
-        """Sliding windows of the per-brand gauges, in seconds."""
-        return [int(w) for w in self.reputation_gauge_windows.split(",") if w.strip()]
-
-    @property
-    def brand_detector_options(self) -> dict[str, Any]:
-        """The crisis detector's and term tally's settings, as :class:`worker.reputation.Reputation`
-        takes them."""
-        return {
-            "half_life_windows": self.brand_baseline_half_life_windows,
-            "warmup_windows": self.brand_baseline_warmup_windows,
-            "std_floor": self.brand_share_std_floor,
-            "top_terms": self.brand_top_terms,
-        }
 
     @property
     def exactly_once(self) -> bool:

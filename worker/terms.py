@@ -39,12 +39,6 @@ _TERM_CACHE: dict[str, bool] = {}
 _TERM_CACHE_LIMIT = 200_000
 
 
-def net_sentiment(counts: list[int]) -> float:
-    """(positive - negative) / total, 0 without posts."""
-    total = sum(counts)
-    return (counts[2] - counts[0]) / total if total else 0.0
-
-
 def is_term(token: str) -> bool:
     """Whether a normalised token may explain a mood (see the module docstring for what is left out)."""
     known = _TERM_CACHE.get(token)

@@ -104,12 +104,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the workers' reputation window (REPUTATION_WINDOW_SECONDS; default 5, production 60)",
     )
     parser.add_argument(
-        "--warmup-windows",
-        type=int,
-        default=int(os.environ.get("DEMO_WARMUP_WINDOWS", "6")),
-        help="windows each brand's baseline learns before it can alert (default 6)",
-    )
-    parser.add_argument(
         "--warmup-posts",
         type=int,
         default=int(os.environ.get("DEMO_WARMUP_POSTS", "200")),
@@ -142,7 +136,6 @@ def _run(argv: list[str] | None) -> int:
     settings = WorkerSettings(
         brands=os.environ.get("BRANDS") or ",".join(DEFAULT_MOODS),
         reputation_window_seconds=args.window_seconds,
-        brand_baseline_warmup_windows=args.warmup_windows,
     )
     stop = _install_stop_handler()
     with ExitStack() as stack:
@@ -189,7 +182,6 @@ def _start_services(
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "BRANDS": settings.brands,
         "REPUTATION_WINDOW_SECONDS": str(settings.reputation_window_seconds),
-        "BRAND_BASELINE_WARMUP_WINDOWS": str(settings.brand_baseline_warmup_windows),
     }
     workers = []
     for i in range(count):
@@ -199,7 +191,14 @@ def _start_services(
         stack.callback(worker.stop, settings.shutdown_timeout_seconds + 5)
         workers.append(worker)
     api_port = port_or_free(7860)
-    api_env = {**common, "API_HOST": "127.0.0.1", "API_PORT": str(api_port), "ACCESS_LOG": "false"}
+    api_env = {
+        **common,
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(api_port),
+        "ACCESS_LOG": "false",
+        "REPUTATION_TOPIC": STAGE_TOPICS[2],  # the brand page follows the stage's judgements
+        "BRAND_PAGE_REFRESH_SECONDS": "2",
+    }
     api = Child("api", "api", api_env, logs / "api.log", api_port).start()
     stack.callback(api.stop, 10)
     for worker in workers:
@@ -207,6 +206,7 @@ def _start_services(
         worker.wait_for_log("assigned partitions", 60)  # in the group: the first posts wait for no one
     api.wait_ready(f"http://127.0.0.1:{api_port}/ready", 90)
     log.info("%d worker(s) and the API are up; logs in %s", count, logs)
+    log.info("brand page: http://127.0.0.1:%d/ (open it in a browser)", api_port)
     return workers, api, api_port
 
 
@@ -447,7 +447,8 @@ class Demo:
         footer = [
             self.api_line,
             f"consumer lag: {lag if lag is not None else '-'} records",
-            f"API docs http://127.0.0.1:{self.api_port}/docs   worker metrics {workers}",
+            f"brand page http://127.0.0.1:{self.api_port}/   API docs http://127.0.0.1:{self.api_port}/docs",
+            f"worker metrics {workers}",
         ]
         text = self.board.render(header, footer)
         if self.tty and not final:

@@ -77,7 +77,7 @@ class BrandDeviation:
 
 @dataclass
 class WindowTerms:
-    """The newest closed window of one brand, summed over the workers' records."""
+    """The terms of one brand's newest closed window, as the stage published it."""
 
     window_start: str = ""
     negative: dict[str, float] = field(default_factory=dict)  # term -> summed pull
@@ -109,19 +109,21 @@ class Board:
     alerts_seen: dict[str, set[str]] = field(default_factory=dict)  # brand -> conditions met at some point
 
     def add_window(self, record: dict[str, object]) -> None:
-        """One record of the reputation topic: keep the newest window's terms per brand."""
+        """One record of the reputation topic (the stage's judgement of one brand window): keep the
+        newest window's terms per brand."""
         brand, start = str(record["brand"]), str(record["window_start"])
         current = self.terms.get(brand)
-        if current is None or start > current.window_start:
-            current = self.terms[brand] = WindowTerms(start)
-        elif start < current.window_start:
+        if current is not None and start < current.window_start:
             return  # an older window arriving late
-        for side, key in ((current.negative, "top_negative_terms"), (current.positive, "top_positive_terms")):
-            for entry in record.get(key) or []:  # type: ignore[attr-defined]
-                side[str(entry["term"])] = side.get(str(entry["term"]), 0.0) + float(entry["pull"])
+
+        def side(key: str) -> dict[str, float]:
+            entries = record.get(key) or []
+            return {str(e["term"]): float(e["pull"]) for e in entries}  # type: ignore[attr-defined]
+
+        self.terms[brand] = WindowTerms(start, side("top_negative_terms"), side("top_positive_terms"))
 
     def set_deviations(self, deviations: dict[str, BrandDeviation]) -> None:
-        """The crisis gauges of the latest scrape of the workers."""
+        """The crisis gauges of the latest scrape of the stage."""
         self.deviations = deviations
         for brand, deviation in deviations.items():
             if deviation.drop or deviation.spike:

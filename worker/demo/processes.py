@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker.ports import free_port
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -30,14 +32,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 def port_or_free(preferred: int) -> int:
     """``preferred`` when it is free on 127.0.0.1, else any free port."""
-    for port in (preferred, 0):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise OSError("no free TCP port on 127.0.0.1")
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+        return preferred
 
 
 def http_status(url: str) -> int | None:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from worker.ports import free_port
 
 LAUNCHER = Path(
     os.environ.get("BROKER_LAUNCHER") or Path(__file__).resolve().parents[3] / "shared" / "kafka" / "kafka"
@@ -114,25 +114,11 @@ def apache_kafka_missing() -> str | None:
     return None
 
 
-def _free_port_pair() -> int:
-    """A port P on 127.0.0.1 with P and P + 1 (the broker's controller) both free right now."""
-    for _ in range(100):
-        port = random.randrange(20_000, 60_000)
-        try:
-            for candidate in (port, port + 1):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
-
-
 @contextlib.contextmanager
 def apache_kafka() -> Iterator[ApacheKafka]:
     """A fresh Apache Kafka broker of this test's own, stopped and wiped afterwards."""
     with tempfile.TemporaryDirectory(prefix="kafka-") as folder:
-        broker = ApacheKafka(_free_port_pair(), Path(folder))
+        broker = ApacheKafka(free_port(adjacent=2), Path(folder))
         try:
             yield broker.start()
         finally:

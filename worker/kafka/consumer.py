@@ -50,9 +50,13 @@ _STEP_SECONDS = 1.0
 class Consumer:
     """A group member that never commits on its own: offsets move only through :meth:`commit`."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, group_member: bool = True) -> None:
+        """``group_member=False``: a reader that only assigns (:meth:`assign_from_start`). librdkafka
+        still looks its ``group.id`` up (the Python client requires one), so a missing group ACL is
+        reported, but such a reader never uses the group: that error is not a refusal for it."""
         self._commit_failure: KafkaLayerError | None = None
-        self._watch = ErrorWatch(config)
+        self._unused = frozenset() if group_member else frozenset({KafkaError.GROUP_AUTHORIZATION_FAILED})
+        self._watch = ErrorWatch(config, ignored=self._unused)
         self._group = str(config.get("group.id", ""))
         self._subscribed = False
         try:
@@ -140,7 +144,7 @@ class Consumer:
         subscribed, :meth:`consume` serves them (polling here would drop records)."""
         while not self._subscribed and (event := self._consumer.poll(0)) is not None:
             error = event.error()
-            if error is None:
+            if error is None or error.code() in self._unused:
                 continue
             refused = refusal(
                 error, self._watch.who, operation="Read", topic=event.topic(), group=self._group
@@ -169,6 +173,33 @@ class Consumer:
         except KafkaException as exc:
             raise ConsumerFailedError(f"cannot subscribe to {topics}: {exc.args[0].str()}") from exc
 
+    def assign_from_start(self, topic: str, partitions: Sequence[int]) -> None:
+        """Read ``partitions`` of ``topic`` from their first offset, outside any group (no join, no
+        commits): for a reader that follows a whole compacted topic. Adds to the current assignment."""
+        self._subscribed = True  # records flow now: start-up checks must no longer poll them away
+        try:
+            self._consumer.incremental_assign(
+                [TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in partitions]
+            )
+        except KafkaException as exc:
+            where = f"{topic} {list(partitions)}"
+            raise ConsumerFailedError(f"cannot assign {where}: {exc.args[0].str()}") from exc
+
+    def end_offsets(self, topic: str, partitions: Sequence[int], timeout: float) -> dict[int, int]:
+        """Each partition's end offset as the broker says now (BrokerUnreachableError if it does not)."""
+        ends: dict[int, int] = {}
+        for partition in partitions:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=timeout, cached=False
+                )
+            except KafkaException as exc:
+                raise BrokerUnreachableError(
+                    f"no end offset of {topic}/{partition} within {timeout:.0f}s ({exc.args[0].str()})"
+                ) from exc
+            ends[partition] = int(high)
+        return ends
+
     def consume(self, max_records: int, timeout: float) -> list[Message]:
         """Up to ``max_records`` records, as soon as there are any; transport errors are logged (librdkafka
         retries them), a fatal one raises :class:`ConsumerFailedError`.
@@ -193,6 +224,8 @@ class Consumer:
             error = record.error()
             if error is None:
                 good.append(record)
+                continue
+            if error.code() in self._unused:
                 continue
             refused = refusal(
                 error, self._watch.who, operation="Read", topic=record.topic(), group=self._group

@@ -121,14 +121,17 @@ class ErrorWatch:
     HANDSHAKES_REFUSED = 3
     _LOG_EVERY_SECONDS = 30.0
 
-    def __init__(self, config: Mapping[str, object]) -> None:
+    def __init__(self, config: Mapping[str, object], ignored: frozenset[int] = frozenset()) -> None:
         self.who = Identity.of(config)
+        self.ignored = ignored  # error codes that mean nothing to this client
         self.refused: KafkaRefusedError | None = None
         self._handshakes_failed = 0
         self._last_handshake = ""
         self._logged: dict[int, float] = {}
 
     def __call__(self, error: KafkaError) -> None:
+        if error.code() in self.ignored:
+            return
         refused = refusal(error, self.who)
         if refused is not None:
             self.refused = self.refused or refused

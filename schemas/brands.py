@@ -1,0 +1,95 @@
+"""HTTP bodies of the API's brand endpoints (``GET /brands``, ``GET /brands/{brand}``).
+
+The figures are the reputation stage's, as it publishes them on the compacted ``reputation`` topic (one
+record per brand and closed event-time window, built in ``reputation/state.py``); the API only keeps the
+latest windows of each brand and answers from them.
+"""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.reputation import ExamplePost, TermPull
+
+
+class WindowFigures(BaseModel):
+    """One brand's closed event-time window, judged against the brand's baseline by the stage."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    window_start: datetime
+    window_end: datetime
+    window_seconds: int = Field(ge=1)
+    negative: int = Field(ge=0)
+    neutral: int = Field(ge=0)
+    positive: int = Field(ge=0)
+    total: int = Field(ge=0)
+    net_sentiment: float = Field(description="(positive - negative) / total")
+    negative_share: float = Field(description="negative / total")
+    baseline_share: float = Field(description="the brand's usual negative share, learned from past windows")
+    zscore: float = Field(description="how unusual the negative share is against the baseline (alerts >= 3)")
+    volume_ratio: float = Field(description="negatives against the brand's usual negatives per window")
+    warm: bool = Field(description="the baseline has learned enough posts to judge (never alerts before)")
+    alert: bool = Field(description="the stage judged this window a crisis")
+
+
+class BrandLatest(WindowFigures):
+    """``GET /brands`` item: a brand's latest window and what its posts complained about and praised."""
+
+    brand: str
+    top_negative_terms: list[TermPull] = Field(default_factory=list, description="strongest first")
+    top_positive_terms: list[TermPull] = Field(default_factory=list, description="strongest first")
+
+
+class BrandList(BaseModel):
+    """``GET /brands``: every brand the API has seen on the reputation topic, by name."""
+
+    brands: list[BrandLatest]
+
+
+class BrandWindow(BrandLatest):
+    """A window as the stage publishes it (also the form the API keeps): figures, terms and examples.
+
+    ``negative_examples`` / ``positive_examples``: a few of the window's posts with their telling words,
+    when the stage publishes them (empty otherwise)."""
+
+    dispersion: float = 1.0
+    baseline_volume: float = 0.0
+    negative_examples: list[ExamplePost] = Field(default_factory=list)
+    positive_examples: list[ExamplePost] = Field(default_factory=list)
+
+
+class BrandDetail(BaseModel):
+    """``GET /brands/{brand}``: the brand's recent windows, what people complain about and praise in the
+    latest ones, and example posts with their telling words."""
+
+    brand: str
+    alert: bool = Field(description="the latest window alerts")
+    latest: WindowFigures
+    windows: list[WindowFigures] = Field(description="the recent windows kept, oldest first")
+    top_negative_terms: list[TermPull] = Field(
+        description="complaints: terms pulling posts negative over the latest windows, strongest first"
+    )
+    top_positive_terms: list[TermPull] = Field(
+        description="praise: terms pulling posts positive over the latest windows, strongest first"
+    )
+    negative_examples: list[ExamplePost] = Field(description="negative posts of the latest windows")
+    positive_examples: list[ExamplePost] = Field(description="positive posts of the latest windows")
+
+
+FollowerStatus = Literal[
+    "not_configured", "connecting", "loading", "unreachable", "topic_missing", "refused", "failed"
+]
+
+
+class BrandsUnavailable(BaseModel):
+    """A 503 of the brand endpoints: the API cannot (yet) tell what the reputation topic says."""
+
+    status: FollowerStatus = Field(
+        description="not_configured (no KAFKA_BOOTSTRAP_SERVERS), connecting, loading (reading the topic "
+        "up to its end), unreachable (no broker answers), topic_missing, refused (login, ACL or TLS), "
+        "failed (any other Kafka error)"
+    )
+    detail: str = Field(description="what is wrong, for a person")
+    topic: str = Field(description="the reputation topic the API follows")
