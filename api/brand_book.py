@@ -18,8 +18,8 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from schemas.brands import BrandDetail, BrandLatest, BrandList, BrandWindow, ExamplePost, WindowFigures
-from schemas.reputation import TermPull
+from schemas.brands import BrandDetail, BrandLatest, BrandList, BrandWindow, WindowFigures
+from schemas.reputation import ExamplePost, TermPull
 
 log = logging.getLogger(__name__)
 

@@ -85,14 +85,16 @@ def high(bootstrap: str, topic: str) -> int:
 
 
 def synthetic_partials(n: int, window: int) -> list[tuple[bytes, bytes]]:
-    """``n`` partial records as workers write them (4 brands, 20-post partials, windows advancing), with a
-    progress record after every 10: what a busy group of workers sends, produced by key."""
+    """``n`` partial records as workers write them (4 brands, 20-post partials with one sampled post,
+    windows advancing), with a progress record after every 10: what a busy group of workers sends,
+    produced by key."""
     out: list[tuple[bytes, bytes]] = []
     brands = ["acme", "globex", "initech", "umbrella"]
     for i in range(n):
         start = T0 + (i // 400) * window
         doc = {"type": "partial", "brand": brands[i % 4], "window_start": start, "window_seconds": window,
-               "counts": [6, 8, 6], "negative_terms": [["outage", 1.5, 2]], "positive_terms": []}  # fmt: skip
+               "counts": [6, 8, 6], "negative_sample": [{"rank": i, "id": f"p{i}", "text": "app down again",
+               "terms": [["down", 1.5, 1], ["app", 0.5, 1]]}]}  # fmt: skip
         out.append((brands[i % 4].encode(), orjson.dumps(doc)))
         if i % 10 == 9:
             progress = {"type": "progress", "source": "mentions/0", "event_time": float(start), "sources": 1}
@@ -210,11 +212,15 @@ def main() -> int:
         "--stage-partials", type=int, default=200_000, help="synthetic partials for the stage"
     )
     parser.add_argument("--only-latency", action="store_true")
+    parser.add_argument("--only-stage", action="store_true", help="only the stage over synthetic partials")
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         parser.error("set KAFKA_BOOTSTRAP_SERVERS (an Apache Kafka broker: the stage uses transactions)")
     data_dir = Path(os.environ.get("TWEETEVAL_DIR", REPO.parent / "shared/data/tweeteval-sentiment"))
+    if args.only_stage:
+        report_stage(bootstrap, args.stage_partials, args.window)
+        return 0
     model = args.model_path
     if model is None:
         from tests.conftest import train_small_model
@@ -265,17 +271,34 @@ def main() -> int:
     )
     n_partials = high(bootstrap, partials)
     print(f"{n_partials:,} partial and progress records for {args.posts:,} posts (batches of 2,000)")
-    synthetic = f"bench-partials-{uuid.uuid4().hex[:8]}"
-    create_topics(bootstrap, synthetic)
-    records = synthetic_partials(args.stage_partials, args.window)
-    produce(bootstrap, synthetic, records, {"compression.type": "lz4", "linger.ms": 50})
-    rate, log = stage_phase(bootstrap, synthetic, len(records), args.window)
-    print(
-        f"stage: {len(records):,} records ({args.stage_partials:,} partials of 20 posts): {rate:,.0f} "
-        f"records/s, {rate * args.stage_partials / len(records) * 20:,.0f} posts/s; log {log}"
-    )
+    report_stage(bootstrap, args.stage_partials, args.window)
     report_latency(bootstrap, model, data_dir, args.latency_rate)
     return 0
+
+
+def report_stage(bootstrap: str, n_partials: int, window: int) -> None:
+    synthetic = f"bench-partials-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, synthetic)
+    records = synthetic_partials(n_partials, window)
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "compression.type": "lz4", "linger.ms": 50})
+    for key, value in records:  # progress to every partition, as the workers send it
+        for partition in range(4) if key == b"\x00progress" else (None,):
+            while True:
+                try:
+                    if partition is None:
+                        producer.produce(synthetic, value, key)
+                    else:
+                        producer.produce(synthetic, value, key, partition=partition)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+    assert producer.flush(120) == 0
+    records += [r for r in records if r[0] == b"\x00progress"] * 3  # counted as the stage reads them
+    rate, log = stage_phase(bootstrap, synthetic, len(records), window)
+    print(
+        f"stage: {len(records):,} records ({n_partials:,} partials of 20 posts): {rate:,.0f} "
+        f"records/s, {rate * n_partials / len(records) * 20:,.0f} posts/s; log {log}"
+    )
 
 
 def report_latency(bootstrap: str, model: Path, data_dir: Path, rate: int) -> None:

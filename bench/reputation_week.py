@@ -20,6 +20,7 @@ outside the shift (per brand-week).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -59,8 +60,10 @@ def week(brand: str, rng: np.random.Generator, window_hours: float) -> list[tupl
     return out
 
 
-def detector(window_hours: float) -> Callable[[int, int], bool]:
-    baseline, options = Baseline(), DetectorOptions(half_life_windows=24 / window_hours)
+def detector(window_hours: float, evidence: float = 5.0) -> Callable[[int, int], bool]:
+    """The stage's detector at its defaults (``evidence``: REPUTATION_ALERT_EVIDENCE, 0 = z alone)."""
+    baseline = Baseline()
+    options = DetectorOptions(half_life_windows=24 / window_hours, alert_evidence=evidence)
     return lambda k, n: judge(baseline, k, n, options).alert
 
 
@@ -96,12 +99,14 @@ def main() -> int:
     parser.add_argument("--window-hours", type=float, default=1.0)
     args = parser.parse_args()
     print(f"{args.weeks} synthetic weeks, {args.window_hours:g} h windows")
-    print("| brand | shift paged within 2 windows | false pages / brand-week | windows flagged |")
-    print("| --- | --- | --- | --- |")
-    for brand, counts in score(args.weeks, args.window_hours, detector).items():
-        detected = f"{counts['detected'] / args.weeks:.0%}" if brand == "shift" else "-"
-        pages, flagged = counts["pages"] / args.weeks, counts["flagged"] / args.weeks
-        print(f"| {brand} | {detected} | {pages:.2f} | {flagged:.2f} |")
+    print("| detector | brand | shift paged within 2 windows | false pages / brand-week | windows flagged |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, evidence in (("z and evidence (defaults)", 5.0), ("z alone (EVIDENCE=0)", 0.0)):
+        tally = score(args.weeks, args.window_hours, functools.partial(detector, evidence=evidence))
+        for brand, counts in tally.items():
+            detected = f"{counts['detected'] / args.weeks:.0%}" if brand == "shift" else "-"
+            pages, flagged = counts["pages"] / args.weeks, counts["flagged"] / args.weeks
+            print(f"| {name} | {brand} | {detected} | {pages:.2f} | {flagged:.2f} |")
     return 0
 
 

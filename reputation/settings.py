@@ -41,6 +41,12 @@ class StageSettings(BaseSettings):
     )
     reputation_alert_zscore: float = Field(3.0, gt=0, description="z-score of the negative share that alerts")
     reputation_alert_min_posts: int = Field(30, ge=1, description="fewest posts in a window that can alert")
+    reputation_alert_evidence: float = Field(
+        5.0,
+        ge=0,
+        description="sum of (z - 1) over consecutive windows with z >= 1 that alerts: a sustained shift "
+        "(0: off)",
+    )
     brand_top_terms: int = Field(10, ge=0, le=10, description="top terms per side in each window record")
     client_id: str = Field(
         default_factory=lambda: f"reputation-stage-{socket.gethostname()}-{os.getpid()}",
@@ -80,6 +86,7 @@ class StageSettings(BaseSettings):
             warmup_posts=self.reputation_warmup_posts,
             alert_zscore=self.reputation_alert_zscore,
             alert_min_posts=self.reputation_alert_min_posts,
+            alert_evidence=self.reputation_alert_evidence,
         )
 
     def kafka_properties(self) -> dict[str, str]:

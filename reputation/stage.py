@@ -283,7 +283,7 @@ class Stage:
                             raise ConsumerFailedError(f"restoring {topic}: {error.str()}")
                         continue
                     key, value, where = message.key(), message.value(), message.partition()
-                    if key is not None and value is not None and where is not None:
+                    if key is not None and where is not None:  # a None value: a tombstone
                         self.state.restore(where, key, value)
                         restored += 1
         finally:

@@ -10,17 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.reputation import TermPull
-
-
-class ExamplePost(BaseModel):
-    """A post of the window and the words that made it negative (or positive)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str
-    text: str
-    terms: list[str] = Field(default_factory=list, description="its telling words, normalised (lower-case)")
+from schemas.reputation import ExamplePost, TermPull
 
 
 class WindowFigures(BaseModel):

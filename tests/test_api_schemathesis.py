@@ -38,7 +38,14 @@ def reputation_topic(kafka: str) -> str:
     state = StageState(60, 0.0, DetectorOptions())
     for start in (0, 60, 120):
         partial = {"type": "partial", "brand": "acme", "window_start": start, "window_seconds": 60}
-        terms = {"negative_terms": [["slow", 1.5, 2]], "positive_terms": [["love", 2.0, 3]]}
+        terms = {
+            "negative_sample": [
+                {"rank": 1, "id": f"n{start}", "text": "so slow", "terms": [["slow", 1.5, 2]]}
+            ],
+            "positive_sample": [
+                {"rank": 2, "id": f"p{start}", "text": "love it", "terms": [["love", 2.0, 3]]}
+            ],
+        }
         state.apply(0, orjson.dumps({**partial, "counts": [3, 4, 5], **terms}))
     progress = {"type": "progress", "source": "mentions/0", "event_time": 600, "sources": 1}
     state.apply(0, orjson.dumps(progress))

@@ -44,8 +44,8 @@ WORDS = {
     "initech": (["printer", "jam"], ["cheap", "reliable"]),
 }
 CRISIS_WORDS = ["battery", "exploded", "refund"]
-#: What the stage's examples look like (branch stagefix adds them to its records): added to acme's
-#: latest record by hand until the stage publishes them.
+#: Examples as the stage publishes them, written over acme's latest record by hand (texts as a user
+#: would write them; the stage's own, from the partials' sampled posts, are checked for globex).
 EXAMPLES = {
     "negative_examples": [
         {
@@ -63,6 +63,14 @@ EXAMPLES = {
         {"id": "p1", "text": "still love the acme camera though", "terms": ["love", "camera"]}
     ],
 }
+
+
+def sampled(brand: str, window: int, terms: list[list[Any]]) -> list[dict[str, Any]]:
+    """One sampled post per term (the stage sums a window's terms over its sampled posts)."""
+    return [
+        {"rank": j, "id": f"{brand}-{window}-{term}", "text": str(term), "terms": [[term, pull, count]]}
+        for j, (term, pull, count) in enumerate(terms)
+    ]
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,10 @@ def partials() -> list[tuple[bytes, bytes]]:
                 "window_start": T0 + i * WINDOW,
                 "window_seconds": WINDOW,
                 "counts": counts,
-                "negative_terms": negative_terms,
-                "positive_terms": [[w, 3.0 - j, counts[2] // 2 + 1] for j, w in enumerate(praise)],
+                "negative_sample": sampled(brand, i, negative_terms),
+                "positive_sample": sampled(
+                    brand, i, [[w, 3.0 - j, counts[2] // 2 + 1] for j, w in enumerate(praise)]
+                ),
             }
             out.append((brand.encode(), orjson.dumps(partial)))
     return out
@@ -250,7 +260,8 @@ def test_brand_endpoints_answer_from_the_stage_records(stage_output: StageOutput
         assert acme["negative_examples"] == EXAMPLES["negative_examples"][:1]  # BRAND_PAGE_EXAMPLES=1
         assert acme["positive_examples"] == EXAMPLES["positive_examples"]
         globex = client.get("/brands/globex").json()
-        assert globex["alert"] is False and globex["negative_examples"] == []  # the stage's own: none yet
+        assert globex["alert"] is False  # the stage's own example: its window's strongest sampled post
+        assert [(e["text"], e["terms"]) for e in globex["negative_examples"]] == [("late", ["late"])]
         assert {t["term"] for t in globex["top_negative_terms"]} == {"delivery", "late"}
 
         missing = client.get("/brands/nobody")

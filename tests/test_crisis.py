@@ -74,8 +74,18 @@ class Reputation:
         events = np.full(len(posts), at)
         starts = self.partials.window_starts(events)
         self.partials.observe(brand_ids, label_ids, starts, events, np.zeros(len(posts), np.int64))
-        tokens, pulls = predictor.word_pulls(lines)
-        self.partials.observe_terms(brand_ids.tolist(), label_ids.tolist(), starts.tolist(), tokens, pulls)
+        ids = [f"{at}-{i}" for i in range(len(posts))]
+        chosen = self.partials.sample(brand_ids, label_ids, starts, ids).tolist()  # as the observer does
+        tokens, pulls = predictor.word_pulls([lines[i] for i in chosen])
+        self.partials.observe_terms(
+            brand_ids[chosen].tolist(),
+            label_ids[chosen].tolist(),
+            starts[chosen].tolist(),
+            tokens,
+            pulls,
+            ids=[ids[i] for i in chosen],
+            texts=[lines[i] for i in chosen],
+        )
         for _key, value, _partition in self.partials.drain():
             self.state.apply(0, value)
 

@@ -41,6 +41,20 @@ def test_small_windows_weigh_by_their_posts_and_a_20_point_shift_pages() -> None
     assert not judge(baseline, 12, 20, OPTIONS).alert  # 60 % of a window below the minimum posts
 
 
+def test_a_sustained_shift_under_the_z_threshold_pages_on_its_evidence_and_a_calm_window_ends_it() -> None:
+    baseline = Baseline()
+    rng = np.random.default_rng(4)
+    for _ in range(60):  # calm: 100 posts at 40 %
+        assert not judge(baseline, int(rng.binomial(100, 0.4)), 100, OPTIONS).alert
+    shifted = [judge(baseline, 56, 100, OPTIONS) for _ in range(4)]  # +16 points: z 2.3-2.7 each
+    assert all(v.zscore < 3 for v in shifted), shifted
+    assert [v.alert for v in shifted] == [False, False, False, True] and shifted[-1].evidence >= 5
+    calm = judge(baseline, 40, 100, OPTIONS)
+    assert not calm.alert and calm.evidence == 0
+    off = DetectorOptions(half_life_windows=200, alert_evidence=0)
+    assert not judge(baseline, 56, 100, off).alert
+
+
 def partial(brand: str, start: int, counts: list[int], window: int = 10) -> bytes:
     return orjson.dumps(
         {"type": "partial", "brand": brand, "window_start": start, "window_seconds": window, "counts": counts}
@@ -122,10 +136,100 @@ def test_partials_count_by_event_time_and_report_progress_to_every_partition() -
 def test_records_that_are_not_partials_are_refused_with_the_reason() -> None:
     state = StageState(10, 10.0, OPTIONS)
     for value, reason in (
-        (b"{not json", "not a partial or progress record"),
-        (b'{"type": "gossip"}', "unknown record type 'gossip'"),
+        (b"{not json", "not a partial or progress record: record: Invalid JSON"),
+        (b'{"type": "gossip"}', "tag 'gossip' .* does not match any of the expected tags"),
+        (partial("acme", 1000, [1, -2, 0]), r"partial\.counts\.1: Input should be greater than or equal"),
+        (b'{"type": "progress", "source": "in/0", "sources": 2}', r"progress\.event_time: Field required"),
+        (b'{"type": "progress", "source": "in/0", "event_time": null, "sources": 2}', "not declare idle"),
         (partial("acme", 1000, [1, 0, 0], window=60), "REPUTATION_WINDOW_SECONDS must be the same"),
     ):
         with pytest.raises(BadRecordError, match=reason):
             state.apply(0, value)
     assert state.partitions[0].brands == {}
+
+
+def test_an_idle_input_partition_stops_holding_windows_open_until_it_has_posts_again() -> None:
+    state = StageState(10, 10.0, OPTIONS)
+    state.apply(0, partial("acme", 1000, [1, 2, 3]))
+    state.apply(0, progress("in/0", 1035.0))
+    assert state.close(0) == []  # in/1 never had a post and is not (yet) declared idle: it holds the window
+    idle = {"type": "progress", "source": "in/1", "event_time": None, "sources": 2, "idle": True}
+    state.apply(0, orjson.dumps(idle))
+    assert [c.key for c in state.close(0)] == [b"acme|1970-01-01T00:16:40Z"]  # watermark 1025
+    state.apply(0, progress("in/1", 1012.0))  # active again, far behind: the watermark does not go back
+    assert state.apply(0, partial("acme", 1020, [1, 0, 0])) == 0  # [1020, 1030) is still open
+    assert state.apply(0, partial("acme", 1010, [1, 0, 0])) == 1  # [1010, 1020) passed: late
+    restored = StageState(10, 10.0, OPTIONS)
+    for partition, key, value in state.drain():
+        restored.restore(partition, key, value)
+    assert restored.partitions[0].watermark(10.0) == state.partitions[0].watermark(10.0) == 1025.0
+    state.apply(0, progress("in/0", 1050.0))
+    restored.apply(0, progress("in/0", 1050.0))
+    assert state.close(0) == restored.close(0) == []  # in/1 (at 1012) holds [1020, 1030) open
+    for both in (state, restored):
+        both.apply(0, orjson.dumps(idle))
+    assert [c.value for c in state.close(0)] == [c.value for c in restored.close(0)] != []
+
+
+def test_terms_and_examples_are_the_same_whatever_the_batching_and_survive_a_restore() -> None:
+    """The same 3,000 posts through one worker in one batch, one worker in batches of 7, and 4 workers
+    (by id) in batches of 50: the same published records, terms and examples included, also from a
+    stage restored from its changelog halfway. Words pull by a fixed table, as a model's rows do."""
+    rng = random.Random(8)
+    words = [f"w{i}" for i in range(300)] + ["acme", "the"]
+    weight = {w: rng.uniform(-1, 1) for w in words}
+    posts = []
+    for i in range(3000):
+        tokens = rng.sample(words, 6)
+        lean = sum(weight[t] for t in tokens)
+        label = 0 if lean > 0.3 else 2 if lean < -0.3 else 1
+        posts.append((f"id{i}", rng.randrange(2), label, 100.0 * i / 3000, tokens))
+
+    def run(workers: int, batch: int, restore_at: int | None = None) -> dict[bytes, bytes]:
+        group = [Partials(["acme", "other"], 10, 10, "in", sample_posts=5) for _ in range(workers)]
+        for partials in group:  # worker w owns input partition w
+            partials.input_partitions = workers
+        state = StageState(10, 0.0, OPTIONS, top_terms=10)
+        records: dict[bytes, bytes] = {}
+        mine = [[p for p in posts if int(p[0][2:]) % workers == w] for w in range(workers)]
+        for step in range(0, max(map(len, mine)), batch):
+            for source, (partials, share) in enumerate(zip(group, mine, strict=True)):
+                rows = share[step : step + batch]
+                if not rows:
+                    continue
+                brands, labels = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+                events = np.array([r[3] for r in rows])
+                starts = partials.window_starts(events)
+                chosen = partials.sample(brands, labels, starts, [r[0] for r in rows]).tolist()
+                partials.observe_terms(
+                    brands[chosen].tolist(),
+                    labels[chosen].tolist(),
+                    starts[chosen].tolist(),
+                    [rows[i][4] for i in chosen],
+                    [np.array([weight[t] for t in rows[i][4]]) for i in chosen],
+                    ids=[rows[i][0] for i in chosen],
+                    texts=[" ".join(rows[i][4]).upper() for i in chosen],
+                )
+                partials.observe(brands, labels, starts, events, np.full(len(rows), source, np.int64))
+                for _, value, _ in partials.drain():
+                    state.apply(0, value)
+            if restore_at is not None and step >= restore_at:
+                restored = StageState(10, 0.0, OPTIONS, top_terms=10)
+                for partition, key, value in state.drain():
+                    restored.restore(partition, key, value)
+                state, restore_at = restored, None
+            records |= {closed.key: closed.value for closed in state.close(0)}
+        for source in range(workers):
+            state.apply(0, progress(f"in/{source}", 1e9, sources=workers))
+        return records | {closed.key: closed.value for closed in state.close(0)}
+
+    one = run(1, 3000)
+    assert len(one) == 20
+    acme = orjson.loads(one[b"acme|1970-01-01T00:00:00Z"])
+    assert len(acme["top_negative_terms"]) == 10 and len(acme["negative_examples"]) == 3
+    example = acme["negative_examples"][0]
+    assert example["text"] == example["text"].upper() and 1 <= len(example["terms"]) <= 5
+    assert "acme" not in example["terms"] and "the" not in example["terms"]
+    assert run(1, 7) == one
+    assert run(4, 50) == one
+    assert run(4, 50, restore_at=1000) == one

@@ -131,6 +131,7 @@ class Worker:
             settings.reputation_window_seconds,
             settings.brand_top_terms,
             settings.input_topic,
+            sample_posts=settings.brand_terms_sample_posts,
         )
         self.partial_aggregates = PartialAggregates(
             self.partials, self.producer, settings.brand_terms_sample_posts
@@ -217,6 +218,7 @@ class Worker:
                 if self.checkpoint.waiting or self.checkpoint.due():
                     self._commit()
                 self._report_outage()
+                self._declare_idle_inputs()
                 self._refresh_lag()
                 self._log_stats()
             final = self._finish()
@@ -275,6 +277,23 @@ class Worker:
                 "leaving the group did not finish in time (broker unreachable): the group drops this "
                 "member after its session time-out"
             )
+
+    def _declare_idle_inputs(self) -> None:
+        """Input partitions caught up and quiet for REPUTATION_IDLE_SECONDS stop holding the stage's
+        windows open (worker/partials.py); declared inside a checkpoint like every other output."""
+        if self.checkpoint.waiting:
+            return
+
+        def caught_up() -> dict[int, bool]:  # position None: nothing fetched since the assignment
+            out = {}
+            for tp in self.consumer.assignment():
+                high = self.consumer.high_watermark(tp.topic, tp.partition)
+                position = self.checkpoint_position(tp.partition)
+                out[tp.partition] = high is not None and (position is None or position >= high)
+            return out
+
+        timeout = self.settings.reputation_idle_seconds or float(self.settings.reputation_window_seconds)
+        self.partial_aggregates.declare_idle(caught_up, timeout, self.checkpoint.begin)
 
     def _partials_topic(self) -> str | None:
         """REPUTATION_PARTIALS_TOPIC (must exist), else ``reputation.partials`` when it exists, else off."""

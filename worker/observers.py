@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,7 +73,7 @@ class PartialAggregates:
     Contributions come from the scorer itself (the exact identity of ``"explain": true``); a model that
     only fastText can score (char n-grams) has no such table, and its words' pulls are read through
     fastText's word vectors instead (:mod:`sentiment_model.fasttext_scorer`, an approximation of the
-    log-odds). At most ``sample_posts`` posts per batch, evenly spaced.
+    log-odds). Only the posts that may be in their window's sample are explained (worker/partials.py).
     """
 
     def __init__(self, partials: Partials, producer: Producer, sample_posts: int) -> None:
@@ -95,17 +95,34 @@ class PartialAggregates:
             self.producer.produce(self.topic, value, key, partition=partition)
 
     def _observe_terms(self, batch: BatchView, starts: npt.NDArray[np.int64]) -> None:
-        chosen = np.flatnonzero(batch.label_ids != _NEUTRAL)
-        if chosen.size > self.sample_posts:
-            chosen = chosen[np.linspace(0, chosen.size - 1, self.sample_posts).astype(np.intp)]
+        ids: list[str] = batch.decoded.column("id")
+        chosen = self.partials.sample(batch.brand_ids, batch.label_ids, starts, ids)
+        if not chosen.size:
+            return
         tokens, pulls = batch.predictor.word_pulls([batch.lines[i] for i in chosen.tolist()])
+        texts = batch.decoded.texts()
         self.partials.observe_terms(
             batch.brand_ids[chosen].tolist(),
             batch.label_ids[chosen].tolist(),
             starts[chosen].tolist(),
             tokens,
             pulls,
+            ids=[ids[i] for i in chosen.tolist()],
+            texts=[texts[i] for i in chosen.tolist()],
         )
+
+    def declare_idle(
+        self, caught_up: Callable[[], Mapping[int, bool]], timeout: float, begin: Callable[[], None]
+    ) -> None:
+        """Input partitions caught up and quiet for ``timeout`` seconds stop holding the stage's windows
+        open (:meth:`worker.partials.Partials.idle`); ``begin`` opens the checkpoint they go into."""
+        if self.topic is None:
+            return
+        records = self.partials.idle(caught_up, time.monotonic(), timeout)
+        if records:
+            begin()
+        for key, value, partition in records:
+            self.producer.produce(self.topic, value, key, partition=partition)
 
 
 class BatchMetrics:

@@ -8,40 +8,73 @@ counts each post exactly once and the worker keeps no window state. Record forma
 label, and one ``progress`` record per input partition of the batch to every partials partition (the
 stage's watermark).
 
+An assigned input partition that is caught up (its position at its end) and had no posts for
+``REPUTATION_IDLE_SECONDS`` (processing time) is declared **idle** by :meth:`Partials.idle`: one
+progress record with ``"idle": true``, so it stops holding the stage's windows open (Flink's source
+idleness); its next post makes it active again.
+
+Terms and example posts come from a **sample** of each brand window's negative and positive posts:
+the ``BRAND_TERMS_SAMPLE_POSTS`` with the smallest :func:`sample_rank` of their id (a bottom-k
+sample). A worker explains only the posts that may still be among them (:meth:`Partials.sample`) and
+sends each one's terms and text; the stage keeps the k smallest. So the published terms and examples
+are the same whatever the batching and however many workers, and a worker explains about
+``k (1 + ln(n / k))`` of a window side's ``n`` posts.
+
 A post's window is ``floor(event_time / REPUTATION_WINDOW_SECONDS)``, its event time being its
 ``created_at``, else its Kafka record timestamp: never the time it was scored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
 from schemas import LABELS
-from worker.terms import MIN_PULL, TermTally, is_term
+from worker.terms import MIN_PULL, is_term
 
 _NEGATIVE, _POSITIVE = LABELS.index("negative"), LABELS.index("positive")
+EXAMPLE_TEXT_CHARS = 280  # a sampled post's text is cut there (its terms come from all of it)
+POST_TERMS = 16  # a sampled post's strongest terms that travel with it
+_KEPT_GROUPS = 20_000  # (brand, window, side) samples a worker remembers
+
+
+def sample_rank(post_id: str) -> int:
+    """A post's place in its window's sample: a stable hash of its id (ties broken by the id)."""
+    return zlib.crc32(post_id.encode("utf-8", "surrogatepass"))
 
 
 class Partials:
     """Per batch: label counts per (brand label, window) and the terms that pulled them."""
 
     def __init__(
-        self, brand_names: Sequence[str], window_seconds: int, top_terms: int, source_topic: str
+        self,
+        brand_names: Sequence[str],
+        window_seconds: int,
+        top_terms: int,
+        source_topic: str,
+        sample_posts: int = 20,
     ) -> None:
         self.brand_names = list(brand_names)
         self.window = window_seconds
         self.top_terms = top_terms
+        self.sample_posts = sample_posts
         self.source_topic = source_topic
         self.output_partitions = 1  # of the partials topic (set at start)
         self.input_partitions = 1  # of the input topic (set at start)
         self._reached: dict[int, float] = {}  # input partition -> largest event time scored
         self._counts: dict[tuple[int, int], list[int]] = {}
-        self._terms: dict[tuple[int, int], tuple[TermTally, TermTally]] = {}
+        self._samples: dict[tuple[int, int], tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        self._kept: dict[tuple[int, int, int], list[tuple[int, str]]] = {}  # sample ranks sent, ascending
         self._progress: set[int] = set()
+        self._quiet_since: dict[int, float] = {}  # assigned input partition -> last post (monotonic)
+        self._idle: set[int] = set()  # input partitions declared idle and quiet since
+        self._idle_checked = float("-inf")
 
     def window_starts(self, event_seconds: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         """Each post's window start (unix seconds)."""
@@ -72,6 +105,71 @@ class Partials:
             if reached > self._reached.get(partition, float("-inf")):
                 self._reached[partition] = reached
             self._progress.add(partition)
+            self._quiet_since.pop(partition, None)  # restarts at the next idle check
+            self._idle.discard(partition)
+
+    def idle(
+        self, caught_up: Callable[[], Mapping[int, bool]], now: float, timeout: float
+    ) -> list[tuple[bytes, bytes, int | None]]:
+        """Progress records declaring idle the assigned input partitions caught up (``caught_up()``:
+        assigned partition -> position at its end) with no posts for ``timeout`` seconds of ``now``
+        (monotonic). Checked at most once a second; each quiet spell is declared once."""
+        if now - self._idle_checked < 1.0:
+            return []
+        self._idle_checked = now
+        assigned = caught_up()
+        for gone in set(self._quiet_since) - set(assigned):  # revoked: the next owner's timer runs
+            del self._quiet_since[gone]
+            self._idle.discard(gone)
+        out: list[tuple[bytes, bytes, int | None]] = []
+        for source, done in sorted(assigned.items()):
+            since = self._quiet_since.setdefault(source, now)
+            if not done:
+                self._quiet_since[source] = now
+            elif source not in self._idle and now - since >= timeout:
+                self._idle.add(source)
+                out.extend(self._progress_records(source, idle=True))
+        return out
+
+    def sample(
+        self,
+        brand_ids: npt.NDArray[np.intp],
+        label_ids: npt.NDArray[np.intp],
+        starts: npt.NDArray[np.int64],
+        ids: Sequence[str],
+    ) -> npt.NDArray[np.intp]:
+        """Which of a batch's posts to explain (indices, ascending): per brand, window and side, those
+        that may be among the ``sample_posts`` of the window with the smallest :func:`sample_rank`.
+        Whatever the batching and the number of workers, the stage ends up with exactly those."""
+        if not self.top_terms:
+            return np.empty(0, np.intp)
+        polar = np.flatnonzero((label_ids == _NEGATIVE) | (label_ids == _POSITIVE))
+        if not polar.size:
+            return np.empty(0, np.intp)
+        ranks = np.fromiter((sample_rank(ids[i]) for i in polar.tolist()), np.int64, polar.size)
+        columns = np.stack([brand_ids[polar], starts[polar], label_ids[polar]], axis=1).astype(np.int64)
+        groups, inverse = np.unique(columns, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.lexsort((ranks, inverse))
+        sizes = np.bincount(inverse, minlength=len(groups))
+        firsts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        # this batch's k-th smallest rank per group: no post above it can be in the window's sample
+        cutoffs = ranks[order][firsts + np.minimum(sizes, self.sample_posts) - 1]
+        local = np.flatnonzero(ranks <= cutoffs[inverse])
+        chosen: list[int] = []
+        for g, group in enumerate(groups.tolist()):
+            key = (group[0], group[1], group[2])
+            members = local[inverse[local] == g].tolist()
+            candidates = [(int(ranks[m]), ids[polar[m]], int(polar[m])) for m in members]
+            kept = self._kept.get(key, [])
+            merged = sorted({*kept, *((r, p) for r, p, _ in candidates)})[: self.sample_posts]
+            self._kept[key] = merged
+            cutoff = merged[-1]
+            chosen.extend(i for r, p, i in candidates if (r, p) <= cutoff)
+        if len(self._kept) > _KEPT_GROUPS:  # oldest windows first: forgetting only costs explanations
+            for key in sorted(self._kept, key=lambda k: k[1])[: len(self._kept) - _KEPT_GROUPS // 2]:
+                del self._kept[key]
+        return np.array(sorted(set(chosen)), np.intp)
 
     def observe_terms(
         self,
@@ -80,58 +178,76 @@ class Partials:
         starts: Sequence[int],
         tokens_per_post: Sequence[Sequence[str]],
         pull_per_post: Sequence[npt.NDArray[np.floating]],
+        ids: Sequence[str] | None = None,
+        texts: Sequence[str] | None = None,
     ) -> None:
-        """Sampled posts' explanations (see :mod:`worker.terms` for what a term's pull is)."""
+        """Explained posts (those :meth:`sample` chose; see :mod:`worker.terms` for what a term's pull
+        is) join their window's sample with their terms and ``texts`` as received (without ``ids``: the
+        normalised tokens stand in for both)."""
         if not self.top_terms:
             return
-        for brand, label, start, tokens, pulls in zip(
-            brand_ids, label_ids, starts, tokens_per_post, pull_per_post, strict=True
+        for n, (brand, label, start, tokens, pulls) in enumerate(
+            zip(brand_ids, label_ids, starts, tokens_per_post, pull_per_post, strict=True)
         ):
             if label not in (_NEGATIVE, _POSITIVE):
                 continue
-            key = (brand, start)
-            if key not in self._terms:
-                self._terms[key] = (TermTally(self.top_terms), TermTally(self.top_terms))
-            tally = self._terms[key][0 if label == _NEGATIVE else 1]
             sign = 1.0 if label == _NEGATIVE else -1.0
             name = self.brand_names[brand]
+            terms: dict[str, list[float]] = {}
             for token, pull in zip(tokens, (sign * pulls).tolist(), strict=True):
-                if pull > MIN_PULL and is_term(token) and token != name:
-                    tally.add(token, pull)
+                if pull <= MIN_PULL:  # the side's pulls only: about half the tokens go here
+                    continue
+                entry = terms.get(token)
+                if entry is not None:
+                    entry[0] += pull
+                    entry[1] += 1.0
+                elif token != name and is_term(token):
+                    terms[token] = [pull, 1.0]
+            post_id = ids[n] if ids is not None else " ".join(tokens)
+            text = texts[n] if texts is not None else " ".join(tokens)
+            ranked = heapq.nsmallest(POST_TERMS, terms.items(), key=lambda item: (-item[1][0], item[0]))
+            post = {
+                "rank": sample_rank(post_id),
+                "id": post_id,
+                "text": text[:EXAMPLE_TEXT_CHARS],
+                "terms": [[term, round(pull, 6), int(count)] for term, (pull, count) in ranked],
+            }
+            if (brand, start) not in self._samples:
+                self._samples[(brand, start)] = ([], [])
+            self._samples[(brand, start)][0 if label == _NEGATIVE else 1].append(post)
 
     def drain(self) -> list[tuple[bytes, bytes, int | None]]:
         """``(key, value, partition)`` of what was observed since the last drain (None: by key)."""
         out: list[tuple[bytes, bytes, int | None]] = []
         for (brand, start), counts in sorted(self._counts.items()):
             name = self.brand_names[brand]
-            terms = self._terms.get((brand, start))
+            negative, positive = self._samples.get((brand, start), ([], []))
             document = {
                 "type": "partial",
                 "brand": name,
                 "window_start": start,
                 "window_seconds": self.window,
                 "counts": counts,
-                "negative_terms": _entries(terms[0]) if terms else [],
-                "positive_terms": _entries(terms[1]) if terms else [],
+                "sample_posts": self.sample_posts,
+                "negative_sample": negative,
+                "positive_sample": positive,
             }
             out.append((name.encode(), orjson.dumps(document), None))
         for source in sorted(self._progress):
-            value = orjson.dumps(
-                {
-                    "type": "progress",
-                    "source": f"{self.source_topic}/{source}",
-                    "event_time": self._reached[source],
-                    "sources": self.input_partitions,
-                }
-            )
-            for partition in range(self.output_partitions):
-                out.append((b"\x00progress", value, partition))
+            out.extend(self._progress_records(source, idle=False))
         self._counts.clear()
-        self._terms.clear()
+        self._samples.clear()
         self._progress.clear()
         return out
 
-
-def _entries(tally: TermTally) -> list[list[object]]:
-    ranked = sorted(tally.terms.items(), key=lambda item: -item[1][0])[: 3 * tally.top]
-    return [[term, round(pull, 4), int(count)] for term, (pull, count) in ranked]
+    def _progress_records(self, source: int, idle: bool) -> list[tuple[bytes, bytes, int | None]]:
+        document: dict[str, object] = {
+            "type": "progress",
+            "source": f"{self.source_topic}/{source}",
+            "event_time": self._reached.get(source),
+            "sources": self.input_partitions,
+        }
+        if idle:
+            document["idle"] = True
+        value = orjson.dumps(document)
+        return [(b"\x00progress", value, partition) for partition in range(self.output_partitions)]

@@ -97,15 +97,22 @@ class WorkerSettings(ModelSettings):
     reputation_window_seconds: int = Field(
         60, ge=1, description="event-time tumbling window of the partials (the same for the stage)"
     )
+    reputation_idle_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="an assigned input partition caught up and without posts this long (processing time) "
+        "is declared idle to the stage: it stops holding windows open until it has posts again "
+        "(default: one window)",
+    )
     brand_top_terms: int = Field(
         10, ge=0, le=10, description="terms pulling negative / positive per brand window (0: off)"
     )
     brand_terms_sample_posts: int = Field(
-        50,
+        20,
         ge=1,
-        description="most negative/positive posts per batch whose words feed the window terms (evenly "
-        "spaced): every post at low rates; a ranking needs no more (docs/results.md has the cost of "
-        "larger samples)",
+        description="negative and positive posts per brand window whose words feed its terms and "
+        "examples: those with the smallest hash of their id, the same whatever the batching (the same "
+        "for every worker)",
     )
 
     @field_validator("brands")

@@ -135,13 +135,13 @@ class Producer:
     def produce(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None,
         headers: Headers | None = None,
         partition: int | None = None,
     ) -> None:
-        """Queue one record (to ``partition``, else the key's); while the local queue is full, serve
-        deliveries and wait (bounded)."""
+        """Queue one record (to ``partition``, else the key's; value None: a tombstone); while the
+        local queue is full, serve deliveries and wait (bounded)."""
         waiting_since: float | None = None
         # confluent-kafka's partition=-1 is "by key" (RD_KAFKA_PARTITION_UA)
         where = -1 if partition is None else partition
