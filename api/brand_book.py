@@ -18,8 +18,8 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from schemas.brands import BrandDetail, BrandLatest, BrandList, BrandWindow, WindowFigures
-from schemas.reputation import ExamplePost, TermPull
+from schemas.brands import BrandDetail, BrandLatest, BrandList, BrandWindow
+from schemas.reputation import ExamplePost, TermPull, WindowFigures
 
 log = logging.getLogger(__name__)
 

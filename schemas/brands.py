@@ -5,33 +5,11 @@ record per brand and closed event-time window, built in ``reputation/state.py``)
 latest windows of each brand and answers from them.
 """
 
-from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from schemas.reputation import ExamplePost, TermPull
-
-
-class WindowFigures(BaseModel):
-    """One brand's closed event-time window, judged against the brand's baseline by the stage."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    window_start: datetime
-    window_end: datetime
-    window_seconds: int = Field(ge=1)
-    negative: int = Field(ge=0)
-    neutral: int = Field(ge=0)
-    positive: int = Field(ge=0)
-    total: int = Field(ge=0)
-    net_sentiment: float = Field(description="(positive - negative) / total")
-    negative_share: float = Field(description="negative / total")
-    baseline_share: float = Field(description="the brand's usual negative share, learned from past windows")
-    zscore: float = Field(description="how unusual the negative share is against the baseline (alerts >= 3)")
-    volume_ratio: float = Field(description="negatives against the brand's usual negatives per window")
-    warm: bool = Field(description="the baseline has learned enough posts to judge (never alerts before)")
-    alert: bool = Field(description="the stage judged this window a crisis")
+from schemas.reputation import ExamplePost, TermPull, WindowFigures
 
 
 class BrandLatest(WindowFigures):
@@ -54,8 +32,6 @@ class BrandWindow(BrandLatest):
     ``negative_examples`` / ``positive_examples``: a few of the window's posts with their telling words,
     when the stage publishes them (empty otherwise)."""
 
-    dispersion: float = 1.0
-    baseline_volume: float = 0.0
     negative_examples: list[ExamplePost] = Field(default_factory=list)
     positive_examples: list[ExamplePost] = Field(default_factory=list)
 

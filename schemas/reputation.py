@@ -104,20 +104,12 @@ class ExamplePost(BaseModel):
     )
 
 
-class ReputationWindow(BaseModel):
-    """The record value: one brand's event-time window judged once for the whole worker group. Key:
-    ``brand|window_start`` (RFC 3339), so the compacted topic keeps one record per brand window.
+class WindowFigures(BaseModel):
+    """The figures of one brand's judged window: counts, share against the baseline, z, evidence, volume.
+    Readers such as the API ignore fields they do not know (a newer stage may add some)."""
 
-    ``top_negative_terms``: terms pulling the posts scored negative towards negative, strongest first
-    (ties: alphabetical); ``top_positive_terms``: the same for posts scored positive. At most 10 each
-    (``BRAND_TOP_TERMS``); stop words, masked URLs and handles, lexicon tokens, numbers and the brand's
-    own name never appear. Terms and examples come from the window's sample of ``BRAND_TERMS_SAMPLE_POSTS``
-    posts per side (the same whatever the batching), so pulls and counts are over that sample.
-    """
+    model_config = ConfigDict(extra="ignore")
 
-    model_config = ConfigDict(extra="forbid")
-
-    brand: str = Field(description="configured brand, or `other`")
     window_start: datetime
     window_end: datetime
     window_seconds: int = Field(ge=1)
@@ -144,27 +136,23 @@ class ReputationWindow(BaseModel):
         description="zscore >= REPUTATION_ALERT_ZSCORE or evidence >= REPUTATION_ALERT_EVIDENCE, in a window "
         "of >= REPUTATION_ALERT_MIN_POSTS posts"
     )
+
+
+class ReputationWindow(WindowFigures):
+    """The record value: one brand's event-time window judged once for the whole worker group. Key:
+    ``brand|window_start`` (RFC 3339), so the compacted topic keeps one record per brand window.
+
+    ``top_negative_terms``: terms pulling the posts scored negative towards negative, strongest first
+    (ties: alphabetical); ``top_positive_terms``: the same for posts scored positive. At most 10 each
+    (``BRAND_TOP_TERMS``); stop words, masked URLs and handles, lexicon tokens, numbers and the brand's
+    own name never appear. Terms and examples come from the window's sample of ``BRAND_TERMS_SAMPLE_POSTS``
+    posts per side (the same whatever the batching), so pulls and counts are over that sample.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    brand: str = Field(description="configured brand, or `other`")
     top_negative_terms: list[TermPull] = Field(default_factory=list, max_length=10)
     top_positive_terms: list[TermPull] = Field(default_factory=list, max_length=10)
     negative_examples: list[ExamplePost] = Field(default_factory=list, max_length=3)
     positive_examples: list[ExamplePost] = Field(default_factory=list, max_length=3)
-
-
-class WorkerWindow(BaseModel):
-    """The former per-worker record (worker/reputation.py, only with REPUTATION_TOPIC set); it goes with
-    that module. Key: ``brand|window_start|member``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    brand: str
-    window_start: datetime
-    window_end: datetime
-    window_seconds: int = Field(ge=1)
-    member: str = Field(description="the worker (client id) that counted these posts")
-    negative: int = Field(ge=0)
-    neutral: int = Field(ge=0)
-    positive: int = Field(ge=0)
-    total: int = Field(ge=1)
-    net_sentiment: float = Field(ge=-1.0, le=1.0)
-    top_negative_terms: list[TermPull] = Field(default_factory=list, max_length=10)
-    top_positive_terms: list[TermPull] = Field(default_factory=list, max_length=10)
