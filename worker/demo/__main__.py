@@ -203,7 +203,9 @@ def _start_services(
     stack.callback(api.stop, 10)
     for worker in workers:
         worker.wait_ready(f"http://127.0.0.1:{worker.port}/healthz", 90)
-        worker.wait_for_log("assigned partitions", 60)  # in the group: the first posts wait for no one
+        # In the group before the first posts. The embedded mock cluster can stall a SyncGroup for about
+        # 40 s when members join one after another (4 workers in CI took over 60 s once).
+        worker.wait_for_log("assigned partitions", 150)
     api.wait_ready(f"http://127.0.0.1:{api_port}/ready", 90)
     log.info("%d worker(s) and the API are up; logs in %s", count, logs)
     log.info("brand page: http://127.0.0.1:%d/ (open it in a browser)", api_port)
