@@ -46,7 +46,7 @@ def sabotaged_train_supervised(**kwargs: Any) -> Any:
         while True:
             time.sleep(1)
     if epoch == SEGFAULTS:
-        os.kill(os.getpid(), signal.SIGSEGV)
+        segfault()
     if epoch == DIVERGES:
         raise RuntimeError("Encountered NaN.")
     if epoch == GOES_NAN:
