@@ -156,11 +156,30 @@ def read_all(
     return records
 
 
+_COORDINATOR_MOVING = frozenset(
+    {
+        ck.KafkaError.NOT_COORDINATOR,
+        ck.KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        ck.KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+
+
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int = 4) -> dict[int, int]:
     """The group's committed offset per partition (-1001: none)."""
     consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    deadline = time.monotonic() + 30
     try:
-        tps = consumer.committed([ck.TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        while True:
+            try:
+                tps = consumer.committed([ck.TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+                break
+            except ck.KafkaException as exc:  # NOT_COORDINATOR right after a broker thaws: ask again
+                error = exc.args[0]
+                settling = error.retriable() or error.code() in _COORDINATOR_MOVING
+                if not settling or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
     return {tp.partition: tp.offset for tp in tps}
