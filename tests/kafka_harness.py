@@ -161,6 +161,7 @@ _COORDINATOR_MOVING = frozenset(
         ck.KafkaError.NOT_COORDINATOR,
         ck.KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
         ck.KafkaError.COORDINATOR_NOT_AVAILABLE,
+        ck.KafkaError._TIMED_OUT,  # a thawed broker can take over 10 s to answer the first offset fetch
     }
 )
 
@@ -168,13 +169,13 @@ _COORDINATOR_MOVING = frozenset(
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int = 4) -> dict[int, int]:
     """The group's committed offset per partition (-1001: none)."""
     consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     try:
         while True:
             try:
                 tps = consumer.committed([ck.TopicPartition(topic, p) for p in range(partitions)], timeout=10)
                 break
-            except ck.KafkaException as exc:  # NOT_COORDINATOR right after a broker thaws: ask again
+            except ck.KafkaException as exc:  # the coordinator settling after a broker thaws: ask again
                 error = exc.args[0]
                 settling = error.retriable() or error.code() in _COORDINATOR_MOVING
                 if not settling or time.monotonic() > deadline:
