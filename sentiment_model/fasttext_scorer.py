@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from schemas import LABELS
 from sentiment_model.model_file import LABEL_PREFIX
+from sentiment_model.word_pulls import WordPulls
 
 log = logging.getLogger(__name__)
 
@@ -85,25 +86,18 @@ class TokenPull:
             value = self._cache[word] = float(self._model.get_word_vector(word) @ self.direction)
         return value
 
-    def batch(self, lines: Sequence[str]) -> tuple[list[list[str]], list[npt.NDArray[np.float64]]]:
-        """Tokens of each normalised line and each token's pull (all 0 when the fit failed).
-
-        One flat array for the batch, split into per-post views: a NumPy array per post cost 5 us."""
+    def batch(self, lines: Sequence[str]) -> WordPulls:
+        """Tokens of each normalised line and each token's pull (all 0 when the fit failed)."""
         tokens = [self._tokens.words(line) for line in lines]
-        lengths = np.fromiter((len(t) for t in tokens), dtype=np.intp, count=len(tokens))
+        unscored = WordPulls.from_tokens(tokens, np.zeros(sum(map(len, tokens))))
         if self.direction is None:
-            flat = np.zeros(int(lengths.sum()))
-        else:
-            cache = self._cache
-            missing = {w for toks in tokens for w in toks if w not in cache}
-            if len(cache) + len(missing) > _CACHE_LIMIT:  # unbounded OOV words: start the cache over
-                cache.clear()
-                missing = {w for toks in tokens for w in toks}
-            for word in missing:
-                self.word(word)
-            flat = np.array([cache[w] for toks in tokens for w in toks], dtype=np.float64)
-            flat /= np.repeat(lengths + 1, lengths)
-        return tokens, np.split(flat, np.cumsum(lengths)[:-1]) if len(tokens) else []
+            return unscored
+        if len(self._cache) + len(unscored.words) > _CACHE_LIMIT:  # unbounded OOV words: start over
+            self._cache.clear()
+        per_word = np.array([self.word(w) for w in unscored.words], dtype=np.float64)
+        lengths = unscored.per_line
+        flat = per_word[unscored.word_index] / np.repeat(lengths + 1, lengths)
+        return WordPulls(unscored.words, unscored.word_index, flat, lengths)
 
 
 class _Tokens:
@@ -158,7 +152,7 @@ class FastTextScorer:
             missing += sum(1 for word in words if self.model.get_word_id(word) < 0)
         return missing, total
 
-    def word_pulls(self, lines: Sequence[str]) -> tuple[list[list[str]], list[npt.NDArray[np.float64]]]:
+    def word_pulls(self, lines: Sequence[str]) -> WordPulls:
         """:meth:`TokenPull.batch` (the direction fitted on first use)."""
         if self._pull is None:
             self._pull = TokenPull(self.model)

@@ -19,7 +19,6 @@ Without the compiled kernel (a build without a C compiler) :meth:`LinearScorer.f
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from sentiment_model.model_file import (
     UnsupportedModelError,
     read_model_file,
 )
+from sentiment_model.word_pulls import WordPulls
 
 try:  # built from _fastlinear.c by the package build; without it fastText scores
     from sentiment_model import _fastlinear
@@ -206,7 +206,7 @@ class LinearScorer:
 
     # ---- explanations --------------------------------------------------------------------------------
 
-    def word_pulls(self, lines: Sequence[str]) -> tuple[list[list[str]], list[npt.NDArray[np.float64]]]:
+    def word_pulls(self, lines: Sequence[str]) -> WordPulls:
         """Each line's words (the model's own, in token order; word n-grams and unknown words left out)
         and each word's pull: its contribution to the negative logit minus its contribution to the
         positive one (``> 0`` pulls negative), with the same contributions as :meth:`explain`."""
@@ -219,19 +219,14 @@ class LinearScorer:
         assert isinstance(found, bytes)
         word_rows = np.frombuffer(found, dtype=np.int64)
         pull = self._row_pull()[word_rows] / np.repeat(counts, per_line)
-        ends = np.cumsum(per_line)
-        texts = self._word_texts(word_rows.tolist())
-        bounds = [0, *ends.tolist()]
-        tokens = [texts[a:b] for a, b in itertools.pairwise(bounds)]
-        return tokens, np.split(pull, ends[:-1]) if n else []
+        return WordPulls.from_rows(word_rows, pull, per_line.astype(np.intp), self._word_text)
 
-    def _word_texts(self, rows: list[int]) -> list[str]:
-        """Words ``rows`` as text, each decoded once (as met: the whole vocabulary as str is megabytes)."""
-        texts, words = self._texts, self._words
-        for row in rows:
-            if row not in texts:
-                texts[row] = words[row].decode("utf-8", "replace")
-        return [texts[row] for row in rows]
+    def _word_text(self, row: int) -> str:
+        """Word ``row`` as text, decoded once (as met: the whole vocabulary as str is megabytes)."""
+        text = self._texts.get(row)
+        if text is None:
+            text = self._texts[row] = self._words[row].decode("utf-8", "replace")
+        return text
 
     def _row_pull(self) -> npt.NDArray[np.float64]:
         """``(output_negative - output_positive) . row`` of every word's input row, computed once."""

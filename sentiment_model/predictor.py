@@ -25,6 +25,7 @@ from sentiment_model.linear_scorer import Explanation, LinearScorer, Unsupported
 from sentiment_model.model_file import LABEL_PREFIX, read_model_file
 from sentiment_model.normalize import normalize_batch
 from sentiment_model.normalize import warm_up as warm_up_normalization
+from sentiment_model.word_pulls import WordPulls
 
 #: A text any working model scores: checked on every load, and by the API's ``GET /ready``.
 PROBE_TEXT = "what a lovely day, thank you all"
@@ -133,7 +134,7 @@ class Predictor:
             )
         return self.scorer.explain(line)
 
-    def word_pulls(self, lines: Sequence[str]) -> tuple[list[list[str]], list[npt.NDArray[np.float64]]]:
+    def word_pulls(self, lines: Sequence[str]) -> WordPulls:
         """Each normalised line's words and each word's pull towards negative (``> 0``) over positive:
         exact with the compiled scorer, read through fastText's word vectors otherwise."""
         return self.scorer.word_pulls(lines)

@@ -76,13 +76,11 @@ class Reputation:
         self.partials.observe(brand_ids, label_ids, starts, events, np.zeros(len(posts), np.int64))
         ids = [f"{at}-{i}" for i in range(len(posts))]
         chosen = self.partials.sample(brand_ids, label_ids, starts, ids).tolist()  # as the observer does
-        tokens, pulls = predictor.word_pulls([lines[i] for i in chosen])
         self.partials.observe_terms(
-            brand_ids[chosen].tolist(),
-            label_ids[chosen].tolist(),
-            starts[chosen].tolist(),
-            tokens,
-            pulls,
+            brand_ids[chosen],
+            label_ids[chosen],
+            starts[chosen],
+            predictor.word_pulls([lines[i] for i in chosen]),
             ids=[ids[i] for i in chosen],
             texts=[lines[i] for i in chosen],
         )
@@ -226,9 +224,11 @@ def test_token_pulls_agree_with_the_models_own_log_odds(small_model: Path, val_s
         assert float(h @ pull.direction) == pytest.approx(np.log(p[0]) - np.log(p[2]), abs=0.05)
         checked += 1
     assert checked > 50
-    tokens, pulls = predictor.word_pulls(["this is the worst service , i hate it", "love it , great"])
-    assert [len(t) for t in tokens] == [len(p) for p in pulls] == [9, 4]
-    assert pulls[0][tokens[0].index("worst")] > 0 > pulls[1][tokens[1].index("love")]
+    (neg_words, neg_pulls), (pos_words, pos_pulls) = predictor.word_pulls(
+        ["this is the worst service , i hate it", "love it , great"]
+    ).lines()
+    assert [len(neg_words), len(pos_words)] == [len(neg_pulls), len(pos_pulls)] == [9, 4]
+    assert neg_pulls[neg_words.index("worst")] > 0 > pos_pulls[pos_words.index("love")]
 
 
 def test_a_scripted_crisis_is_explained_by_the_words_it_was_built_from(

@@ -366,10 +366,10 @@ def test_word_pulls_are_the_explanations_negative_minus_positive(
     scorer = predictors["recipe"].scorer
     assert isinstance(scorer, LinearScorer)
     lines = [*tweeteval_lines[:300], "", "unseenwordxyz only", "worst worst service"]
-    tokens, pulls = scorer.word_pulls(lines)
-    assert len(tokens) == len(pulls) == len(lines)
+    per_line = scorer.word_pulls(lines).lines()
+    assert len(per_line) == len(lines)
     negative, positive = LABELS.index("negative"), LABELS.index("positive")
-    for line, words, pull in zip(lines, tokens, pulls, strict=True):
+    for line, (words, pull) in zip(lines, per_line, strict=True):
         assert len(words) == len(pull)
         explained: dict[str, float] = {}
         for token, contribution in scorer.explain(line).tokens:

@@ -11,6 +11,7 @@ import pytest
 
 from reputation.detector import Baseline, DetectorOptions, judge
 from reputation.state import BadRecordError, StageState
+from sentiment_model.word_pulls import WordPulls
 from worker.partials import Partials
 
 OPTIONS = DetectorOptions(half_life_windows=200, warmup_posts=300, alert_zscore=3.0, alert_min_posts=30)
@@ -202,11 +203,13 @@ def test_terms_and_examples_are_the_same_whatever_the_batching_and_survive_a_res
                 starts = partials.window_starts(events)
                 chosen = partials.sample(brands, labels, starts, [r[0] for r in rows]).tolist()
                 partials.observe_terms(
-                    brands[chosen].tolist(),
-                    labels[chosen].tolist(),
-                    starts[chosen].tolist(),
-                    [rows[i][4] for i in chosen],
-                    [np.array([weight[t] for t in rows[i][4]]) for i in chosen],
+                    brands[chosen],
+                    labels[chosen],
+                    starts[chosen],
+                    WordPulls.from_tokens(
+                        [rows[i][4] for i in chosen],
+                        np.array([weight[t] for i in chosen for t in rows[i][4]]),
+                    ),
                     ids=[rows[i][0] for i in chosen],
                     texts=[" ".join(rows[i][4]).upper() for i in chosen],
                 )
@@ -233,3 +236,40 @@ def test_terms_and_examples_are_the_same_whatever_the_batching_and_survive_a_res
     assert run(1, 7) == one
     assert run(4, 50) == one
     assert run(4, 50, restore_at=1000) == one
+
+
+def test_a_posts_terms_are_its_strongest_words_towards_its_side_summed_per_word() -> None:
+    """The columnar term pass against a plain per-post oracle: repeated words summed, words pulling the
+    other way, stop words and the brand's own name left out, ties in pull broken alphabetically."""
+    rng = random.Random(5)
+    vocabulary = ["acme", "the", "down", "refund", "love", "great", "app", "slow", "zeta", "alpha"]
+    vocabulary += ["url", "42"]
+    posts = [[rng.choice(vocabulary) for _ in range(rng.randint(0, 40))] for _ in range(60)]
+    pull_of = {word: rng.choice([-1.0, -0.25, 0.25, 0.5, 1.0]) for word in vocabulary}
+    labels = np.array([rng.choice([0, 1, 2]) for _ in posts])
+    partials = Partials(["acme", "other"], 10, 10, "in", sample_posts=100)
+    partials.observe_terms(
+        np.zeros(len(posts), np.intp),
+        labels,
+        np.zeros(len(posts), np.int64),
+        WordPulls.from_tokens(posts, np.array([pull_of[w] for post in posts for w in post])),
+        ids=[f"p{i}" for i in range(len(posts))],
+        texts=[" ".join(post) for post in posts],
+    )
+    negative, positive = partials._samples[(0, 0)]
+    got = {post["id"]: [list(term) for term in post["terms"]] for post in negative + positive}
+    want = {}
+    for i, (post, label) in enumerate(zip(posts, labels.tolist(), strict=True)):
+        if label == 1:
+            continue
+        sign = 1.0 if label == 0 else -1.0
+        summed: dict[str, list[float]] = {}
+        for word in post:
+            if sign * pull_of[word] > 0 and word not in ("acme", "the", "url", "42"):
+                summed.setdefault(word, [0.0, 0])
+                summed[word][0] += sign * pull_of[word]
+                summed[word][1] += 1
+        ranked = sorted(summed.items(), key=lambda item: (-item[1][0], item[0]))[:16]
+        want[f"p{i}"] = [[word, round(pull, 6), count] for word, (pull, count) in ranked]
+    assert got == want
+    assert any(len({t[1] for t in terms}) < len(terms) for terms in want.values())  # ties were met

@@ -99,16 +99,15 @@ class PartialAggregates:
         chosen = self.partials.sample(batch.brand_ids, batch.label_ids, starts, ids)
         if not chosen.size:
             return
-        tokens, pulls = batch.predictor.word_pulls([batch.lines[i] for i in chosen.tolist()])
-        texts = batch.decoded.texts()
+        pulls = batch.predictor.word_pulls([batch.lines[i] for i in chosen.tolist()])
+        documents = batch.decoded.documents
         self.partials.observe_terms(
-            batch.brand_ids[chosen].tolist(),
-            batch.label_ids[chosen].tolist(),
-            starts[chosen].tolist(),
-            tokens,
+            batch.brand_ids[chosen],
+            batch.label_ids[chosen],
+            starts[chosen],
             pulls,
             ids=[ids[i] for i in chosen.tolist()],
-            texts=[texts[i] for i in chosen.tolist()],
+            texts=[documents[i]["text"] for i in chosen.tolist()],
         )
 
     def declare_idle(

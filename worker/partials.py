@@ -14,7 +14,7 @@ progress record with ``"idle": true``, so it stops holding the stage's windows o
 idleness); its next post makes it active again.
 
 Terms and example posts come from a **sample** of each brand window's negative and positive posts:
-the ``BRAND_TERMS_SAMPLE_POSTS`` with the smallest :func:`sample_rank` of their id (a bottom-k
+the ``BRAND_TERMS_SAMPLE_POSTS`` with the smallest :func:`sample_ranks` of their id (a bottom-k
 sample). A worker explains only the posts that may still be among them (:meth:`Partials.sample`) and
 sends each one's terms and text; the stage keeps the k smallest. So the published terms and examples
 are the same whatever the batching and however many workers, and a worker explains about
@@ -26,7 +26,6 @@ A post's window is ``floor(event_time / REPUTATION_WINDOW_SECONDS)``, its event 
 
 from __future__ import annotations
 
-import heapq
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ import numpy.typing as npt
 import orjson
 
 from schemas import LABELS
+from sentiment_model.word_pulls import WordPulls
 from worker.terms import MIN_PULL, is_term
 
 _NEGATIVE, _POSITIVE = LABELS.index("negative"), LABELS.index("positive")
@@ -44,9 +44,10 @@ POST_TERMS = 16  # a sampled post's strongest terms that travel with it
 _KEPT_GROUPS = 20_000  # (brand, window, side) samples a worker remembers
 
 
-def sample_rank(post_id: str) -> int:
-    """A post's place in its window's sample: a stable hash of its id (ties broken by the id)."""
-    return zlib.crc32(post_id.encode("utf-8", "surrogatepass"))
+def sample_ranks(post_ids: Sequence[str]) -> npt.NDArray[np.int64]:
+    """Each post's place in its window's sample: the crc32 of its id's UTF-8 (ties broken by the id)."""
+    encoded = [post_id.encode("utf-8", "surrogatepass") for post_id in post_ids]
+    return np.fromiter(map(zlib.crc32, encoded), np.int64, len(encoded))
 
 
 class Partials:
@@ -139,78 +140,96 @@ class Partials:
         ids: Sequence[str],
     ) -> npt.NDArray[np.intp]:
         """Which of a batch's posts to explain (indices, ascending): per brand, window and side, those
-        that may be among the ``sample_posts`` of the window with the smallest :func:`sample_rank`.
+        that may be among the ``sample_posts`` of the window with the smallest :func:`sample_ranks`.
         Whatever the batching and the number of workers, the stage ends up with exactly those."""
         if not self.top_terms:
             return np.empty(0, np.intp)
         polar = np.flatnonzero((label_ids == _NEGATIVE) | (label_ids == _POSITIVE))
         if not polar.size:
             return np.empty(0, np.intp)
-        ranks = np.fromiter((sample_rank(ids[i]) for i in polar.tolist()), np.int64, polar.size)
-        columns = np.stack([brand_ids[polar], starts[polar], label_ids[polar]], axis=1).astype(np.int64)
-        groups, inverse = np.unique(columns, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        order = np.lexsort((ranks, inverse))
-        sizes = np.bincount(inverse, minlength=len(groups))
-        firsts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        ranks = sample_ranks([ids[i] for i in polar.tolist()])
+        windows, window_of = np.unique(starts[polar], return_inverse=True)
+        sides = len(self.brand_names) * 2
+        groups = window_of.reshape(-1) * sides + brand_ids[polar] * 2 + (label_ids[polar] == _POSITIVE)
+        order = np.lexsort((ranks, groups))  # by group, then rank
+        firsts = np.flatnonzero(np.diff(groups[order], prepend=-1))
+        sizes = np.diff(firsts, append=order.size)
         # this batch's k-th smallest rank per group: no post above it can be in the window's sample
         cutoffs = ranks[order][firsts + np.minimum(sizes, self.sample_posts) - 1]
-        local = np.flatnonzero(ranks <= cutoffs[inverse])
+        local = ranks[order] <= np.repeat(cutoffs, sizes)
+        members = order[local]
+        per_group = np.add.reduceat(local, firsts).tolist()
+        member_ranks, member_posts = ranks[members].tolist(), polar[members].tolist()
+        window_starts = windows.tolist()
         chosen: list[int] = []
-        for g, group in enumerate(groups.tolist()):
-            key = (group[0], group[1], group[2])
-            members = local[inverse[local] == g].tolist()
-            candidates = [(int(ranks[m]), ids[polar[m]], int(polar[m])) for m in members]
-            kept = self._kept.get(key, [])
-            merged = sorted({*kept, *((r, p) for r, p, _ in candidates)})[: self.sample_posts]
+        at = 0
+        for group, n in zip(groups[order][firsts].tolist(), per_group, strict=True):
+            window, side = divmod(group, sides)
+            key = (side // 2, window_starts[window], _POSITIVE if side % 2 else _NEGATIVE)
+            candidates = [(member_ranks[j], ids[member_posts[j]]) for j in range(at, at + n)]
+            merged = sorted({*self._kept.get(key, []), *candidates})[: self.sample_posts]
             self._kept[key] = merged
-            cutoff = merged[-1]
-            chosen.extend(i for r, p, i in candidates if (r, p) <= cutoff)
+            chosen.extend(member_posts[at + j] for j, c in enumerate(candidates) if c <= merged[-1])
+            at += n
         if len(self._kept) > _KEPT_GROUPS:  # oldest windows first: forgetting only costs explanations
             for key in sorted(self._kept, key=lambda k: k[1])[: len(self._kept) - _KEPT_GROUPS // 2]:
                 del self._kept[key]
-        return np.array(sorted(set(chosen)), np.intp)
+        return np.array(sorted(chosen), np.intp)
 
     def observe_terms(
         self,
-        brand_ids: Sequence[int],
-        label_ids: Sequence[int],
-        starts: Sequence[int],
-        tokens_per_post: Sequence[Sequence[str]],
-        pull_per_post: Sequence[npt.NDArray[np.floating]],
-        ids: Sequence[str] | None = None,
-        texts: Sequence[str] | None = None,
+        brand_ids: npt.NDArray[np.intp],
+        label_ids: npt.NDArray[np.intp],
+        starts: npt.NDArray[np.int64],
+        pulls: WordPulls,
+        ids: Sequence[str],
+        texts: Sequence[str],
     ) -> None:
-        """Explained posts (those :meth:`sample` chose; see :mod:`worker.terms` for what a term's pull
-        is) join their window's sample with their terms and ``texts`` as received (without ``ids``: the
-        normalised tokens stand in for both)."""
-        if not self.top_terms:
+        """Explained posts (those :meth:`sample` chose, row i for post i; see :mod:`worker.terms` for what
+        a term's pull is) join their window's sample with their strongest terms and ``texts`` as
+        received. Columns throughout: a post's Python work is building its record."""
+        if not self.top_terms or not len(ids):
             return
-        for n, (brand, label, start, tokens, pulls) in enumerate(
-            zip(brand_ids, label_ids, starts, tokens_per_post, pull_per_post, strict=True)
+        n, words = len(ids), pulls.words
+        line_of = np.repeat(np.arange(n), pulls.per_line)
+        sign = np.where(label_ids == _NEGATIVE, 1.0, np.where(label_ids == _POSITIVE, -1.0, 0.0))
+        toward = pulls.pulls * sign[line_of]  # the pull towards the post's own side
+        allowed = np.fromiter(map(is_term, words), bool, len(words))
+        texts_of_words = np.array(words, dtype=str)
+        own_name = np.full(n, -1, np.intp)  # the word that is the post's brand's name, if any
+        for brand in np.unique(brand_ids).tolist():
+            found = np.flatnonzero(texts_of_words == self.brand_names[brand])
+            own_name[brand_ids == brand] = found[0] if found.size else -1
+        index = pulls.word_index
+        keep = (toward > MIN_PULL) & allowed[index] & (index != own_name[line_of])
+        pairs, inverse = np.unique(line_of[keep] * len(words) + index[keep], return_inverse=True)
+        summed = np.bincount(inverse.reshape(-1), weights=toward[keep], minlength=pairs.size)
+        occurrences = np.bincount(inverse.reshape(-1), minlength=pairs.size)
+        pair_line, pair_word = np.divmod(pairs, len(words))
+        alphabetical = np.argsort(np.argsort(texts_of_words, kind="stable"), kind="stable")
+        order = np.lexsort((alphabetical[pair_word], -summed, pair_line))  # per post: strongest first
+        firsts = np.searchsorted(pair_line[order], np.arange(n))
+        strongest = order[np.arange(order.size) - firsts[pair_line[order]] < POST_TERMS]
+        bounds = np.searchsorted(pair_line[strongest], np.arange(n + 1)).tolist()
+        terms = list(
+            zip(
+                [words[w] for w in pair_word[strongest].tolist()],
+                np.round(summed[strongest], 6).tolist(),
+                occurrences[strongest].tolist(),
+                strict=True,
+            )
+        )
+        ranks = sample_ranks(ids).tolist()
+        for i, (brand, label, start) in enumerate(
+            zip(brand_ids.tolist(), label_ids.tolist(), starts.tolist(), strict=True)
         ):
             if label not in (_NEGATIVE, _POSITIVE):
                 continue
-            sign = 1.0 if label == _NEGATIVE else -1.0
-            name = self.brand_names[brand]
-            terms: dict[str, list[float]] = {}
-            for token, pull in zip(tokens, (sign * pulls).tolist(), strict=True):
-                if pull <= MIN_PULL:  # the side's pulls only: about half the tokens go here
-                    continue
-                entry = terms.get(token)
-                if entry is not None:
-                    entry[0] += pull
-                    entry[1] += 1.0
-                elif token != name and is_term(token):
-                    terms[token] = [pull, 1.0]
-            post_id = ids[n] if ids is not None else " ".join(tokens)
-            text = texts[n] if texts is not None else " ".join(tokens)
-            ranked = heapq.nsmallest(POST_TERMS, terms.items(), key=lambda item: (-item[1][0], item[0]))
             post = {
-                "rank": sample_rank(post_id),
-                "id": post_id,
-                "text": text[:EXAMPLE_TEXT_CHARS],
-                "terms": [[term, round(pull, 6), int(count)] for term, (pull, count) in ranked],
+                "rank": ranks[i],
+                "id": ids[i],
+                "text": texts[i][:EXAMPLE_TEXT_CHARS],
+                "terms": terms[bounds[i] : bounds[i + 1]],
             }
             if (brand, start) not in self._samples:
                 self._samples[(brand, start)] = ([], [])
