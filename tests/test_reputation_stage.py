@@ -6,8 +6,10 @@ phases (days 1-2; day 3 with late posts; one end-of-stream post per input partit
 pipelines: 1 worker; 4 workers; 2 workers of which one is kill -9ed, the other stopped, and the stage
 kill -9ed after phase 1, everything restarted only after phase 2 arrived (a backlog of a day, 24
 windows: no spike). All three must publish the same `reputation` records, terms and example posts
-included, equal to the detector run directly over the posts' event-time windows. Not covered: the same
-stream paced in real time (the bench's latency phase runs a paced stream)."""
+included, equal to the detector run directly over the posts' event-time windows. A fourth run paces the
+same stream through 1 worker (an event-time hour every 0.2 s): the stage closes the windows one after
+another as the worker's progress advances, while the stream still arrives, and publishes the same records
+(the 1-worker burst run is a module fixture both tests share)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import random
 import signal
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ CALM = (0.3, 0.4, 0.3)
 CRISIS = (0.8, 0.15, 0.05)
 LATE_POSTS = 5
 OPTIONS = DetectorOptions(half_life_windows=1440, warmup_posts=300, alert_zscore=3.0, alert_min_posts=30)
+PACE = 0.2  # wall seconds per event-time hour in the paced run: 72 hours in about 14 s
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +85,30 @@ def stream(data_dir: Path, small_model: Path) -> list[list[dict[str, Any]]]:
     return phases
 
 
-def produce_phase(kafka: str, topic: str, posts: list[dict[str, Any]], end_of_stream: bool = False) -> None:
+def event_time(post: dict[str, Any]) -> float:
+    return datetime.fromisoformat(post["created_at"].replace("Z", "+00:00")).timestamp()
+
+
+def produce_phase(
+    kafka: str, topic: str, posts: list[dict[str, Any]], end_of_stream: bool = False, pace: float = 0.0
+) -> float:
+    """Produce ``posts`` in their order; with ``pace``, each time their event time reaches a new hour, wait
+    until the posts so far are acknowledged and then ``pace`` seconds. Returns when the last one was
+    acknowledged (wall time)."""
     producer = ck.Producer({"bootstrap.servers": kafka, "enable.idempotence": True, "linger.ms": 5})
+    reached = -1
     for i, post in enumerate(posts):
+        hour = int(event_time(post) // HOUR)
+        if pace and reached >= 0 and hour > reached:
+            assert producer.flush(60) == 0
+            time.sleep(pace)
+        reached = max(reached, hour)
         if end_of_stream:  # one per input partition: every partition's event time moves past the last window
             producer.produce(topic, orjson.dumps(post), post["id"].encode(), partition=i)
         else:
             producer.produce(topic, orjson.dumps(post), post["id"].encode())
     assert producer.flush(60) == 0
+    return time.time()
 
 
 def expected_windows(phases: list[list[dict[str, Any]]], labels: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -98,8 +118,7 @@ def expected_windows(phases: list[list[dict[str, Any]]], labels: dict[str, str])
     for post in phases[0] + phases[1]:
         if post["id"] in late:
             continue
-        at = datetime.fromisoformat(post["created_at"].replace("Z", "+00:00")).timestamp()
-        start = int(at // HOUR * HOUR)
+        start = int(event_time(post) // HOUR * HOUR)
         counts.setdefault((post["brand"], start), Counter())[labels[post["id"]]] += 1
     out: dict[str, dict[str, Any]] = {}
     for brand in BRANDS:
@@ -118,6 +137,17 @@ def expected_windows(phases: list[list[dict[str, Any]]], labels: dict[str, str])
     return out
 
 
+@dataclass(frozen=True)
+class Run:
+    """What a pipeline published."""
+
+    records: dict[str, dict[str, Any]]  # the `reputation` records by key
+    labels: dict[str, str]  # each post's label
+    late: float  # the stage's late-post count
+    published: dict[str, float]  # each `reputation` record's broker timestamp, in seconds
+    produced: list[float]  # when each phase's last post was acknowledged
+
+
 def run_pipeline(
     kafka: str,
     small_model: Path,
@@ -125,9 +155,10 @@ def run_pipeline(
     phases: list[list[dict[str, Any]]],
     workers: int,
     crash: bool,
-) -> tuple[dict[str, dict[str, Any]], dict[str, str], float]:
-    """Feed the phases through ``workers`` workers and a stage; returns the reputation records by key, each
-    post's label, and the stage's late-post count."""
+    pace: float = 0.0,
+) -> Run:
+    """Feed the phases through ``workers`` workers and a stage, each phase in one burst or, with ``pace``,
+    an event-time hour every ``pace`` seconds (produce_phase)."""
     topics = {
         name: unique(name) for name in ("mentions", "sentiment", "dlq", "partials", "state", "reputation")
     }
@@ -166,7 +197,7 @@ def run_pipeline(
     try:
         for child in children:
             child.start()
-        produce_phase(kafka, topics["mentions"], phases[0])
+        produced = [produce_phase(kafka, topics["mentions"], phases[0], pace=pace)]
         read_all(kafka, topics["sentiment"], len(phases[0]), timeout=90, distinct=result_id)
         if crash:
             read_all(kafka, topics["reputation"], 60, timeout=60)  # the stage is under way
@@ -175,13 +206,13 @@ def run_pipeline(
             for worker in pool[1:]:
                 worker.signal(signal.SIGTERM)
                 assert worker.wait(30) == 0, worker.log
-            produce_phase(kafka, topics["mentions"], phases[1])  # a day of posts while nothing runs
+            produced.append(produce_phase(kafka, topics["mentions"], phases[1]))  # while nothing runs
             time.sleep(2)
             for child in children:
                 child.start()
         else:
-            produce_phase(kafka, topics["mentions"], phases[1])
-        produce_phase(kafka, topics["mentions"], phases[2], end_of_stream=True)
+            produced.append(produce_phase(kafka, topics["mentions"], phases[1], pace=pace))
+        produced.append(produce_phase(kafka, topics["mentions"], phases[2], end_of_stream=True))
         expected = 72 * len(BRANDS)
         records = read_all(kafka, topics["reputation"], expected, timeout=120, settle=2.0)
         late = metric_sum(scrape(stage.port), "reputation_late_posts_total")
@@ -191,32 +222,51 @@ def run_pipeline(
             child.stop(10)
     assert "Traceback" not in stage.log, stage.log
     by_key: dict[str, dict[str, Any]] = {}
+    published = {}
     for record in records:
-        assert record.key().decode() not in by_key, "a window published twice"
+        key = record.key().decode()
+        assert key not in by_key, "a window published twice"
         ReputationWindow.model_validate_json(record.value())  # the published contract
-        by_key[record.key().decode()] = orjson.loads(record.value())
+        by_key[key] = orjson.loads(record.value())
+        published[key] = record.timestamp()[1] / 1000
     labels = {}
     for record in results:
         doc = orjson.loads(record.value())
         assert doc["id"] not in labels, "a result twice under exactly-once"
         labels[doc["id"]] = doc["label"]
-    return by_key, labels, late
+    return Run(by_key, labels, late, published, produced)
 
 
-def test_one_or_four_workers_a_crash_or_a_backlog_publish_the_same_windows_by_event_time(
-    kafka_cluster: tuple[str, str], small_model: Path, tmp_path: Path, stream: list[list[dict[str, Any]]]
-) -> None:
+@pytest.fixture(scope="module")
+def burst(
+    kafka_cluster: tuple[str, str],
+    small_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    stream: list[list[dict[str, Any]]],
+) -> Run:
+    """The stream through 1 worker, each phase produced in one burst."""
     kafka, kind = kafka_cluster
     if kind == "mock":
         pytest.skip("exactly-once (read_committed hides aborted transactions) needs a real broker")
-    one, labels, late_one = run_pipeline(kafka, small_model, tmp_path / "one", stream, 1, crash=False)
+    return run_pipeline(kafka, small_model, tmp_path_factory.mktemp("one"), stream, 1, crash=False)
+
+
+def test_one_or_four_workers_a_crash_or_a_backlog_publish_the_same_windows_by_event_time(
+    kafka_cluster: tuple[str, str],
+    small_model: Path,
+    tmp_path: Path,
+    stream: list[list[dict[str, Any]]],
+    burst: Run,
+) -> None:
+    kafka, _ = kafka_cluster
+    one, labels = burst.records, burst.labels
     expected = expected_windows(stream, labels)
     texts = {post["id"]: post["text"] for phase in stream for post in phase}
     assert len(one) == len(expected) == 72 * len(BRANDS)
     for key, want in expected.items():
         got = one[key]
         assert {k: got[k] for k in want} == want, key
-    assert late_one == LATE_POSTS
+    assert burst.late == LATE_POSTS
     alerts = sorted(key for key, doc in one.items() if doc["alert"])
     assert alerts and alerts[0] == f"acme|{utc_rfc3339(T0 + CRISIS_HOURS[0] * HOUR)}", alerts
     assert all(key.startswith("acme|") for key in alerts), alerts
@@ -227,15 +277,43 @@ def test_one_or_four_workers_a_crash_or_a_backlog_publish_the_same_windows_by_ev
         assert labels[example["id"]] == "negative" and 1 <= len(example["terms"]) <= 5
         assert example["text"] == texts[example["id"]][:280]
 
-    four, _, late_four = run_pipeline(kafka, small_model, tmp_path / "four", stream, 4, crash=False)
-    assert four == one and late_four == LATE_POSTS  # terms and examples included
-    crashed, _, late_crashed = run_pipeline(kafka, small_model, tmp_path / "crash", stream, 2, crash=True)
-    assert crashed == one and late_crashed == LATE_POSTS
+    four = run_pipeline(kafka, small_model, tmp_path / "four", stream, 4, crash=False)
+    assert four.records == one and four.late == LATE_POSTS  # terms and examples included
+    crashed = run_pipeline(kafka, small_model, tmp_path / "crash", stream, 2, crash=True)
+    assert crashed.records == one and crashed.late == LATE_POSTS
     # the day of posts that waited for the restarted pipeline (24 windows) is no spike: no window
     # outside acme's crisis reaches BrandNegativeSpike's condition (ratio > 3 with >= 20 negatives)
     crisis_keys = {f"acme|{utc_rfc3339(T0 + h * HOUR)}" for h in CRISIS_HOURS}
-    spikes = [k for k, d in crashed.items() if d["volume_ratio"] > 3 and d["negative"] >= 20]
+    spikes = [k for k, d in crashed.records.items() if d["volume_ratio"] > 3 and d["negative"] >= 20]
     assert set(spikes) <= crisis_keys, spikes
+
+
+def published_while_produced(run: Run) -> list[str]:
+    """The windows published before day 2's last post was acknowledged (only days 1-2's can be)."""
+    days_done = run.produced[0]
+    return [key for key, at in run.published.items() if at < days_done]
+
+
+def test_the_same_stream_paced_publishes_the_same_windows_one_after_another(
+    kafka_cluster: tuple[str, str],
+    small_model: Path,
+    tmp_path: Path,
+    stream: list[list[dict[str, Any]]],
+    burst: Run,
+) -> None:
+    """The stream paced (an event-time hour every PACE seconds, days 1-2 in about 10 s) instead of each
+    phase in one burst: the stage closes each window as the worker's progress passes its end plus the
+    grace, while the stream is still arriving, and publishes the same records, the same 5 posts late."""
+    kafka, _ = kafka_cluster
+    paced = run_pipeline(kafka, small_model, tmp_path, stream, 1, crash=False, pace=PACE)
+    assert paced.records == burst.records and paced.late == LATE_POSTS  # terms and examples included
+    # paced for real: most of days 1-2's windows were out while day 2 was still being produced, published
+    # over at least half of the pacing; in the burst run none were (the check fails without pacing)
+    days = 48 * len(BRANDS)
+    early = published_while_produced(paced)
+    assert len(early) >= days // 2, (len(early), days)
+    assert max(paced.published.values()) - min(paced.published.values()) >= 72 * PACE / 2
+    assert len(published_while_produced(burst)) < days // 2
 
 
 def test_input_partitions_without_posts_are_declared_idle_and_do_not_hold_windows_open(
