@@ -2,14 +2,14 @@
 
 Everything that crosses a process boundary (Kafka records, HTTP bodies, published model metadata) is
 described here once, so producers and consumers cannot drift apart. The HTTP bodies live in
-``schemas.api``, imported by the API alone: the worker starts without their validators.
+``schemas.api``, and the reputation stage's records in ``schemas.reputation``, imported by those who
+use them: the worker starts without their validators.
 """
 
 from schemas.deadletter import DeadLetterHeader, DeadLetterReason
 from schemas.labels import LABELS, Label
 from schemas.mention import MAX_TEXT_CHARS, Mention
 from schemas.model_info import ModelFile, ModelInfo, ModelRef
-from schemas.reputation import ReputationWindow, TermPull
 from schemas.sentiment import LabelScores, SentimentResult
 
 __all__ = [
@@ -23,7 +23,5 @@ __all__ = [
     "ModelFile",
     "ModelInfo",
     "ModelRef",
-    "ReputationWindow",
     "SentimentResult",
-    "TermPull",
 ]
