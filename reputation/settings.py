@@ -42,10 +42,12 @@ class StageSettings(BaseSettings):
     reputation_alert_zscore: float = Field(3.0, gt=0, description="z-score of the negative share that alerts")
     reputation_alert_min_posts: int = Field(30, ge=1, description="fewest posts in a window that can alert")
     reputation_alert_evidence: float = Field(
-        5.0,
+        8.0,
         ge=0,
-        description="sum of (z - 1) over consecutive windows with z >= 1 that alerts: a sustained shift "
-        "(0: off)",
+        description="evidence (nats) of a sustained rise by REPUTATION_ALERT_SHIFT that alerts (0: off)",
+    )
+    reputation_alert_shift: float = Field(
+        0.15, gt=0, lt=1, description="rise of the negative share the evidence looks for (0.15: 15 points)"
     )
     brand_top_terms: int = Field(10, ge=0, le=10, description="top terms per side in each window record")
     client_id: str = Field(
@@ -87,6 +89,7 @@ class StageSettings(BaseSettings):
             alert_zscore=self.reputation_alert_zscore,
             alert_min_posts=self.reputation_alert_min_posts,
             alert_evidence=self.reputation_alert_evidence,
+            alert_shift=self.reputation_alert_shift,
         )
 
     def kafka_properties(self) -> dict[str, str]:

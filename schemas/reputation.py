@@ -126,8 +126,8 @@ class WindowFigures(BaseModel):
     zscore: float = Field(description="(negatives - expected) / sd against the baseline; 0 while warming up")
     evidence: float = Field(
         ge=0.0,
-        description="run sum of (zscore - 1) over the last windows with zscore >= 1: alerts at "
-        "REPUTATION_ALERT_EVIDENCE",
+        description="log-likelihood (nats) that the share rose by REPUTATION_ALERT_SHIFT, summed over the "
+        "last windows (CUSUM): alerts at REPUTATION_ALERT_EVIDENCE",
     )
     baseline_volume: float = Field(ge=0.0, description="decayed mean negatives per window")
     volume_ratio: float = Field(ge=0.0, description="negatives / max(baseline_volume, 1); 1 while warming up")
