@@ -89,22 +89,11 @@ class Consumer:
         """Fail fast: the cluster answers, lets us in, and each topic exists and may be described.
         Returns partitions per topic."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                metadata = self._consumer.list_topics(timeout=_STEP_SECONDS)
-                break
-            except KafkaException as exc:
-                self._serve_errors()
-                self._watch.raise_if_refused(starting=True)
-                if time.monotonic() >= deadline:
-                    raise BrokerUnreachableError(
-                        f"no Kafka broker answered within {timeout:.0f}s ({exc.args[0]}): "
-                        "check KAFKA_BOOTSTRAP_SERVERS and the network"
-                    ) from exc
         partitions: dict[str, int] = {}
         for topic in topics:
-            # A topic the principal may not describe is left out of the full list: ask for it by name.
-            found = metadata.topics.get(topic) or self._describe(topic, timeout)
+            # By name: the full list holds every topic of the cluster (80 ms for 500 topics on a local
+            # broker) and leaves out the topics the principal may not describe.
+            found = self._topic_metadata(topic, deadline, timeout)
             if found is not None and found.error is not None:
                 refused = refusal(found.error, self._watch.who, operation="Describe", topic=topic)
                 if refused is not None:
@@ -115,11 +104,19 @@ class Consumer:
             partitions[topic] = len(found.partitions)
         return partitions
 
-    def _describe(self, topic: str, timeout: float) -> Any:
-        try:
-            return self._consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        except KafkaException:
-            return None
+    def _topic_metadata(self, topic: str, deadline: float, timeout: float) -> Any:
+        """``topic``'s metadata, asking again until the cluster answers or ``deadline`` passes."""
+        while True:
+            try:
+                return self._consumer.list_topics(topic, timeout=_STEP_SECONDS).topics.get(topic)
+            except KafkaException as exc:
+                self._serve_errors()
+                self._watch.raise_if_refused(starting=True)
+                if time.monotonic() >= deadline:
+                    raise BrokerUnreachableError(
+                        f"no Kafka broker answered within {timeout:.0f}s ({exc.args[0]}): "
+                        "check KAFKA_BOOTSTRAP_SERVERS and the network"
+                    ) from exc
 
     def check_group(self, topic: str, timeout: float) -> None:
         """Fail fast on a group we may not use: fetch its committed offset of ``topic`` partition 0 (finding
