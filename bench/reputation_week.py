@@ -14,8 +14,8 @@ day/night cycle in volume (peak at 15:00, 5 % of it at 03:00):
 - ``shift20``: the same with 62 % (+20 points, the issue's figure).
 
 A window is *flagged* when the detector says alert; a *page* is two flagged windows in a row (the alert
-rule's ``for``). *Detected*: a page by the shift's second window of 100+ posts; a *false page*: any page
-outside the shift (per brand-week).
+rule's ``for``). *Detected*: a page by the shift's second window of 100+ posts; a *false page*: a page that
+starts outside the shift (per brand-week); a page begun in the shift that goes on after it *outlived* it.
 """
 
 from __future__ import annotations
@@ -72,25 +72,31 @@ def detector(window_hours: float, evidence: float = 8.0) -> Callable[[int, int],
 def score(
     weeks: int, window_hours: float, make: Callable[[float], Callable[[int, int], bool]]
 ) -> dict[str, Counter[str]]:
-    """Per brand: windows flagged and pages (two flagged windows in a row, what the alert rule's `for`
-    fires on) outside the shift; for the shift, whether a page fired by its second window of 100+ posts."""
+    """Per brand: windows flagged outside the shift, and false pages: pages (two flagged windows in a row,
+    what the alert rule's `for` fires on) that start outside the shift. For the shifted brands, whether a
+    page fired by the shift's second window of 100+ posts, and the windows a page begun in the shift goes
+    on after it ended (one notification, resolved late)."""
     rng = np.random.default_rng(2026)
     tally: dict[str, Counter[str]] = {brand: Counter() for brand in BRANDS}
     for _ in range(weeks):
         for brand in BRANDS:
             detector = make(window_hours)
             big_shift_windows = 0
-            detected = previous = False
+            detected = previous = paging = crisis_page = False
             for n, k, shifted in week(brand, rng, window_hours):
                 flagged = detector(k, n) if n else False
                 page = flagged and previous
-                previous = flagged
+                starts = page and not paging
+                previous, paging = flagged, page
                 if shifted:
                     big_shift_windows += n >= 100
                     detected |= page and big_shift_windows <= 2
+                    crisis_page = page
                 else:
                     tally[brand]["flagged"] += flagged
-                    tally[brand]["pages"] += page
+                    tally[brand]["pages"] += starts
+                    crisis_page = crisis_page and page
+                    tally[brand]["outlived"] += crisis_page
             tally[brand]["detected"] += detected
     return tally
 
@@ -101,14 +107,19 @@ def main() -> int:
     parser.add_argument("--window-hours", type=float, default=1.0)
     args = parser.parse_args()
     print(f"{args.weeks} synthetic weeks, {args.window_hours:g} h windows")
-    print("| detector | brand | shift paged within 2 windows | false pages / brand-week | windows flagged |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| detector | brand | shift paged within 2 windows | false pages / brand-week "
+        "| windows a page outlived the shift | windows flagged |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, evidence in (("z and evidence (defaults)", 8.0), ("z alone (EVIDENCE=0)", 0.0)):
         tally = score(args.weeks, args.window_hours, functools.partial(detector, evidence=evidence))
         for brand, counts in tally.items():
-            detected = f"{counts['detected'] / args.weeks:.1%}" if brand in SHIFTED else "-"
+            shift = brand in SHIFTED
+            detected = f"{counts['detected'] / args.weeks:.1%}" if shift else "-"
+            outlived = f"{counts['outlived'] / args.weeks:.2f}" if shift else "-"
             pages, flagged = counts["pages"] / args.weeks, counts["flagged"] / args.weeks
-            print(f"| {name} | {brand} | {detected} | {pages:.2f} | {flagged:.2f} |")
+            print(f"| {name} | {brand} | {detected} | {pages:.2f} | {outlived} | {flagged:.2f} |")
     return 0
 
 
