@@ -31,7 +31,7 @@ the windows before:
 
 Measured on synthetic weeks (``python -m bench.reputation_week``, docs/results.md): a one-day shift of
 +20 points (+23) pages within its first two windows of 100+ posts in 97.5 % (99.5 %) of brand-weeks,
-against 87 % (97.7 %) for the z - 1 run sum this replaced; false pages: 0.04 per week of a brand drifting
+against 93.5 % (98.5 %) for the z - 1 run sum this replaced; false pages: 0.04 per week of a brand drifting
 by 15 points over the week, 0.00-0.01 for the others. The dispersion estimated over a week of windows
 (not two days) keeps the drifting brand's false pages that low.
 """
