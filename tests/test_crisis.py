@@ -229,6 +229,17 @@ def test_token_pulls_agree_with_the_models_own_log_odds(small_model: Path, val_s
     ).lines()
     assert [len(neg_words), len(pos_words)] == [len(neg_pulls), len(pos_pulls)] == [9, 4]
     assert neg_pulls[neg_words.index("worst")] > 0 > pos_pulls[pos_words.index("love")]
+    # the same columns through the worker's term pass: each post keeps the words that pulled it its way
+    lines = ["this is the worst service , i hate it", "love it , great"]
+    partials = Partials(list(NAMES), WINDOW, 10, "mentions")
+    labels = np.array([LABELS.index("negative"), LABELS.index("positive")])
+    partials.observe_terms(
+        np.zeros(2, np.intp), labels, np.zeros(2, np.int64), predictor.word_pulls(lines), ["n", "p"], lines
+    )
+    (negative,), (positive,) = partials._samples[(0, 0)]
+    assert "worst" in [term for term, _, _ in negative["terms"]]
+    assert "love" in [term for term, _, _ in positive["terms"]]
+    assert all(pull > 0 for _, pull, _ in negative["terms"] + positive["terms"])
 
 
 def test_a_scripted_crisis_is_explained_by_the_words_it_was_built_from(
