@@ -42,7 +42,7 @@ class DriftReading:
 
     records: int
     label_shares: list[float]  # live predicted-label shares over the window
-    oov_rate: float | None  # None until a token was counted
+    oov_rate: float | None  # None until the window holds min_records predictions and a token was counted
     jsd: float | None  # None without a reference or below ``min_records``
     psi: float | None
 
@@ -95,11 +95,12 @@ class DriftMonitor:
             self._tokens -= old_tokens
         total = int(self._counts.sum())
         live = shares(self._counts.tolist())
-        reference = self._reference if total >= self.min_records else None
+        enough = total >= self.min_records  # a few posts' OOV share is noise (OovRateHigh went pending on it)
+        reference = self._reference if enough else None
         return DriftReading(
             total,
             live,
-            self._oov / self._tokens if self._tokens else None,
+            self._oov / self._tokens if self._tokens and enough else None,
             js_divergence(live, reference) if reference is not None else None,
             psi(reference, live) if reference is not None else None,
         )

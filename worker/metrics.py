@@ -152,7 +152,7 @@ class WorkerMetrics:
         )
         self.oov_rate = Gauge(
             "sentiment_oov_token_rate",
-            "Share of live tokens outside the model vocabulary (drift window)",
+            "Share of live tokens outside the model vocabulary (drift window of DRIFT_MIN_RECORDS or more)",
             registry=r,
         )
         self.reference_oov_rate = Gauge(
