@@ -133,9 +133,7 @@ class Worker:
             settings.input_topic,
             sample_posts=settings.brand_terms_sample_posts,
         )
-        self.partial_aggregates = PartialAggregates(
-            self.partials, self.producer, settings.brand_terms_sample_posts
-        )
+        self.partial_aggregates = PartialAggregates(self.partials, self.producer)
         self.batch_metrics = BatchMetrics(metrics)
         monitor = DriftMonitor(
             settings.drift_window_records, settings.drift_min_records, settings.drift_oov_sample

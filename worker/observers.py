@@ -35,8 +35,6 @@ from worker.kafka import Producer
 from worker.metrics import WorkerMetrics
 from worker.partials import Partials
 
-_NEUTRAL = LABELS.index("neutral")
-
 
 @dataclass(frozen=True, slots=True)
 class BatchView:
@@ -76,10 +74,9 @@ class PartialAggregates:
     log-odds). Only the posts that may be in their window's sample are explained (worker/partials.py).
     """
 
-    def __init__(self, partials: Partials, producer: Producer, sample_posts: int) -> None:
+    def __init__(self, partials: Partials, producer: Producer) -> None:
         self.partials = partials
         self.producer = producer
-        self.sample_posts = sample_posts
         self.topic: str | None = None  # decided when the worker starts
 
     def observe(self, batch: BatchView) -> None:
